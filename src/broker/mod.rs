@@ -1,0 +1,58 @@
+//! The bus between nodes, behind one narrow trait.
+//!
+//! A connection publishes through [`Broker`]; the broker hands every message
+//! that reaches this node (its own included) to a [`Delivery`], the local
+//! fan-out. The broker never imports the fan-out: it is given the handler at
+//! start, so backends sit side by side (`memory.rs` is the single-node
+//! default; a Redis backend slots in beside it).
+
+pub mod memory;
+
+use bytes::Bytes;
+
+use crate::protocol::RoomName;
+use crate::ws::{OpCode, Outgoing};
+
+pub use memory::MemoryBroker;
+
+/// Where a message goes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// The members of one room.
+    Room(RoomName),
+    /// Every native connection (a chat without a room from a room-less client).
+    Global,
+    /// Every `/relay` connection.
+    Relay,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error("the message bus is not connected")]
+    Disconnected,
+    #[error("the message bus is shutting down")]
+    Closed,
+}
+
+/// The local side of the bus: receives framed messages for this node.
+pub trait Delivery: Send + Sync + 'static {
+    /// `frame` is a complete WebSocket frame, identical for every recipient.
+    fn deliver(&self, topic: &Topic, frame: Bytes);
+}
+
+/// Publishes messages to every node, this one included.
+pub trait Broker: Send + Sync + 'static {
+    /// Publishes one encoded message. Never waits on the network: a backend
+    /// that cannot take the message now returns an error at once.
+    fn publish(&self, topic: &Topic, msg: Outgoing, opcode: OpCode) -> Result<(), PublishError>;
+
+    /// This node now has a member in `room` (called once per node, not per
+    /// connection: the fan-out reference-counts members).
+    fn subscribe(&self, room: &RoomName);
+
+    /// The node's last member left `room`.
+    fn unsubscribe(&self, room: &RoomName);
+
+    /// Whether publishes can currently succeed (for `/readyz`).
+    fn is_ready(&self) -> bool;
+}

@@ -1,0 +1,437 @@
+//! Configuration: defaults, then a YAML file, then `CHATD_*` environment
+//! variables, then command-line `--set` overrides (later wins).
+//!
+//! Every knob is one field here with its default beside it. Unknown keys are
+//! refused, so a typo is an error rather than a silently ignored setting.
+
+use serde::Deserialize;
+use serde_norway::{Mapping, Value};
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Parse(String),
+    #[error("invalid config: {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("invalid override {0:?}: expected key.path=value")]
+    Override(String),
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub limits: LimitsConfig,
+    pub heartbeat: HeartbeatConfig,
+    pub relay: RelayConfig,
+    pub shutdown: ShutdownConfig,
+    pub metrics: MetricsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on. Default `0.0.0.0`.
+    pub host: String,
+    /// Port to listen on; 0 picks a free one. Default 8080.
+    pub port: u16,
+    /// Shards (one thread and one `SO_REUSEPORT` listener each); 0 means one
+    /// per available core. Default 0.
+    pub shards: usize,
+    /// Listen backlog per shard. Default 4096.
+    pub backlog: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "0.0.0.0".into(),
+            port: 8080,
+            shards: 0,
+            backlog: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest message a native client may send, in bytes (after fragment
+    /// reassembly); larger closes with 1009. Default 65536 (NFR-1).
+    pub max_message_size: usize,
+    /// Frames a connection's send queue holds before the client is closed as a
+    /// slow consumer (1008). Default 256 (NFR-3).
+    pub queue_messages: usize,
+    /// Bytes a connection's send queue holds before the same. Default 1 MiB.
+    pub queue_bytes: usize,
+    /// Rooms one connection may be in at once. Default 100.
+    pub max_rooms_per_connection: usize,
+    /// Longest room name or client id. Default 64.
+    pub max_name_length: usize,
+    /// A write that makes no progress for this long ends the connection.
+    /// Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// After the server sends Close, how long it waits for the client's
+    /// reply before dropping the socket. Default `2s`.
+    #[serde(with = "humantime_serde")]
+    pub close_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_message_size: 64 * 1024,
+            queue_messages: 256,
+            queue_bytes: 1 << 20,
+            max_rooms_per_connection: 100,
+            max_name_length: 64,
+            write_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeartbeatConfig {
+    /// How often the server pings each connection. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// A connection with no inbound frame for this long is closed (4000).
+    /// Default `60s` (NFR-2).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig {
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// Serve `GET /relay`. Default true.
+    pub enabled: bool,
+    /// Largest relayed message in bytes. Default 16 MiB.
+    pub max_message_size: usize,
+    /// Relay send queue bound in frames. Default 1024.
+    pub queue_messages: usize,
+    /// Relay send queue bound in bytes. Default 64 MiB.
+    pub queue_bytes: usize,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            enabled: true,
+            max_message_size: 16 << 20,
+            queue_messages: 1024,
+            queue_bytes: 64 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long shutdown waits for connections to flush and close. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            grace_period: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve Prometheus metrics. Default true.
+    pub enabled: bool,
+    /// Port of the metrics listener (same host as the server); 0 picks one.
+    /// Default 9090.
+    pub port: u16,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            port: 9090,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter (`info`, `chatd=debug`, ...); `RUST_LOG` wins when set.
+    /// Default `info`.
+    pub level: String,
+    /// `text` or `json`. Default `text`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Durations as humantime strings (`30s`, `500ms`, `1m`).
+mod humantime_serde {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
+    }
+}
+
+/// Prefix of environment overrides; `__` separates levels:
+/// `CHATD_LIMITS__QUEUE_MESSAGES=512` sets `limits.queue_messages`.
+pub const ENV_PREFIX: &str = "CHATD_";
+
+impl Config {
+    /// Loads a config: `file` (must exist when given), else `config.yaml` in
+    /// the working directory if present, then `env`, then `overrides`
+    /// (`key.path=value`).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[String],
+    ) -> Result<Config, ConfigError> {
+        let mut tree = match file {
+            Some(path) => read_yaml(path)?,
+            None if Path::new("config.yaml").exists() => read_yaml(Path::new("config.yaml"))?,
+            None => Value::Mapping(Mapping::new()),
+        };
+        for (key, value) in env {
+            if let Some(rest) = key.strip_prefix(ENV_PREFIX) {
+                let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+                set_path(&mut tree, &path, scalar(&value));
+            }
+        }
+        for item in overrides {
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| ConfigError::Override(item.clone()))?;
+            let path: Vec<String> = key.split('.').map(str::to_owned).collect();
+            set_path(&mut tree, &path, scalar(value));
+        }
+        let config: Config = serde_path_to_error::deserialize(tree)
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks relations and ranges that types alone do not.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn positive(field: &'static str, v: usize) -> Result<(), ConfigError> {
+            if v == 0 {
+                return Err(ConfigError::Invalid {
+                    field,
+                    reason: "must be greater than 0".into(),
+                });
+            }
+            Ok(())
+        }
+        positive("limits.max_message_size", self.limits.max_message_size)?;
+        positive("limits.queue_messages", self.limits.queue_messages)?;
+        positive("limits.queue_bytes", self.limits.queue_bytes)?;
+        positive(
+            "limits.max_rooms_per_connection",
+            self.limits.max_rooms_per_connection,
+        )?;
+        positive("limits.max_name_length", self.limits.max_name_length)?;
+        positive("relay.max_message_size", self.relay.max_message_size)?;
+        positive("relay.queue_messages", self.relay.queue_messages)?;
+        positive("relay.queue_bytes", self.relay.queue_bytes)?;
+        if self.heartbeat.ping_interval.is_zero() {
+            return Err(ConfigError::Invalid {
+                field: "heartbeat.ping_interval",
+                reason: "must be greater than 0".into(),
+            });
+        }
+        if self.heartbeat.idle_timeout <= self.heartbeat.ping_interval {
+            return Err(ConfigError::Invalid {
+                field: "heartbeat.idle_timeout",
+                reason: "must be longer than heartbeat.ping_interval".into(),
+            });
+        }
+        if self.server.host.parse::<std::net::IpAddr>().is_err() {
+            return Err(ConfigError::Invalid {
+                field: "server.host",
+                reason: "must be an IP address".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Shards to run: the configured count or one per available core.
+    pub fn shard_count(&self) -> usize {
+        match self.server.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+fn read_yaml(path: &Path) -> Result<Value, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let value: Value = serde_norway::from_str(&text)
+        .map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?;
+    Ok(match value {
+        Value::Null => Value::Mapping(Mapping::new()),
+        v => v,
+    })
+}
+
+/// Reads an override value as a YAML scalar, so `8080` is a number and
+/// `true` a boolean, as they would be in the file.
+fn scalar(text: &str) -> Value {
+    serde_norway::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+fn set_path(tree: &mut Value, path: &[String], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut node = tree;
+    for key in parents {
+        if !matches!(node, Value::Mapping(_)) {
+            *node = Value::Mapping(Mapping::new());
+        }
+        let Value::Mapping(map) = node else {
+            unreachable!()
+        };
+        node = map
+            .entry(Value::String(key.clone()))
+            .or_insert_with(|| Value::Mapping(Mapping::new()));
+    }
+    if !matches!(node, Value::Mapping(_)) {
+        *node = Value::Mapping(Mapping::new());
+    }
+    if let Value::Mapping(map) = node {
+        map.insert(Value::String(last.clone()), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = Config::load(Some(Path::new("/dev/null")), [], &[]).unwrap();
+        assert_eq!(c.server.port, 8080);
+        assert_eq!(c.limits.max_message_size, 65536);
+        assert_eq!(c.limits.queue_messages, 256);
+        assert_eq!(c.heartbeat.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.shutdown.grace_period, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = std::env::temp_dir().join(format!("chatd-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.yaml");
+        std::fs::write(
+            &file,
+            "server:\n  port: 8443\nheartbeat:\n  ping_interval: 5s\nmetrics:\n  enabled: false\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&file),
+            env(&[
+                ("CHATD_LIMITS__QUEUE_MESSAGES", "512"),
+                ("CHATD_SERVER__PORT", "9000"),
+                ("HOME", "/"),
+            ]),
+            &["server.port=9100".into()],
+        )
+        .unwrap();
+        assert_eq!(c.server.port, 9100);
+        assert_eq!(c.limits.queue_messages, 512);
+        assert_eq!(c.heartbeat.ping_interval, Duration::from_secs(5));
+        assert!(!c.metrics.enabled);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let unknown = Config::load(
+            Some(Path::new("/dev/null")),
+            env(&[("CHATD_SERVER__PROT", "1")]),
+            &[],
+        );
+        assert!(unknown.unwrap_err().to_string().contains("prot"));
+        let bad_type = Config::load(
+            Some(Path::new("/dev/null")),
+            [],
+            &["server.port=eighty".into()],
+        );
+        assert!(
+            bad_type.unwrap_err().to_string().contains("port"),
+            "names the field"
+        );
+        let zero = Config::load(
+            Some(Path::new("/dev/null")),
+            [],
+            &["limits.queue_messages=0".into()],
+        );
+        assert!(zero
+            .unwrap_err()
+            .to_string()
+            .contains("limits.queue_messages"));
+        let hb = Config::load(
+            Some(Path::new("/dev/null")),
+            [],
+            &["heartbeat.idle_timeout=1s".into()],
+        );
+        assert!(hb
+            .unwrap_err()
+            .to_string()
+            .contains("heartbeat.idle_timeout"));
+        let missing = Config::load(Some(Path::new("/nonexistent/chatd.yaml")), [], &[]);
+        assert!(matches!(missing, Err(ConfigError::Read { .. })));
+    }
+}

@@ -1,0 +1,220 @@
+//! One WebSocket connection, from upgrade to cleanup.
+//!
+//! [`serve`] runs the parts every endpoint shares: the writer task, the read
+//! loop (heartbeat bookkeeping, pings, close handshake, size and protocol
+//! errors) and the close paths. What a data message *means* is the
+//! endpoint's [`Handler`]: `native.rs` (the chat-api JSON protocol) or
+//! `relay.rs` (verbatim relay).
+
+pub mod native;
+pub mod relay;
+pub mod writer;
+
+use bytes::Bytes;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+
+use crate::metrics::DisconnectReason;
+use crate::queue::{ClientQueue, CloseReason, Limits, PushError, Stop};
+use crate::shard::{ConnState, Shard};
+use crate::ws::frame::{self, OpCode};
+use crate::ws::{FrameReader, Message, ReadError, ReadSource};
+
+/// A connection as its handler sees it.
+pub struct Conn {
+    pub shard: Rc<Shard>,
+    pub state: Rc<ConnState>,
+}
+
+impl Conn {
+    /// Queues a frame for this connection only.
+    pub fn send(&self, frame: Bytes) {
+        if self.state.queue.push(frame) == Err(PushError::Full) {
+            self.shard.node.metrics.slow_consumer_closes.inc();
+        }
+    }
+}
+
+/// What an endpoint does with a connection's data messages.
+pub trait Handler {
+    fn on_open(&mut self, conn: &Conn);
+    /// A complete text (already UTF-8 checked) or binary message.
+    fn on_data(&mut self, conn: &Conn, opcode: OpCode, payload: Bytes);
+    /// The connection is going: leave every room. Runs once.
+    fn on_close(&mut self, conn: &Conn);
+}
+
+/// Per-endpoint bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    pub max_message: usize,
+    pub queue: Limits,
+}
+
+/// How the read loop ended.
+#[derive(Debug)]
+enum End {
+    /// Shutdown, first phase: stop reading, keep delivering until drained.
+    Halted,
+    /// The server closed the queue (slow consumer, heartbeat, write error).
+    Server(CloseReason),
+    /// The client sent Close.
+    ClientClose,
+    /// The client broke the protocol or the size limit.
+    Invalid,
+    /// The socket ended without a close handshake.
+    Gone { error: bool },
+}
+
+impl End {
+    fn reason(&self) -> DisconnectReason {
+        match self {
+            End::Halted | End::Server(CloseReason::Shutdown) => DisconnectReason::Shutdown,
+            End::Server(CloseReason::SlowConsumer) => DisconnectReason::SlowConsumer,
+            End::Server(CloseReason::HeartbeatTimeout) => DisconnectReason::Timeout,
+            End::Server(_) | End::Invalid | End::Gone { error: true } => DisconnectReason::Error,
+            End::ClientClose | End::Gone { error: false } => DisconnectReason::ClientClose,
+        }
+    }
+
+    /// Whether the server sent Close first and should wait for the reply.
+    fn server_initiated(&self) -> bool {
+        matches!(self, End::Halted | End::Server(_) | End::Invalid)
+    }
+}
+
+/// Serves an upgraded connection until it ends, then cleans up everywhere.
+pub async fn serve(
+    shard: Rc<Shard>,
+    upgraded: Upgraded,
+    limits: ConnLimits,
+    handler: impl Handler,
+) {
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let (read, write) = parts.io.into_inner().into_split();
+            drive(shard, read, write, parts.read_buf, limits, handler).await
+        }
+        Err(upgraded) => {
+            let (read, write) = tokio::io::split(TokioIo::new(upgraded));
+            drive(shard, read, write, Bytes::new(), limits, handler).await
+        }
+    }
+}
+
+async fn drive<R, W, H>(
+    shard: Rc<Shard>,
+    read: R,
+    write: W,
+    initial: Bytes,
+    limits: ConnLimits,
+    mut handler: H,
+) where
+    R: ReadSource,
+    W: AsyncWrite + Unpin + 'static,
+    H: Handler,
+{
+    let node = shard.node.clone();
+    let Some(_drain) = node.shutdown.guard() else {
+        return; // draining already: drop the socket
+    };
+    let timeouts = &node.config.limits;
+    let queue = Rc::new(ClientQueue::new(limits.queue));
+    let conn = Conn {
+        state: shard.register(queue.clone()),
+        shard,
+    };
+    let writer =
+        tokio::task::spawn_local(writer::run(write, queue.clone(), timeouts.write_timeout));
+    handler.on_open(&conn);
+
+    let mut reader = FrameReader::new(read, initial, limits.max_message);
+    let end = {
+        let _reading = node.shutdown.reader();
+        read_loop(&conn, &mut reader, &mut handler).await
+    };
+    tracing::debug!(conn = conn.state.id.0, shard = conn.shard.index, end = ?end, "connection ending");
+    if let End::Halted = end {
+        // Keep the room memberships until the shard drains: messages
+        // published before shutdown must still reach this client.
+        let _ = writer.await;
+        handler.on_close(&conn);
+    } else {
+        handler.on_close(&conn);
+        let _ = writer.await;
+    }
+    if end.server_initiated() {
+        linger(reader, timeouts.close_timeout).await;
+    }
+    conn.shard.unregister(conn.state.id);
+    node.metrics.disconnected(end.reason());
+}
+
+async fn read_loop<R: ReadSource, H: Handler>(
+    conn: &Conn,
+    reader: &mut FrameReader<R>,
+    handler: &mut H,
+) -> End {
+    let queue = &conn.state.queue;
+    let metrics = &conn.shard.node.metrics;
+    loop {
+        let next = tokio::select! {
+            biased;
+            stop = poll_fn(|cx| queue.poll_stop(cx)) => return match stop {
+                Stop::Halted => End::Halted,
+                Stop::Closing(reason) => End::Server(reason),
+            },
+            next = reader.next() => next,
+        };
+        conn.state.touch();
+        match next {
+            Ok(Message::Text(payload)) => {
+                metrics.messages_in.inc();
+                metrics.bytes_in.inc_by(payload.len() as u64);
+                handler.on_data(conn, OpCode::Text, payload);
+            }
+            Ok(Message::Binary(payload)) => {
+                metrics.messages_in.inc();
+                metrics.bytes_in.inc_by(payload.len() as u64);
+                handler.on_data(conn, OpCode::Binary, payload);
+            }
+            Ok(Message::Ping(payload)) => conn.send(frame::encode(OpCode::Pong, &payload)),
+            Ok(Message::Pong(_)) => {}
+            Ok(Message::Close(code)) => {
+                queue.close(CloseReason::Echo(code.unwrap_or(1000)));
+                return End::ClientClose;
+            }
+            Err(ReadError::Eof) => {
+                queue.close(CloseReason::Echo(1000));
+                return End::Gone { error: false };
+            }
+            Err(ReadError::Io(e)) => {
+                tracing::debug!(conn = conn.state.id.0, error = %e, "read failed");
+                queue.close(CloseReason::WriteError);
+                return End::Gone { error: true };
+            }
+            Err(e) => {
+                tracing::debug!(conn = conn.state.id.0, error = %e, "closing on invalid input");
+                queue.close(match e {
+                    ReadError::TooBig(_) => CloseReason::TooBig,
+                    ReadError::InvalidUtf8 => CloseReason::InvalidUtf8,
+                    _ => CloseReason::Protocol,
+                });
+                return End::Invalid;
+            }
+        }
+    }
+}
+
+/// After the server's Close: reads and discards until the peer closes (or
+/// `limit` passes), so unread input does not turn the close into a reset
+/// that could destroy the Close frame in flight.
+async fn linger<R: ReadSource>(reader: FrameReader<R>, limit: Duration) {
+    let mut io = reader.into_inner();
+    let _ = tokio::time::timeout(limit, tokio::io::copy(&mut io, &mut tokio::io::sink())).await;
+}

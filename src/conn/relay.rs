@@ -1,0 +1,29 @@
+//! The relay endpoint: every message from any relay client goes verbatim
+//! (same opcode, same bytes) to every relay client, the sender included.
+
+use bytes::Bytes;
+
+use super::{Conn, Handler};
+use crate::broker::Topic;
+use crate::ws::{OpCode, Outgoing};
+
+pub struct Relay;
+
+impl Handler for Relay {
+    fn on_open(&mut self, conn: &Conn) {
+        conn.shard
+            .rooms
+            .add_relay(conn.state.id, conn.state.queue.clone());
+    }
+
+    fn on_data(&mut self, conn: &Conn, opcode: OpCode, payload: Bytes) {
+        let msg = Outgoing::from_payload(&payload);
+        if let Err(e) = conn.shard.node.broker.publish(&Topic::Relay, msg, opcode) {
+            tracing::warn!(conn = conn.state.id.0, error = %e, "relay message not delivered");
+        }
+    }
+
+    fn on_close(&mut self, conn: &Conn) {
+        conn.shard.rooms.remove_relay(conn.state.id);
+    }
+}

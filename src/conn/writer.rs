@@ -1,0 +1,174 @@
+//! The connection's writer task: everything queued goes out in one vectored
+//! write per wake-up, never a flush per message.
+
+use bytes::{Buf, Bytes};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::queue::{ClientQueue, CloseReason, State};
+use crate::ws::frame;
+
+/// Slices handed to one `writev`; built on the stack inside `poll`, so an
+/// idle connection's task does not carry them.
+const MAX_SLICES: usize = 128;
+
+/// How the writer ended.
+#[derive(Debug)]
+pub enum WriterEnd {
+    /// The queue closed; its Close frame was written.
+    Closed(CloseReason),
+    /// The socket failed or made no progress within the write timeout.
+    Failed(io::Error),
+}
+
+/// Runs until the queue closes (then writes the Close frame and shuts the
+/// sending side) or the socket fails (then closes the queue, which stops the
+/// reader too).
+pub async fn run<W: AsyncWrite + Unpin>(
+    io: W,
+    queue: Rc<ClientQueue>,
+    write_timeout: Duration,
+) -> WriterEnd {
+    let end = write_until_closed(io, &queue, write_timeout).await;
+    if let WriterEnd::Failed(_) = end {
+        queue.close(CloseReason::WriteError);
+    }
+    end
+}
+
+async fn write_until_closed<W: AsyncWrite + Unpin>(
+    mut io: W,
+    queue: &ClientQueue,
+    write_timeout: Duration,
+) -> WriterEnd {
+    let mut batch: VecDeque<Bytes> = VecDeque::new();
+    loop {
+        let state = poll_fn(|cx| queue.poll_drain(cx, &mut batch)).await;
+        if let Err(e) = with_timeout(write_timeout, write_batch(&mut io, &mut batch)).await {
+            return WriterEnd::Failed(e);
+        }
+        if let State::Closing(reason) = state {
+            let close = frame::close(reason.code(), reason.text());
+            let sent = with_timeout(write_timeout, async {
+                io.write_all(&close).await?;
+                io.shutdown().await
+            })
+            .await;
+            return match sent {
+                Ok(()) => WriterEnd::Closed(reason),
+                Err(e) => WriterEnd::Failed(e),
+            };
+        }
+    }
+}
+
+async fn with_timeout<F: std::future::Future<Output = io::Result<()>>>(
+    limit: Duration,
+    f: F,
+) -> io::Result<()> {
+    tokio::time::timeout(limit, f).await.unwrap_or_else(|_| {
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "write made no progress",
+        ))
+    })
+}
+
+/// Writes and empties `batch`, as few `writev` calls as the socket allows.
+async fn write_batch<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    batch: &mut VecDeque<Bytes>,
+) -> io::Result<()> {
+    while !batch.is_empty() {
+        let written = poll_fn(|cx| {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let mut n = 0;
+            for b in batch.iter().take(MAX_SLICES) {
+                slices[n] = IoSlice::new(b);
+                n += 1;
+            }
+            Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n])
+        })
+        .await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        advance(batch, written);
+    }
+    io.flush().await
+}
+
+/// Drops fully written frames and trims a partly written one.
+fn advance(batch: &mut VecDeque<Bytes>, mut written: usize) {
+    while written > 0 {
+        let front = batch.front_mut().expect("wrote more than was queued");
+        if written >= front.len() {
+            written -= front.len();
+            batch.pop_front();
+        } else {
+            front.advance(written);
+            written = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::Limits;
+    use tokio::io::AsyncReadExt;
+
+    #[test]
+    fn advance_handles_partial_frames() {
+        let mut batch: VecDeque<Bytes> = ["abc", "de", "fgh"]
+            .iter()
+            .map(|s| Bytes::from_static(s.as_bytes()))
+            .collect();
+        advance(&mut batch, 4);
+        assert_eq!(
+            batch,
+            [Bytes::from_static(b"e"), Bytes::from_static(b"fgh")]
+        );
+        advance(&mut batch, 4);
+        assert!(batch.is_empty());
+    }
+
+    #[tokio::test]
+    async fn flushes_queue_then_close_frame() {
+        let (client, server) = tokio::io::duplex(64);
+        let queue = Rc::new(ClientQueue::new(Limits {
+            max_messages: 1000,
+            max_bytes: 1 << 20,
+        }));
+        for i in 0..300u32 {
+            queue.push(Bytes::from(i.to_be_bytes().to_vec())).unwrap();
+        }
+        queue.close(CloseReason::Shutdown);
+        let local = tokio::task::LocalSet::new();
+        let writer = local.spawn_local(run(server, queue, Duration::from_secs(5)));
+        let reader = async move {
+            let mut client = client;
+            let mut all = Vec::new();
+            client.read_to_end(&mut all).await.unwrap();
+            all
+        };
+        let (all, end) = local
+            .run_until(async { tokio::join!(reader, writer) })
+            .await;
+        assert!(matches!(
+            end.unwrap(),
+            WriterEnd::Closed(CloseReason::Shutdown)
+        ));
+        let expected: Vec<u8> = (0..300u32).flat_map(|i| i.to_be_bytes()).collect();
+        assert_eq!(&all[..1200], &expected[..]);
+        assert_eq!(
+            &all[1200..],
+            &frame::close(1001, "server shutting down")[..]
+        );
+    }
+}

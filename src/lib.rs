@@ -1,0 +1,40 @@
+//! chatd: a real-time WebSocket chat server.
+//!
+//! # Layout
+//!
+//! Dependencies point down this list; a chat message passes each module once:
+//! `conn` (read, parse) → `broker` (publish) → `rooms` (fan-out) → `queue` →
+//! `conn::writer`.
+//!
+//! - [`runtime`]: start and stop; one current-thread runtime and one
+//!   `SO_REUSEPORT` listener per shard; shard inboxes; heartbeat sweep.
+//! - [`http`]: routes, upgrade checks, health and readiness, metrics listener.
+//! - [`conn`]: one connection: read loop, close paths, writer task; the native
+//!   (chat-api) and relay handlers.
+//! - [`shard`]: one shard's connections and rooms, owned by its thread.
+//! - [`node`]: what all shards share (config, registry, broker, metrics).
+//! - [`broker`]: the narrow `Broker` trait; `memory.rs` is the in-process default.
+//! - [`rooms`]: node-wide registry (which shards have members of a room) and
+//!   each shard's member queues; fan-out of one frame to many queues.
+//! - [`protocol`]: the native JSON protocol: typed commands in, envelopes out.
+//! - [`ws`]: WebSocket frames: server frames encoded once, client frames read.
+//! - [`queue`]: the bounded per-client frame queue (a leaf: `rooms` pushes,
+//!   `conn` drains).
+//! - [`config`], [`metrics`], [`shutdown`]: leaves.
+
+pub mod broker;
+pub mod config;
+pub mod conn;
+pub mod http;
+pub mod metrics;
+pub mod node;
+pub mod protocol;
+pub mod queue;
+pub mod rooms;
+pub mod runtime;
+pub mod shard;
+pub mod shutdown;
+pub mod ws;
+
+pub use config::Config;
+pub use runtime::{start, Server, ShutdownReport};

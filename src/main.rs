@@ -1,0 +1,95 @@
+use anyhow::Context;
+use clap::Parser;
+use std::path::PathBuf;
+use tracing_subscriber::EnvFilter;
+
+use chatd::config::{Config, LogFormat};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A real-time WebSocket chat server.
+///
+/// Settings come from defaults, then the config file, then CHATD_* variables
+/// (CHATD_SECTION__FIELD, e.g. CHATD_SERVER__PORT=8081), then these flags.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Cli {
+    /// YAML config file (default: ./config.yaml when present).
+    #[arg(long)]
+    config_file: Option<PathBuf>,
+    /// Listen address (server.host).
+    #[arg(long)]
+    host: Option<String>,
+    /// Listen port, 0 for any free port (server.port).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Shards; 0 means one per core (server.shards).
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Log filter, e.g. info or chatd=debug (log.level).
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Any setting as key.path=value, e.g. --set limits.queue_messages=512.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut overrides = Vec::new();
+    if let Some(host) = &cli.host {
+        overrides.push(format!("server.host={host}"));
+    }
+    if let Some(port) = cli.port {
+        overrides.push(format!("server.port={port}"));
+    }
+    if let Some(shards) = cli.shards {
+        overrides.push(format!("server.shards={shards}"));
+    }
+    if let Some(level) = &cli.log_level {
+        overrides.push(format!("log.level={level}"));
+    }
+    overrides.extend(cli.set.iter().cloned());
+    let config = Config::load(cli.config_file.as_deref(), std::env::vars(), &overrides)?;
+    init_logging(&config)?;
+
+    let server = chatd::start(config).context("starting chatd")?;
+    // One plain line on stdout, for scripts that start chatd on port 0.
+    println!("chatd listening on {}", server.addr());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        wait_for_signal().await?;
+        tracing::info!("shutdown signal received");
+        server.shutdown().await;
+        anyhow::Ok(())
+    })
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.is_empty() => EnvFilter::try_new(env).context("RUST_LOG")?,
+        _ => EnvFilter::try_new(&config.log.level).context("log.level")?,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! What every shard shares: configuration, the room registry, the broker,
+//! metrics and the shutdown state. Built once at start; read-only after.
+
+use std::sync::Arc;
+
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::rooms::Registry;
+use crate::shutdown::Shutdown;
+
+pub struct Node {
+    pub config: Config,
+    pub registry: Arc<Registry>,
+    pub broker: Arc<dyn Broker>,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: Shutdown,
+}

@@ -1,0 +1,9 @@
+//! The native JSON protocol (chat-api): typed commands in, envelopes out.
+
+pub mod command;
+pub mod envelope;
+pub mod names;
+
+pub use command::{parse, Command, ParseError};
+pub use envelope::{encode, ErrorCode, Header, Kind};
+pub use names::{ClientId, NameError, RoomName};

@@ -1,0 +1,207 @@
+//! One shard's members: the queues a frame is pushed to.
+//!
+//! Owned by the shard's thread alone (no locks): the shard's dispatcher reads
+//! it to fan out, the shard's connections change it on join and leave.
+
+use bytes::Bytes;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use crate::protocol::RoomName;
+use crate::queue::{ClientQueue, PushError};
+
+/// A connection's id, unique in the process (shard index in the top bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// A set of queues with O(1) insert and remove and a dense list to iterate.
+#[derive(Default)]
+pub struct Members {
+    list: Vec<(ConnId, Rc<ClientQueue>)>,
+    index: HashMap<ConnId, usize>,
+}
+
+/// What one fan-out did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Fanout {
+    pub delivered: u64,
+    /// Queues that overflowed on this frame (their connections are closing).
+    pub overflowed: u64,
+}
+
+impl Members {
+    pub fn insert(&mut self, id: ConnId, queue: Rc<ClientQueue>) -> bool {
+        if self.index.contains_key(&id) {
+            return false;
+        }
+        self.index.insert(id, self.list.len());
+        self.list.push((id, queue));
+        true
+    }
+
+    pub fn remove(&mut self, id: ConnId) -> bool {
+        let Some(i) = self.index.remove(&id) else {
+            return false;
+        };
+        self.list.swap_remove(i);
+        if let Some((moved, _)) = self.list.get(i) {
+            self.index.insert(*moved, i);
+        }
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Pushes a refcount clone of `frame` to every member's queue.
+    pub fn fanout(&self, frame: &Bytes) -> Fanout {
+        let mut out = Fanout::default();
+        for (_, queue) in &self.list {
+            match queue.push(frame.clone()) {
+                Ok(_) => out.delivered += 1,
+                Err(PushError::Full) => out.overflowed += 1,
+                Err(PushError::Closed) => {}
+            }
+        }
+        out
+    }
+
+    pub fn queues(&self) -> impl Iterator<Item = &Rc<ClientQueue>> {
+        self.list.iter().map(|(_, q)| q)
+    }
+}
+
+/// All of one shard's membership.
+#[derive(Default)]
+pub struct LocalRooms {
+    rooms: RefCell<HashMap<RoomName, Members>>,
+    /// Every native connection: the audience of global messages.
+    native: RefCell<Members>,
+    /// Every relay connection.
+    relay: RefCell<Members>,
+}
+
+impl LocalRooms {
+    pub fn join(&self, room: &RoomName, id: ConnId, queue: Rc<ClientQueue>) -> bool {
+        self.rooms
+            .borrow_mut()
+            .entry(room.clone())
+            .or_default()
+            .insert(id, queue)
+    }
+
+    pub fn leave(&self, room: &RoomName, id: ConnId) -> bool {
+        let mut rooms = self.rooms.borrow_mut();
+        let Some(members) = rooms.get_mut(room.as_str()) else {
+            return false;
+        };
+        let removed = members.remove(id);
+        if members.is_empty() {
+            rooms.remove(room.as_str());
+        }
+        removed
+    }
+
+    pub fn add_native(&self, id: ConnId, queue: Rc<ClientQueue>) {
+        self.native.borrow_mut().insert(id, queue);
+    }
+
+    pub fn remove_native(&self, id: ConnId) {
+        self.native.borrow_mut().remove(id);
+    }
+
+    pub fn add_relay(&self, id: ConnId, queue: Rc<ClientQueue>) {
+        self.relay.borrow_mut().insert(id, queue);
+    }
+
+    pub fn remove_relay(&self, id: ConnId) {
+        self.relay.borrow_mut().remove(id);
+    }
+
+    pub fn fanout_room(&self, room: &RoomName, frame: &Bytes) -> Fanout {
+        self.rooms
+            .borrow()
+            .get(room.as_str())
+            .map(|m| m.fanout(frame))
+            .unwrap_or_default()
+    }
+
+    pub fn fanout_global(&self, frame: &Bytes) -> Fanout {
+        self.native.borrow().fanout(frame)
+    }
+
+    pub fn fanout_relay(&self, frame: &Bytes) -> Fanout {
+        self.relay.borrow().fanout(frame)
+    }
+
+    /// Calls `f` on every connection's queue (native and relay).
+    pub fn for_each_queue(&self, mut f: impl FnMut(&ClientQueue)) {
+        self.native.borrow().queues().for_each(|q| f(q));
+        self.relay.borrow().queues().for_each(|q| f(q));
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.native.borrow().len() + self.relay.borrow().len()
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.rooms.borrow().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::Limits;
+
+    fn queue() -> Rc<ClientQueue> {
+        Rc::new(ClientQueue::new(Limits {
+            max_messages: 2,
+            max_bytes: 1 << 20,
+        }))
+    }
+
+    #[test]
+    fn remove_keeps_the_index_dense() {
+        let mut m = Members::default();
+        let qs: Vec<_> = (0..4).map(|_| queue()).collect();
+        for (i, q) in qs.iter().enumerate() {
+            assert!(m.insert(ConnId(i as u64), q.clone()));
+        }
+        assert!(!m.insert(ConnId(0), qs[0].clone()));
+        assert!(m.remove(ConnId(1)));
+        assert!(!m.remove(ConnId(1)));
+        assert_eq!(m.fanout(&Bytes::from_static(b"x")).delivered, 3);
+        assert!(m.remove(ConnId(3)));
+        assert!(m.remove(ConnId(0)));
+        assert!(m.remove(ConnId(2)));
+        assert!(m.is_empty());
+        assert_eq!(qs[1].len(), 0);
+        assert_eq!(qs[2].len(), 1);
+    }
+
+    #[test]
+    fn fanout_counts_overflow() {
+        let rooms = LocalRooms::default();
+        let room = RoomName::parse("r", 64).unwrap();
+        rooms.join(&room, ConnId(1), queue());
+        let frame = Bytes::from_static(b"x");
+        assert_eq!(rooms.fanout_room(&room, &frame).delivered, 1);
+        assert_eq!(rooms.fanout_room(&room, &frame).delivered, 1);
+        assert_eq!(
+            rooms.fanout_room(&room, &frame),
+            Fanout {
+                delivered: 0,
+                overflowed: 1
+            }
+        );
+        assert!(rooms.leave(&room, ConnId(1)));
+        assert_eq!(rooms.room_count(), 0);
+    }
+}

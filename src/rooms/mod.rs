@@ -1,0 +1,8 @@
+//! Room membership and fan-out: the node-wide [`Registry`] (which shards
+//! have members) and each shard's [`LocalRooms`] (which queues).
+
+pub mod local;
+pub mod registry;
+
+pub use local::{ConnId, Fanout, LocalRooms, Members};
+pub use registry::{Registry, ShardMsg};

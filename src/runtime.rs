@@ -1,0 +1,264 @@
+//! Starting and stopping the server: one thread per shard, each with a
+//! current-thread tokio runtime and its own `SO_REUSEPORT` listener on the
+//! same address, so the kernel spreads connections and each one stays on the
+//! shard that accepted it.
+
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::sync::watch;
+
+use crate::broker::{Broker, MemoryBroker};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::node::Node;
+use crate::rooms::{Registry, ShardMsg};
+use crate::shard::Shard;
+use crate::shutdown::{Phase, Shutdown};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start shard thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    node: Arc<Node>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// What shutdown achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Every connection flushed and closed within the grace period.
+    pub drained: bool,
+    pub elapsed: Duration,
+}
+
+/// Binds the listeners and starts every shard.
+pub fn start(config: Config) -> Result<Server, StartError> {
+    let shards = config.shard_count();
+    let host: IpAddr = config
+        .server
+        .host
+        .parse()
+        .expect("validated by Config::validate");
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..shards).map(|_| unbounded_channel::<ShardMsg>()).unzip();
+    let registry = Arc::new(Registry::new(senders));
+    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(registry.clone()));
+
+    let first = bind(
+        SocketAddr::new(host, config.server.port),
+        config.server.backlog,
+    )?;
+    let addr = first.local_addr().map_err(|source| StartError::Bind {
+        addr: SocketAddr::new(host, config.server.port),
+        source,
+    })?;
+    let mut listeners = vec![first];
+    for _ in 1..shards {
+        listeners.push(bind(addr, config.server.backlog)?);
+    }
+    let mut metrics_listener = None;
+    let mut metrics_addr = None;
+    if config.metrics.enabled {
+        let l = bind_plain(SocketAddr::new(host, config.metrics.port))?;
+        metrics_addr = l.local_addr().ok();
+        metrics_listener = Some(l);
+    }
+
+    let node = Arc::new(Node {
+        config,
+        registry,
+        broker,
+        metrics: Arc::new(Metrics::new()),
+        shutdown: Shutdown::new(),
+    });
+    let mut threads = Vec::with_capacity(shards);
+    for (index, (listener, inbox)) in listeners.into_iter().zip(receivers).enumerate() {
+        let node = node.clone();
+        let metrics_listener = if index == 0 {
+            metrics_listener.take()
+        } else {
+            None
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("chatd-shard-{index}"))
+            .spawn(move || run_shard(index, node, listener, inbox, metrics_listener))
+            .map_err(StartError::Thread)?;
+        threads.push(thread);
+    }
+    tracing::info!(%addr, shards, metrics = ?metrics_addr, "chatd listening");
+    Ok(Server {
+        addr,
+        metrics_addr,
+        node,
+        threads,
+    })
+}
+
+impl Server {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Graceful shutdown: stop accepting and reading, deliver everything
+    /// already published, Close 1001 to every client, wait at most the grace
+    /// period, stop the shards.
+    pub async fn shutdown(self) -> ShutdownReport {
+        let started = Instant::now();
+        let grace = self.node.config.shutdown.grace_period;
+        let shutdown = &self.node.shutdown;
+        shutdown.set_phase(Phase::Stopping);
+        let readers_done = shutdown.readers_stopped(grace).await;
+        if !readers_done {
+            tracing::warn!(
+                readers = shutdown.readers(),
+                "readers still running at the end of the grace period"
+            );
+        }
+        self.node.registry.drain_all();
+        let drained = shutdown
+            .drained(grace.saturating_sub(started.elapsed()))
+            .await;
+        shutdown.set_phase(Phase::Exit);
+        let threads = self.threads;
+        let _ =
+            tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join())))
+                .await;
+        let report = ShutdownReport {
+            drained: drained && readers_done,
+            elapsed: started.elapsed(),
+        };
+        tracing::info!(
+            drained = report.drained,
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            "chatd stopped"
+        );
+        report
+    }
+}
+
+fn bind(addr: SocketAddr, backlog: u32) -> Result<std::net::TcpListener, StartError> {
+    let err = |source| StartError::Bind { addr, source };
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    socket.set_reuse_address(true).map_err(err)?;
+    socket.set_reuse_port(true).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    socket
+        .listen(backlog.min(i32::MAX as u32) as i32)
+        .map_err(err)?;
+    Ok(socket.into())
+}
+
+/// A listener of its own (no `SO_REUSEPORT`: one port, one owner).
+fn bind_plain(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| StartError::Bind { addr, source })?;
+    Ok(listener)
+}
+
+fn run_shard(
+    index: usize,
+    node: Arc<Node>,
+    listener: std::net::TcpListener,
+    inbox: UnboundedReceiver<ShardMsg>,
+    metrics_listener: Option<std::net::TcpListener>,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("building a shard runtime");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let listener = TcpListener::from_std(listener).expect("registering the listener");
+        let shard = Rc::new(Shard::new(index, node.clone()));
+        let mut phase = node.shutdown.subscribe();
+        tokio::task::spawn_local(dispatch(shard.clone(), inbox));
+        tokio::task::spawn_local(heartbeat(shard.clone()));
+        if let Some(l) = metrics_listener {
+            let l = TcpListener::from_std(l).expect("registering the metrics listener");
+            tokio::task::spawn_local(crate::http::metrics::serve(l, node.clone()));
+        }
+        accept(&shard, listener, &mut phase).await;
+        shard.halt_all();
+        let _ = phase.wait_for(|p| *p == Phase::Exit).await;
+    });
+    // Dropping the LocalSet and runtime cancels whatever is left.
+}
+
+/// Accepts until shutdown begins; the listener is dropped on return.
+async fn accept(shard: &Rc<Shard>, listener: TcpListener, phase: &mut watch::Receiver<Phase>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::task::spawn_local(crate::http::serve_connection(shard.clone(), stream));
+                }
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    tracing::warn!(shard = shard.index, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = phase.wait_for(|p| *p != Phase::Running) => return,
+        }
+    }
+}
+
+/// Delivers inbox messages in arrival order, in batches to amortise wake-ups.
+async fn dispatch(shard: Rc<Shard>, mut inbox: UnboundedReceiver<ShardMsg>) {
+    let mut batch = Vec::with_capacity(64);
+    while inbox.recv_many(&mut batch, 64).await > 0 {
+        for msg in batch.drain(..) {
+            shard.handle(msg);
+        }
+    }
+}
+
+/// One sweep of the shard's connections per tick (a quarter of the shorter
+/// heartbeat interval), pinging every `ping_interval`.
+async fn heartbeat(shard: Rc<Shard>) {
+    let hb = shard.node.config.heartbeat.clone();
+    let tick = (hb.ping_interval.min(hb.idle_timeout) / 4).max(Duration::from_millis(5));
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_ping = Instant::now();
+    loop {
+        interval.tick().await;
+        let now = Instant::now();
+        let ping = now.duration_since(last_ping) >= hb.ping_interval;
+        if ping {
+            last_ping = now;
+        }
+        shard.sweep(now, hb.idle_timeout, ping);
+    }
+}

@@ -1,0 +1,129 @@
+//! One shard's state: its connections and their rooms, owned by the shard's
+//! thread and shared between its tasks with `Rc` (no locks).
+
+use bytes::Bytes;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::node::Node;
+use crate::queue::{ClientQueue, CloseReason};
+use crate::rooms::{ConnId, Fanout, LocalRooms, ShardMsg};
+use crate::shutdown::Phase;
+use crate::ws::frame::{self, OpCode};
+
+/// What the heartbeat needs of a connection.
+pub struct ConnState {
+    pub id: ConnId,
+    pub queue: Rc<ClientQueue>,
+    last_seen: Cell<Instant>,
+}
+
+impl ConnState {
+    /// Records inbound traffic (any frame proves the peer is alive).
+    pub fn touch(&self) {
+        self.last_seen.set(Instant::now());
+    }
+}
+
+pub struct Shard {
+    pub index: usize,
+    pub node: Arc<Node>,
+    pub rooms: LocalRooms,
+    conns: RefCell<HashMap<ConnId, Rc<ConnState>>>,
+    next_id: Cell<u64>,
+    /// One empty Ping frame, shared by every heartbeat.
+    ping: Bytes,
+}
+
+impl Shard {
+    pub fn new(index: usize, node: Arc<Node>) -> Shard {
+        Shard {
+            index,
+            node,
+            rooms: LocalRooms::default(),
+            conns: RefCell::new(HashMap::new()),
+            next_id: Cell::new(0),
+            ping: frame::encode(OpCode::Ping, b""),
+        }
+    }
+
+    /// Adds a connection. During shutdown it is closed at once with 1001.
+    pub fn register(&self, queue: Rc<ClientQueue>) -> Rc<ConnState> {
+        let n = self.next_id.get();
+        self.next_id.set(n + 1);
+        let id = ConnId(((self.index as u64) << 48) | n);
+        let state = Rc::new(ConnState {
+            id,
+            queue,
+            last_seen: Cell::new(Instant::now()),
+        });
+        if self.node.shutdown.phase() != Phase::Running {
+            state.queue.halt();
+            state.queue.close(CloseReason::Shutdown);
+        }
+        self.conns.borrow_mut().insert(id, state.clone());
+        self.node.metrics.connected.inc();
+        self.node.metrics.connections_total.inc();
+        state
+    }
+
+    pub fn unregister(&self, id: ConnId) {
+        self.conns.borrow_mut().remove(&id);
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conns.borrow().len()
+    }
+
+    /// The dispatcher: delivers one inbox message to local queues.
+    pub fn handle(&self, msg: ShardMsg) {
+        let (fanout, len) = match &msg {
+            ShardMsg::Room(room, frame) => (self.rooms.fanout_room(room, frame), frame.len()),
+            ShardMsg::Global(frame) => (self.rooms.fanout_global(frame), frame.len()),
+            ShardMsg::Relay(frame) => (self.rooms.fanout_relay(frame), frame.len()),
+            ShardMsg::Drain => {
+                self.for_each(|c| c.queue.close(CloseReason::Shutdown));
+                return;
+            }
+        };
+        self.count(fanout, len);
+    }
+
+    fn count(&self, fanout: Fanout, len: usize) {
+        let m = &self.node.metrics;
+        if fanout.delivered > 0 {
+            m.messages_out.inc_by(fanout.delivered);
+            m.bytes_out.inc_by(fanout.delivered * len as u64);
+        }
+        if fanout.overflowed > 0 {
+            m.slow_consumer_closes.inc_by(fanout.overflowed);
+        }
+    }
+
+    /// Heartbeat sweep: closes connections silent for longer than the idle
+    /// timeout and, when `ping` is set, queues a Ping to every other one. One
+    /// pass over the shard's connections per tick, not a timer per connection.
+    pub fn sweep(&self, now: Instant, idle_timeout: Duration, ping: bool) {
+        self.for_each(|c| {
+            if now.saturating_duration_since(c.last_seen.get()) >= idle_timeout {
+                c.queue.close(CloseReason::HeartbeatTimeout);
+            } else if ping && c.queue.push(self.ping.clone()).is_err() {
+                self.node.metrics.slow_consumer_closes.inc();
+            }
+        });
+    }
+
+    /// Shutdown, first phase: every reader stops taking input.
+    pub fn halt_all(&self) {
+        self.for_each(|c| c.queue.halt());
+    }
+
+    /// The callers only push to, close or halt queues, which wake tasks but
+    /// never run them, so the borrow cannot be re-entered.
+    fn for_each(&self, f: impl FnMut(&Rc<ConnState>)) {
+        self.conns.borrow().values().for_each(f);
+    }
+}
