@@ -194,9 +194,16 @@ async fn read_loop<R: ReadSource, H: Handler>(
                 return End::Gone { error: false };
             }
             Err(ReadError::Io(e)) => {
+                // A reset or broken pipe is the client going away, not a fault.
+                let error = !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::UnexpectedEof
+                );
                 tracing::debug!(conn = conn.state.id.0, error = %e, "read failed");
                 queue.close(CloseReason::WriteError);
-                return End::Gone { error: true };
+                return End::Gone { error };
             }
             Err(e) => {
                 tracing::debug!(conn = conn.state.id.0, error = %e, "closing on invalid input");

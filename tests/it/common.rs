@@ -1,0 +1,218 @@
+//! Test harness: the real server on 127.0.0.1:0 and real WebSocket clients.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use chatd::{Config, Server};
+
+/// How long any single expected event may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Starts a server with two shards (so cross-shard paths run) on a free port.
+pub fn start(overrides: &[&str]) -> Server {
+    let mut all: Vec<String> = [
+        "server.host=127.0.0.1",
+        "server.port=0",
+        "server.shards=2",
+        "metrics.port=0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    all.extend(overrides.iter().map(|s| s.to_string()));
+    let config =
+        Config::load(Some(std::path::Path::new("/dev/null")), [], &all).expect("test config");
+    chatd::start(config).expect("server starts")
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The id the server assigned (from the `connected` message).
+    pub id: String,
+}
+
+/// Connects and consumes the `connected` greeting.
+pub async fn connect(addr: SocketAddr, path: &str) -> Client {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{path}"))
+        .await
+        .expect("websocket connects");
+    let mut client = Client {
+        ws,
+        id: String::new(),
+    };
+    let hello = client.recv().await;
+    assert_eq!(hello["type"], "system", "{hello}");
+    assert_eq!(hello["data"]["event"], "connected", "{hello}");
+    client.id = hello["data"]["client_id"]
+        .as_str()
+        .expect("client_id")
+        .to_owned();
+    client
+}
+
+/// Connects with a tiny receive buffer, so that a client which stops reading
+/// makes the server's queue for it fill quickly.
+pub async fn connect_small_buffer(addr: SocketAddr, path: &str) -> Client {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let stream = TcpStream::from_std(socket.into()).unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(
+        format!("ws://{addr}{path}"),
+        MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .expect("websocket connects");
+    let mut client = Client {
+        ws,
+        id: String::new(),
+    };
+    client.id = client.recv_type("system").await["data"]["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    client
+}
+
+/// Connects to a room by URL and waits for the join confirmation.
+pub async fn connect_room(addr: SocketAddr, room: &str) -> Client {
+    let mut client = connect(addr, &format!("/api/chat-api/ws/{room}")).await;
+    let joined = client.recv_type("system").await;
+    assert_eq!(joined["data"]["event"], "joined");
+    assert_eq!(joined["room"], room);
+    client
+}
+
+impl Client {
+    pub async fn send_json(&mut self, v: Value) {
+        self.ws
+            .send(Message::text(v.to_string()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(Message::text(text.to_owned()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn chat(&mut self, room: Option<&str>, content: &str) {
+        let mut msg = serde_json::json!({"type": "chat", "data": {"content": content}});
+        if let Some(room) = room {
+            msg["room"] = room.into();
+        }
+        self.send_json(msg).await;
+    }
+
+    pub async fn join(&mut self, room: &str) {
+        self.send_json(serde_json::json!({"type": "join", "room": room}))
+            .await;
+        loop {
+            let m = self.recv_type("system").await;
+            if m["data"]["event"] == "joined" && m["room"] == room {
+                return;
+            }
+        }
+    }
+
+    /// The next text message as JSON (pings are answered by the library).
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for a message")
+                .expect("stream ended")
+                .expect("websocket error");
+            match msg {
+                Message::Text(t) => return serde_json::from_str(&t).expect("server sent JSON"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text message, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next message of `kind`, skipping others (e.g. presence).
+    pub async fn recv_type(&mut self, kind: &str) -> Value {
+        loop {
+            let m = self.recv().await;
+            if m["type"] == kind {
+                return m;
+            }
+        }
+    }
+
+    /// The next presence event about `client_id` (skipping others).
+    pub async fn recv_presence_from(&mut self, client_id: &str) -> Value {
+        loop {
+            let m = self.recv_type("presence").await;
+            if m["from"] == client_id {
+                return m;
+            }
+        }
+    }
+
+    /// Reads until the server's Close; returns its code.
+    pub async fn expect_close(&mut self) -> u16 {
+        loop {
+            let next = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for close");
+            match next {
+                Some(Ok(Message::Close(frame))) => {
+                    return frame.map_or(1005, |f| u16::from(f.code))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("error before close frame: {e}"),
+                None => panic!("stream ended without a close frame"),
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(WAIT, self.ws.next()).await {}
+    }
+}
+
+/// Waits until `cond` holds (state that settles asynchronously).
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A plain HTTP/1.1 GET; returns (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut raw))
+        .await
+        .expect("response in time")
+        .expect("read");
+    let status = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}

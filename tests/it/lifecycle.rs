@@ -1,0 +1,188 @@
+//! Limits and close paths: size, slow consumers, heartbeat, shutdown, cleanup.
+
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::common::{connect, connect_room, connect_small_buffer, eventually, start};
+use chatd::metrics::DisconnectReason;
+
+/// A chat whose complete JSON text is exactly `len` bytes.
+fn chat_of_len(len: usize) -> (String, usize) {
+    let shell = json!({"type":"chat","data":{"content":""}}).to_string();
+    let content = "x".repeat(len - shell.len());
+    let text = json!({"type":"chat","data":{"content":content}}).to_string();
+    assert_eq!(text.len(), len);
+    (text, content.len())
+}
+
+#[tokio::test]
+async fn message_of_64_kib_is_accepted_and_one_byte_more_closes_1009() {
+    let server = start(&[]);
+    let mut c = connect_room(server.addr(), "big").await;
+    let (text, content_len) = chat_of_len(64 * 1024);
+    c.send_text(&text).await;
+    let m = c.recv_type("chat").await;
+    assert_eq!(m["data"]["content"].as_str().unwrap().len(), content_len);
+
+    c.send_text(&chat_of_len(64 * 1024 + 1).0).await;
+    assert_eq!(c.expect_close().await, 1009);
+    let metrics = &server.node().metrics;
+    eventually("disconnect counted", || {
+        metrics.disconnections(DisconnectReason::Error) == 1
+    })
+    .await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_closed_1008_and_others_get_everything() {
+    const MESSAGES: usize = 1000;
+    let server = start(&["limits.queue_messages=16"]);
+    let addr = server.addr();
+    let mut stalled = connect_small_buffer(addr, "/ws/r").await;
+    let mut reader = connect_room(addr, "r").await;
+    let mut sender = connect_room(addr, "r").await;
+    let reading = tokio::spawn(async move {
+        for n in 0..MESSAGES {
+            let m = reader.recv_type("chat").await;
+            let got: usize = m["data"]["content"]
+                .as_str()
+                .unwrap()
+                .split_once(':')
+                .unwrap()
+                .0
+                .parse()
+                .unwrap();
+            assert_eq!(got, n);
+        }
+    });
+    // 16 MB in all, far more than the stalled client's socket buffers hold
+    // (its receive buffer is fixed small, the server's send buffer is at most 4 MiB here).
+    // The sender waits for each of its own messages, so it reads as fast as
+    // it sends and is never a slow consumer itself; it is never blocked either.
+    let body = "y".repeat(16 * 1024);
+    for n in 0..MESSAGES {
+        sender.chat(None, &format!("{n}:{body}")).await;
+        let own = sender.recv_type("chat").await;
+        assert!(own["data"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{n}:")));
+    }
+    reading.await.unwrap();
+    let metrics = server.node().metrics.clone();
+    assert_eq!(metrics.slow_consumer_closes.get(), 1);
+    // Its Close frame waits behind what its socket already holds.
+    assert_eq!(stalled.expect_close().await, 1008);
+    eventually("slow consumer counted", || {
+        metrics.disconnections(DisconnectReason::SlowConsumer) == 1
+    })
+    .await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn silent_clients_time_out_and_live_ones_stay() {
+    let server = start(&[
+        "heartbeat.ping_interval=100ms",
+        "heartbeat.idle_timeout=400ms",
+    ]);
+    let addr = server.addr();
+    let mut silent = connect(addr, "/ws").await;
+    let mut live = connect(addr, "/ws").await;
+    // `live` keeps reading, so the client library answers the server's pings.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(1200);
+    let mut pings = 0;
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, live.ws.next()).await {
+        if let Message::Ping(_) = msg.unwrap() {
+            pings += 1;
+        }
+    }
+    assert!(pings >= 5, "server pings about every 100ms, got {pings}");
+    // `silent` never read, so it never answered a ping: closed with 4000.
+    assert_eq!(silent.expect_close().await, 4000);
+    live.send_json(json!({"type":"ping"})).await;
+    assert_eq!(live.recv_type("pong").await["type"], "pong");
+    let metrics = server.node().metrics.clone();
+    eventually("timeout counted", || {
+        metrics.disconnections(DisconnectReason::Timeout) == 1
+    })
+    .await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_delivers_what_is_queued_then_closes_1001() {
+    const MESSAGES: usize = 200;
+    let server = start(&[]);
+    let addr = server.addr();
+    let mut receivers = Vec::new();
+    for _ in 0..4 {
+        receivers.push(connect_room(addr, "r").await);
+    }
+    let mut sender = connect_room(addr, "r").await;
+    for n in 0..MESSAGES {
+        sender.chat(None, &n.to_string()).await;
+    }
+    // Everything is published once the sender sees its own last message;
+    // the receivers have read nothing yet, so it is all still queued.
+    let mut last = 0;
+    while last + 1 < MESSAGES {
+        last = sender.recv_type("chat").await["data"]["content"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+    }
+    let shutdown = tokio::spawn(server.shutdown());
+    for mut r in receivers {
+        for n in 0..MESSAGES {
+            assert_eq!(r.recv_type("chat").await["data"]["content"], n.to_string());
+        }
+        assert_eq!(r.expect_close().await, 1001);
+    }
+    assert_eq!(sender.expect_close().await, 1001);
+    let report = shutdown.await.unwrap();
+    assert!(report.drained, "{report:?}");
+}
+
+#[tokio::test]
+async fn every_disconnect_path_leaves_no_rooms_or_connections() {
+    let server = start(&["limits.max_message_size=1024"]);
+    let addr = server.addr();
+    let node = server.node().clone();
+    let mut clients = Vec::new();
+    for i in 0..20 {
+        let mut c = connect_room(addr, &format!("room{}", i % 5)).await;
+        c.join("shared").await;
+        clients.push(c);
+    }
+    eventually("rooms registered", || node.registry.room_count() == 6).await;
+    assert_eq!(node.metrics.connected.get(), 20);
+    let mut it = clients.into_iter();
+    // A clean close, a dropped socket, an oversize message.
+    for c in it.by_ref().take(5) {
+        c.close().await;
+    }
+    for c in it.by_ref().take(5) {
+        drop(c);
+    }
+    for mut c in it.by_ref().take(5) {
+        c.send_text(&"z".repeat(2000)).await;
+        assert_eq!(c.expect_close().await, 1009);
+    }
+    let rest: Vec<_> = it.collect();
+    eventually("15 gone", || node.metrics.connected.get() == 5).await;
+    for c in rest {
+        c.close().await;
+    }
+    eventually("no connections", || node.metrics.connected.get() == 0).await;
+    eventually("no rooms", || node.registry.room_count() == 0).await;
+    assert_eq!(
+        node.metrics.disconnections(DisconnectReason::ClientClose),
+        15
+    );
+    assert_eq!(node.metrics.disconnections(DisconnectReason::Error), 5);
+    server.shutdown().await;
+}
