@@ -34,9 +34,11 @@ pub enum CloseReason {
     InvalidUtf8,
     /// The client closed; the server echoes its code.
     Echo(u16),
-    /// Writing to the socket failed; nothing more can be sent (1011, never
-    /// seen by the peer).
+    /// Writing to the socket failed or made no progress in time; nothing
+    /// more can be sent (1011, never seen by the peer).
     WriteError,
+    /// The peer reset or abandoned the connection (1006, never sent).
+    PeerGone,
 }
 
 impl CloseReason {
@@ -50,6 +52,7 @@ impl CloseReason {
             CloseReason::InvalidUtf8 => 1007,
             CloseReason::Echo(code) => code,
             CloseReason::WriteError => 1011,
+            CloseReason::PeerGone => 1006,
         }
     }
 
@@ -63,6 +66,7 @@ impl CloseReason {
             CloseReason::InvalidUtf8 => "invalid UTF-8",
             CloseReason::Echo(_) => "",
             CloseReason::WriteError => "write error",
+            CloseReason::PeerGone => "connection lost",
         }
     }
 }

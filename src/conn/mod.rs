@@ -77,6 +77,7 @@ impl End {
             End::Halted | End::Server(CloseReason::Shutdown) => DisconnectReason::Shutdown,
             End::Server(CloseReason::SlowConsumer) => DisconnectReason::SlowConsumer,
             End::Server(CloseReason::HeartbeatTimeout) => DisconnectReason::Timeout,
+            End::Server(CloseReason::PeerGone) => DisconnectReason::ClientClose,
             End::Server(_) | End::Invalid | End::Gone { error: true } => DisconnectReason::Error,
             End::ClientClose | End::Gone { error: false } => DisconnectReason::ClientClose,
         }
@@ -216,6 +217,15 @@ async fn read_loop<R: ReadSource, H: Handler>(
             }
         }
     }
+}
+
+/// A reset or broken pipe is the client going away, not a server fault.
+fn peer_gone(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+    )
 }
 
 /// After the server's Close: reads and discards until the peer closes (or

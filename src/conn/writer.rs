@@ -35,8 +35,12 @@ pub async fn run<W: AsyncWrite + Unpin>(
     write_timeout: Duration,
 ) -> WriterEnd {
     let end = write_until_closed(io, &queue, write_timeout).await;
-    if let WriterEnd::Failed(_) = end {
-        queue.close(CloseReason::WriteError);
+    if let WriterEnd::Failed(e) = &end {
+        queue.close(if super::peer_gone(e) {
+            CloseReason::PeerGone
+        } else {
+            CloseReason::WriteError
+        });
     }
     end
 }
