@@ -16,6 +16,7 @@ use bytes::Bytes;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 /// Why a connection is being closed by the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +87,14 @@ pub enum State {
     Closing(CloseReason),
 }
 
+/// What one drain took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    pub state: State,
+    /// Arrival of the oldest frame taken, if any.
+    pub oldest: Option<Instant>,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum PushError {
     /// The queue overflowed just now; the connection is being closed.
@@ -103,6 +112,8 @@ pub struct ClientQueue {
 struct Inner {
     frames: VecDeque<Bytes>,
     bytes: usize,
+    /// When the oldest queued frame arrived at this node (fan-out latency).
+    oldest: Option<Instant>,
     limits: Limits,
     state: State,
     /// Set at shutdown: the reader stops taking client input, the writer keeps
@@ -127,6 +138,7 @@ impl ClientQueue {
             inner: RefCell::new(Inner {
                 frames: VecDeque::new(),
                 bytes: 0,
+                oldest: None,
                 limits,
                 state: State::Open,
                 halted: false,
@@ -136,8 +148,9 @@ impl ClientQueue {
         }
     }
 
-    /// Queues a frame; returns the depth after the push.
-    pub fn push(&self, frame: Bytes) -> Result<usize, PushError> {
+    /// Queues a frame that arrived at this node at `arrived`; returns the
+    /// depth after the push.
+    pub fn push(&self, frame: Bytes, arrived: Instant) -> Result<usize, PushError> {
         let mut inner = self.inner.borrow_mut();
         if inner.state != State::Open {
             return Err(PushError::Closed);
@@ -149,12 +162,14 @@ impl ClientQueue {
             // The backlog will never be read in time; free it now.
             inner.frames.clear();
             inner.bytes = 0;
+            inner.oldest = None;
             inner.state = State::Closing(CloseReason::SlowConsumer);
             inner.wake();
             inner.wake_reader();
             return Err(PushError::Full);
         }
         inner.bytes += frame.len();
+        inner.oldest.get_or_insert(arrived);
         inner.frames.push_back(frame);
         let depth = inner.frames.len();
         if depth == 1 {
@@ -208,7 +223,7 @@ impl ClientQueue {
 
     /// Moves every queued frame into `out` (which should be empty). Ready when
     /// there was something to move or the queue is closing.
-    pub fn poll_drain(&self, cx: &mut Context<'_>, out: &mut VecDeque<Bytes>) -> Poll<State> {
+    pub fn poll_drain(&self, cx: &mut Context<'_>, out: &mut VecDeque<Bytes>) -> Poll<Drained> {
         let mut inner = self.inner.borrow_mut();
         if inner.frames.is_empty() && inner.state == State::Open {
             inner.waker = Some(cx.waker().clone());
@@ -216,7 +231,10 @@ impl ClientQueue {
         }
         std::mem::swap(&mut inner.frames, out);
         inner.bytes = 0;
-        Poll::Ready(inner.state)
+        Poll::Ready(Drained {
+            state: inner.state,
+            oldest: inner.oldest.take(),
+        })
     }
 }
 
@@ -250,11 +268,12 @@ mod tests {
     async fn drains_everything_at_once_in_order() {
         let queue = q(4, 1024);
         for i in 0..3u8 {
-            queue.push(Bytes::from(vec![i])).unwrap();
+            queue.push(Bytes::from(vec![i]), Instant::now()).unwrap();
         }
         let mut out = VecDeque::new();
-        let state = poll_fn(|cx| queue.poll_drain(cx, &mut out)).await;
-        assert_eq!(state, State::Open);
+        let drained = poll_fn(|cx| queue.poll_drain(cx, &mut out)).await;
+        assert_eq!(drained.state, State::Open);
+        assert!(drained.oldest.is_some());
         assert_eq!(
             out,
             [
@@ -269,19 +288,31 @@ mod tests {
     #[test]
     fn message_bound_closes_as_slow_consumer() {
         let queue = q(2, 1024);
-        assert_eq!(queue.push(Bytes::from_static(b"a")), Ok(1));
-        assert_eq!(queue.push(Bytes::from_static(b"b")), Ok(2));
-        assert_eq!(queue.push(Bytes::from_static(b"c")), Err(PushError::Full));
+        assert_eq!(queue.push(Bytes::from_static(b"a"), Instant::now()), Ok(1));
+        assert_eq!(queue.push(Bytes::from_static(b"b"), Instant::now()), Ok(2));
+        assert_eq!(
+            queue.push(Bytes::from_static(b"c"), Instant::now()),
+            Err(PushError::Full)
+        );
         assert_eq!(queue.state(), State::Closing(CloseReason::SlowConsumer));
         assert!(queue.is_empty(), "backlog is freed on overflow");
-        assert_eq!(queue.push(Bytes::from_static(b"d")), Err(PushError::Closed));
+        assert_eq!(
+            queue.push(Bytes::from_static(b"d"), Instant::now()),
+            Err(PushError::Closed)
+        );
     }
 
     #[test]
     fn byte_bound_admits_one_big_frame_into_an_empty_queue() {
         let queue = q(10, 4);
-        assert_eq!(queue.push(Bytes::from_static(b"0123456789")), Ok(1));
-        assert_eq!(queue.push(Bytes::from_static(b"x")), Err(PushError::Full));
+        assert_eq!(
+            queue.push(Bytes::from_static(b"0123456789"), Instant::now()),
+            Ok(1)
+        );
+        assert_eq!(
+            queue.push(Bytes::from_static(b"x"), Instant::now()),
+            Err(PushError::Full)
+        );
     }
 
     #[tokio::test]
@@ -289,7 +320,9 @@ mod tests {
         let queue = q(10, 100);
         queue.halt();
         assert_eq!(poll_fn(|cx| queue.poll_stop(cx)).await, Stop::Halted);
-        queue.push(Bytes::from_static(b"still delivered")).unwrap();
+        queue
+            .push(Bytes::from_static(b"still delivered"), Instant::now())
+            .unwrap();
         queue.close(CloseReason::Shutdown);
         assert_eq!(
             poll_fn(|cx| queue.poll_stop(cx)).await,
@@ -298,7 +331,7 @@ mod tests {
         let mut out = VecDeque::new();
         let state = poll_fn(|cx| queue.poll_drain(cx, &mut out)).await;
         assert_eq!(
-            (state, out.len()),
+            (state.state, out.len()),
             (State::Closing(CloseReason::Shutdown), 1)
         );
     }

@@ -59,7 +59,9 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     let (senders, receivers): (Vec<_>, Vec<_>) =
         (0..shards).map(|_| unbounded_channel::<ShardMsg>()).unzip();
     let registry = Arc::new(Registry::new(senders));
-    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(registry.clone()));
+    let metrics = Arc::new(Metrics::new());
+    let broker: Arc<dyn Broker> =
+        Arc::new(MemoryBroker::new(registry.clone(), metrics.broker.clone()));
 
     let first = bind(
         SocketAddr::new(host, config.server.port),
@@ -85,7 +87,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         config,
         registry,
         broker,
-        metrics: Arc::new(Metrics::new()),
+        metrics,
         shutdown: Shutdown::new(),
     });
     let mut threads = Vec::with_capacity(shards);

@@ -80,16 +80,17 @@ impl Shard {
 
     /// The dispatcher: delivers one inbox message to local queues.
     pub fn handle(&self, msg: ShardMsg) {
-        let (fanout, len) = match &msg {
-            ShardMsg::Room(room, frame) => (self.rooms.fanout_room(room, frame), frame.len()),
-            ShardMsg::Global(frame) => (self.rooms.fanout_global(frame), frame.len()),
-            ShardMsg::Relay(frame) => (self.rooms.fanout_relay(frame), frame.len()),
-            ShardMsg::Drain => {
-                self.for_each(|c| c.queue.close(CloseReason::Shutdown));
-                return;
+        match msg {
+            ShardMsg::Deliver {
+                topic,
+                frame,
+                arrived,
+            } => {
+                let fanout = self.rooms.fanout(&topic, &frame, arrived);
+                self.count(fanout, frame.len());
             }
-        };
-        self.count(fanout, len);
+            ShardMsg::Drain => self.for_each(|c| c.queue.close(CloseReason::Shutdown)),
+        }
     }
 
     fn count(&self, fanout: Fanout, len: usize) {
@@ -101,6 +102,9 @@ impl Shard {
         if fanout.overflowed > 0 {
             m.slow_consumer_closes.inc_by(fanout.overflowed);
         }
+        if let Some(depth) = fanout.sample_depth {
+            m.queue_depth.observe(depth as f64);
+        }
     }
 
     /// Heartbeat sweep: closes connections silent for longer than the idle
@@ -110,7 +114,7 @@ impl Shard {
         self.for_each(|c| {
             if now.saturating_duration_since(c.last_seen.get()) >= idle_timeout {
                 c.queue.close(CloseReason::HeartbeatTimeout);
-            } else if ping && c.queue.push(self.ping.clone()).is_err() {
+            } else if ping && c.queue.push(self.ping.clone(), now).is_err() {
                 self.node.metrics.slow_consumer_closes.inc();
             }
         });

@@ -3,22 +3,25 @@
 use std::sync::Arc;
 
 use super::{Broker, Delivery, PublishError, Topic};
+use crate::metrics::BrokerMetrics;
 use crate::protocol::RoomName;
 use crate::ws::{OpCode, Outgoing};
 
 /// Frames each message once and hands it straight to the local fan-out.
 pub struct MemoryBroker {
     delivery: Arc<dyn Delivery>,
+    metrics: BrokerMetrics,
 }
 
 impl MemoryBroker {
-    pub fn new(delivery: Arc<dyn Delivery>) -> MemoryBroker {
-        MemoryBroker { delivery }
+    pub fn new(delivery: Arc<dyn Delivery>, metrics: BrokerMetrics) -> MemoryBroker {
+        MemoryBroker { delivery, metrics }
     }
 }
 
 impl Broker for MemoryBroker {
     fn publish(&self, topic: &Topic, msg: Outgoing, opcode: OpCode) -> Result<(), PublishError> {
+        self.metrics.publishes.inc();
         self.delivery.deliver(topic, msg.into_frame(opcode));
         Ok(())
     }

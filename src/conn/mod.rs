@@ -34,7 +34,7 @@ pub struct Conn {
 impl Conn {
     /// Queues a frame for this connection only.
     pub fn send(&self, frame: Bytes) {
-        if self.state.queue.push(frame) == Err(PushError::Full) {
+        if self.state.queue.push(frame, std::time::Instant::now()) == Err(PushError::Full) {
             self.shard.node.metrics.slow_consumer_closes.inc();
         }
     }
@@ -130,8 +130,11 @@ async fn drive<R, W, H>(
         state: shard.register(queue.clone()),
         shard,
     };
-    let writer =
-        tokio::task::spawn_local(writer::run(write, queue.clone(), timeouts.write_timeout));
+    let options = writer::WriterOptions {
+        write_timeout: timeouts.write_timeout,
+        latency: node.metrics.fanout_latency.clone(),
+    };
+    let writer = tokio::task::spawn_local(writer::run(write, queue.clone(), options));
     handler.on_open(&conn);
 
     let mut reader = FrameReader::new(read, initial, limits.max_message);

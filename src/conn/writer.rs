@@ -2,6 +2,7 @@
 //! write per wake-up, never a flush per message.
 
 use bytes::{Buf, Bytes};
+use prometheus_client::metrics::histogram::Histogram;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
@@ -26,15 +27,23 @@ pub enum WriterEnd {
     Failed(io::Error),
 }
 
+/// What the writer needs besides the socket and the queue.
+pub struct WriterOptions {
+    /// A write that makes no progress this long fails the connection.
+    pub write_timeout: Duration,
+    /// Gets, per write, the time since the oldest written frame arrived.
+    pub latency: Histogram,
+}
+
 /// Runs until the queue closes (then writes the Close frame and shuts the
 /// sending side) or the socket fails (then closes the queue, which stops the
 /// reader too).
 pub async fn run<W: AsyncWrite + Unpin>(
     io: W,
     queue: Rc<ClientQueue>,
-    write_timeout: Duration,
+    options: WriterOptions,
 ) -> WriterEnd {
-    let end = write_until_closed(io, &queue, write_timeout).await;
+    let end = write_until_closed(io, &queue, &options).await;
     if let WriterEnd::Failed(e) = &end {
         queue.close(if super::peer_gone(e) {
             CloseReason::PeerGone
@@ -48,17 +57,21 @@ pub async fn run<W: AsyncWrite + Unpin>(
 async fn write_until_closed<W: AsyncWrite + Unpin>(
     mut io: W,
     queue: &ClientQueue,
-    write_timeout: Duration,
+    options: &WriterOptions,
 ) -> WriterEnd {
     let mut batch: VecDeque<Bytes> = VecDeque::new();
     loop {
-        let state = poll_fn(|cx| queue.poll_drain(cx, &mut batch)).await;
-        if let Err(e) = with_timeout(write_timeout, write_batch(&mut io, &mut batch)).await {
+        let drained = poll_fn(|cx| queue.poll_drain(cx, &mut batch)).await;
+        let written = with_timeout(options.write_timeout, write_batch(&mut io, &mut batch)).await;
+        if let Err(e) = written {
             return WriterEnd::Failed(e);
         }
-        if let State::Closing(reason) = state {
+        if let Some(oldest) = drained.oldest {
+            options.latency.observe(oldest.elapsed().as_secs_f64());
+        }
+        if let State::Closing(reason) = drained.state {
             let close = frame::close(reason.code(), reason.text());
-            let sent = with_timeout(write_timeout, async {
+            let sent = with_timeout(options.write_timeout, async {
                 io.write_all(&close).await?;
                 io.shutdown().await
             })
@@ -150,11 +163,21 @@ mod tests {
             max_bytes: 1 << 20,
         }));
         for i in 0..300u32 {
-            queue.push(Bytes::from(i.to_be_bytes().to_vec())).unwrap();
+            queue
+                .push(
+                    Bytes::from(i.to_be_bytes().to_vec()),
+                    std::time::Instant::now(),
+                )
+                .unwrap();
         }
         queue.close(CloseReason::Shutdown);
         let local = tokio::task::LocalSet::new();
-        let writer = local.spawn_local(run(server, queue, Duration::from_secs(5)));
+        let latency = Histogram::new([0.1]);
+        let options = WriterOptions {
+            write_timeout: Duration::from_secs(5),
+            latency,
+        };
+        let writer = local.spawn_local(run(server, queue, options));
         let reader = async move {
             let mut client = client;
             let mut all = Vec::new();

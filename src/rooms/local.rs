@@ -7,7 +7,9 @@ use bytes::Bytes;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::Instant;
 
+use crate::broker::Topic;
 use crate::protocol::RoomName;
 use crate::queue::{ClientQueue, PushError};
 
@@ -28,6 +30,8 @@ pub struct Fanout {
     pub delivered: u64,
     /// Queues that overflowed on this frame (their connections are closing).
     pub overflowed: u64,
+    /// Depth of the last queue pushed to: one sample per fan-out.
+    pub sample_depth: Option<usize>,
 }
 
 impl Members {
@@ -60,11 +64,14 @@ impl Members {
     }
 
     /// Pushes a refcount clone of `frame` to every member's queue.
-    pub fn fanout(&self, frame: &Bytes) -> Fanout {
+    pub fn fanout(&self, frame: &Bytes, arrived: Instant) -> Fanout {
         let mut out = Fanout::default();
         for (_, queue) in &self.list {
-            match queue.push(frame.clone()) {
-                Ok(_) => out.delivered += 1,
+            match queue.push(frame.clone(), arrived) {
+                Ok(depth) => {
+                    out.delivered += 1;
+                    out.sample_depth = Some(depth);
+                }
                 Err(PushError::Full) => out.overflowed += 1,
                 Err(PushError::Closed) => {}
             }
@@ -124,20 +131,19 @@ impl LocalRooms {
         self.relay.borrow_mut().remove(id);
     }
 
-    pub fn fanout_room(&self, room: &RoomName, frame: &Bytes) -> Fanout {
-        self.rooms
-            .borrow()
-            .get(room.as_str())
-            .map(|m| m.fanout(frame))
-            .unwrap_or_default()
-    }
-
-    pub fn fanout_global(&self, frame: &Bytes) -> Fanout {
-        self.native.borrow().fanout(frame)
-    }
-
-    pub fn fanout_relay(&self, frame: &Bytes) -> Fanout {
-        self.relay.borrow().fanout(frame)
+    /// Fans `frame` out to this shard's audience of `topic`.
+    pub fn fanout(&self, topic: &Topic, frame: &Bytes, arrived: Instant) -> Fanout {
+        match topic {
+            Topic::Room(room) => {
+                let rooms = self.rooms.borrow();
+                let members = rooms.get(room.as_str());
+                members
+                    .map(|m| m.fanout(frame, arrived))
+                    .unwrap_or_default()
+            }
+            Topic::Global => self.native.borrow().fanout(frame, arrived),
+            Topic::Relay => self.relay.borrow().fanout(frame, arrived),
+        }
     }
 
     /// Calls `f` on every connection's queue (native and relay).
@@ -177,7 +183,11 @@ mod tests {
         assert!(!m.insert(ConnId(0), qs[0].clone()));
         assert!(m.remove(ConnId(1)));
         assert!(!m.remove(ConnId(1)));
-        assert_eq!(m.fanout(&Bytes::from_static(b"x")).delivered, 3);
+        assert_eq!(
+            m.fanout(&Bytes::from_static(b"x"), Instant::now())
+                .delivered,
+            3
+        );
         assert!(m.remove(ConnId(3)));
         assert!(m.remove(ConnId(0)));
         assert!(m.remove(ConnId(2)));
@@ -191,16 +201,16 @@ mod tests {
         let rooms = LocalRooms::default();
         let room = RoomName::parse("r", 64).unwrap();
         rooms.join(&room, ConnId(1), queue());
-        let frame = Bytes::from_static(b"x");
-        assert_eq!(rooms.fanout_room(&room, &frame).delivered, 1);
-        assert_eq!(rooms.fanout_room(&room, &frame).delivered, 1);
-        assert_eq!(
-            rooms.fanout_room(&room, &frame),
-            Fanout {
-                delivered: 0,
-                overflowed: 1
-            }
-        );
+        let (frame, now) = (Bytes::from_static(b"x"), Instant::now());
+        let topic = Topic::Room(room.clone());
+        assert_eq!(rooms.fanout(&topic, &frame, now).delivered, 1);
+        assert_eq!(rooms.fanout(&topic, &frame, now).sample_depth, Some(2));
+        let overflow = Fanout {
+            delivered: 0,
+            overflowed: 1,
+            sample_depth: None,
+        };
+        assert_eq!(rooms.fanout(&topic, &frame, now), overflow);
         assert!(rooms.leave(&room, ConnId(1)));
         assert_eq!(rooms.room_count(), 0);
     }

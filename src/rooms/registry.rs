@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::broker::{Delivery, Topic};
@@ -22,12 +23,13 @@ const BUCKETS: usize = 64;
 /// What a shard's inbox carries.
 #[derive(Debug)]
 pub enum ShardMsg {
-    /// A frame for this shard's members of a room.
-    Room(RoomName, Bytes),
-    /// A frame for every native connection on this shard.
-    Global(Bytes),
-    /// A frame for every relay connection on this shard.
-    Relay(Bytes),
+    /// A frame for this shard's audience of `topic`, which arrived at the
+    /// node at `arrived`.
+    Deliver {
+        topic: Topic,
+        frame: Bytes,
+        arrived: Instant,
+    },
     /// Shutdown: every message published before this one has been delivered;
     /// close every connection after flushing its queue.
     Drain,
@@ -115,17 +117,17 @@ impl Registry {
             let _ = inbox.send(ShardMsg::Drain);
         }
     }
-
-    fn to_every_shard(&self, make: impl Fn() -> ShardMsg) {
-        let _order = self.broadcast.lock();
-        for inbox in self.inboxes.iter() {
-            let _ = inbox.send(make());
-        }
-    }
 }
 
 impl Delivery for Registry {
     fn deliver(&self, topic: &Topic, frame: Bytes) {
+        let arrived = Instant::now();
+        let msg = || ShardMsg::Deliver {
+            topic: topic.clone(),
+            frame: frame.clone(),
+            arrived,
+        };
+        // A shard that already stopped (shutdown) has no one left to deliver to.
         match topic {
             Topic::Room(room) => {
                 let map = self.bucket(room.as_str()).lock();
@@ -133,11 +135,15 @@ impl Delivery for Registry {
                     return;
                 };
                 for (shard, _) in entry.per_shard.iter().enumerate().filter(|(_, n)| **n > 0) {
-                    let _ = self.inboxes[shard].send(ShardMsg::Room(room.clone(), frame.clone()));
+                    let _ = self.inboxes[shard].send(msg());
                 }
             }
-            Topic::Global => self.to_every_shard(|| ShardMsg::Global(frame.clone())),
-            Topic::Relay => self.to_every_shard(|| ShardMsg::Relay(frame.clone())),
+            Topic::Global | Topic::Relay => {
+                let _order = self.broadcast.lock();
+                for inbox in self.inboxes.iter() {
+                    let _ = inbox.send(msg());
+                }
+            }
         }
     }
 }
@@ -158,7 +164,9 @@ mod tests {
         assert_eq!(reg.room_count(), 1);
         reg.deliver(&Topic::Room(room.clone()), Bytes::from_static(b"x"));
         assert!(rx0.try_recv().is_err());
-        assert!(matches!(rx1.try_recv(), Ok(ShardMsg::Room(r, b)) if r == room && &b[..] == b"x"));
+        assert!(
+            matches!(rx1.try_recv(), Ok(ShardMsg::Deliver { topic: Topic::Room(r), frame, .. }) if r == room && &frame[..] == b"x")
+        );
         assert!(!reg.leave(&room, 1));
         assert!(reg.leave(&room, 1));
         assert_eq!(reg.room_count(), 0);

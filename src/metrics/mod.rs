@@ -7,7 +7,11 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+
+mod process;
 use std::fmt::Write;
 
 /// Why a connection ended (the `reason` label of disconnections).
@@ -26,6 +30,14 @@ pub enum DisconnectReason {
 }
 
 impl DisconnectReason {
+    pub const ALL: [DisconnectReason; 5] = [
+        DisconnectReason::ClientClose,
+        DisconnectReason::Timeout,
+        DisconnectReason::SlowConsumer,
+        DisconnectReason::Error,
+        DisconnectReason::Shutdown,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DisconnectReason::ClientClose => "client_close",
@@ -79,6 +91,22 @@ pub struct Metrics {
     pub bytes_out: Counter,
     pub rooms: Gauge,
     pub slow_consumer_closes: Counter,
+    /// One recipient's queue depth per fan-out per shard.
+    pub queue_depth: Histogram,
+    /// Arrival at this node to the write on a recipient's socket, per write.
+    pub fanout_latency: Histogram,
+    pub broker: BrokerMetrics,
+}
+
+/// What every broker backend records.
+#[derive(Clone)]
+pub struct BrokerMetrics {
+    pub publishes: Counter,
+    pub publish_errors: Counter,
+    /// Messages per pipelined write to the bus.
+    pub batch_size: Histogram,
+    pub reconnects: Counter,
+    pub subscribed_channels: Gauge,
 }
 
 impl Default for Metrics {
@@ -132,9 +160,69 @@ impl Metrics {
             "Connections closed because their send queue was full",
             slow_consumer_closes.clone(),
         );
+        // 1, 2, 4 ... 1024 frames.
+        let queue_depth = Histogram::new(exponential_buckets(1.0, 2.0, 11));
+        registry.register(
+            "chatd_send_queue_depth",
+            "Send queue depth after a fan-out push (one recipient sampled per fan-out per shard)",
+            queue_depth.clone(),
+        );
+        // 10 us ... ~1.3 s, doubling: fine enough below a millisecond.
+        let fanout_latency = Histogram::new(exponential_buckets(0.000_01, 2.0, 18));
+        registry.register(
+            "chatd_fanout_latency_seconds",
+            "From a message's arrival at this node to its write to a recipient's socket (oldest frame of each write)",
+            fanout_latency.clone(),
+        );
+        let broker = BrokerMetrics {
+            publishes: Counter::default(),
+            publish_errors: Counter::default(),
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            reconnects: Counter::default(),
+            subscribed_channels: Gauge::default(),
+        };
+        registry.register(
+            "chatd_broker_publishes",
+            "Messages published to the broker",
+            broker.publishes.clone(),
+        );
+        registry.register(
+            "chatd_broker_publish_errors",
+            "Publishes refused or failed (the sender got MESSAGE_FAILED)",
+            broker.publish_errors.clone(),
+        );
+        registry.register(
+            "chatd_broker_publish_batch_size",
+            "Messages per pipelined write to the message bus",
+            broker.batch_size.clone(),
+        );
+        registry.register(
+            "chatd_broker_reconnects",
+            "Reconnections to the message bus",
+            broker.reconnects.clone(),
+        );
+        registry.register(
+            "chatd_broker_subscribed_channels",
+            "Bus channels this node is subscribed to",
+            broker.subscribed_channels.clone(),
+        );
+        registry.register(
+            "chatd_build",
+            "Build information",
+            Info::new(vec![
+                ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+                ("git_sha".to_string(), env!("BUILD_GIT_SHA").to_string()),
+            ]),
+        );
+        registry.register_collector(Box::new(process::ProcessCollector));
+
         let dir = |f: &Family<DirectionLabel, Counter>, d| {
             f.get_or_create(&DirectionLabel { direction: d }).clone()
         };
+        // Every reason shows from the first scrape, at 0.
+        for reason in DisconnectReason::ALL {
+            disconnections.get_or_create(&ReasonLabel { reason });
+        }
         Metrics {
             messages_in: dir(&messages, Direction::In),
             messages_out: dir(&messages, Direction::Out),
@@ -146,6 +234,9 @@ impl Metrics {
             disconnections,
             rooms,
             slow_consumer_closes,
+            queue_depth,
+            fanout_latency,
+            broker,
         }
     }
 
