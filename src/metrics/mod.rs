@@ -221,7 +221,7 @@ impl Metrics {
         };
         // Every reason shows from the first scrape, at 0.
         for reason in DisconnectReason::ALL {
-            disconnections.get_or_create(&ReasonLabel { reason });
+            drop(disconnections.get_or_create(&ReasonLabel { reason }));
         }
         Metrics {
             messages_in: dir(&messages, Direction::In),
