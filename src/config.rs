@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 use serde_norway::{Mapping, Value};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +48,32 @@ pub struct ServerConfig {
     pub shards: usize,
     /// Listen backlog per shard. Default 4096.
     pub backlog: u32,
+    pub tls: TlsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Serve `wss://` and `https://` (only) on `server.port`. Default false.
+    pub enabled: bool,
+    /// PEM certificate chain, leaf first. Default `cert.pem`.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1). Default `key.pem`.
+    pub key_file: PathBuf,
+    /// A TLS handshake not done within this is dropped. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            enabled: false,
+            cert_file: "cert.pem".into(),
+            key_file: "key.pem".into(),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -57,6 +83,7 @@ impl Default for ServerConfig {
             port: 8080,
             shards: 0,
             backlog: 4096,
+            tls: TlsConfig::default(),
         }
     }
 }

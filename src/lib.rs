@@ -20,6 +20,7 @@
 //! - [`ws`]: WebSocket frames: server frames encoded once, client frames read.
 //! - [`queue`]: the bounded per-client frame queue (a leaf: `rooms` pushes,
 //!   `conn` drains).
+//! - [`tls`]: loading the certificate for `wss://`.
 //! - [`config`], [`metrics`], [`shutdown`]: leaves.
 
 pub mod broker;
@@ -34,6 +35,7 @@ pub mod rooms;
 pub mod runtime;
 pub mod shard;
 pub mod shutdown;
+pub mod tls;
 pub mod ws;
 
 pub use config::Config;

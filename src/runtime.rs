@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::broker::{Broker, MemoryBroker};
 use crate::config::Config;
@@ -30,6 +31,8 @@ pub enum StartError {
     },
     #[error("cannot start shard thread: {0}")]
     Thread(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A running server.
@@ -56,6 +59,10 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         .host
         .parse()
         .expect("validated by Config::validate");
+    let tls = match config.server.tls.enabled {
+        true => Some(crate::tls::acceptor(&config.server.tls)?),
+        false => None,
+    };
     let (senders, receivers): (Vec<_>, Vec<_>) =
         (0..shards).map(|_| unbounded_channel::<ShardMsg>()).unzip();
     let registry = Arc::new(Registry::new(senders));
@@ -92,15 +99,21 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     });
     let mut threads = Vec::with_capacity(shards);
     for (index, (listener, inbox)) in listeners.into_iter().zip(receivers).enumerate() {
-        let node = node.clone();
-        let metrics_listener = if index == 0 {
-            metrics_listener.take()
-        } else {
-            None
+        let start = ShardStart {
+            index,
+            node: node.clone(),
+            listener,
+            inbox,
+            metrics_listener: if index == 0 {
+                metrics_listener.take()
+            } else {
+                None
+            },
+            tls: tls.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("chatd-shard-{index}"))
-            .spawn(move || run_shard(index, node, listener, inbox, metrics_listener))
+            .spawn(move || run_shard(start))
             .map_err(StartError::Thread)?;
         threads.push(thread);
     }
@@ -187,19 +200,32 @@ fn bind_plain(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
     Ok(listener)
 }
 
-fn run_shard(
+/// Everything a shard thread starts with.
+struct ShardStart {
     index: usize,
     node: Arc<Node>,
     listener: std::net::TcpListener,
     inbox: UnboundedReceiver<ShardMsg>,
+    /// Shard 0 also serves metrics.
     metrics_listener: Option<std::net::TcpListener>,
-) {
+    tls: Option<TlsAcceptor>,
+}
+
+fn run_shard(start: ShardStart) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("building a shard runtime");
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
+        let ShardStart {
+            index,
+            node,
+            listener,
+            inbox,
+            metrics_listener,
+            tls,
+        } = start;
         let listener = TcpListener::from_std(listener).expect("registering the listener");
         let shard = Rc::new(Shard::new(index, node.clone()));
         let mut phase = node.shutdown.subscribe();
@@ -209,7 +235,7 @@ fn run_shard(
             let l = TcpListener::from_std(l).expect("registering the metrics listener");
             tokio::task::spawn_local(crate::http::metrics::serve(l, node.clone()));
         }
-        accept(&shard, listener, &mut phase).await;
+        accept(&shard, listener, tls, &mut phase).await;
         shard.halt_all();
         let _ = phase.wait_for(|p| *p == Phase::Exit).await;
     });
@@ -217,13 +243,34 @@ fn run_shard(
 }
 
 /// Accepts until shutdown begins; the listener is dropped on return.
-async fn accept(shard: &Rc<Shard>, listener: TcpListener, phase: &mut watch::Receiver<Phase>) {
+async fn accept(
+    shard: &Rc<Shard>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    phase: &mut watch::Receiver<Phase>,
+) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let _ = stream.set_nodelay(true);
-                    tokio::task::spawn_local(crate::http::serve_connection(shard.clone(), stream));
+                    let shard = shard.clone();
+                    match &tls {
+                        None => {
+                            tokio::task::spawn_local(crate::http::serve_connection(shard, stream));
+                        }
+                        Some(tls) => {
+                            let handshake = tls.accept(stream);
+                            let limit = shard.node.config.server.tls.handshake_timeout;
+                            tokio::task::spawn_local(async move {
+                                match tokio::time::timeout(limit, handshake).await {
+                                    Ok(Ok(stream)) => crate::http::serve_connection(shard, stream).await,
+                                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(e) => {
                     // Typically EMFILE: back off instead of spinning.

@@ -18,6 +18,7 @@ use std::rc::Rc;
 use std::time::Duration;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
+use tracing::Instrument;
 
 use crate::metrics::DisconnectReason;
 use crate::queue::{ClientQueue, CloseReason, Limits, PushError, Stop};
@@ -32,10 +33,29 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Queues a frame for this connection only.
-    pub fn send(&self, frame: Bytes) {
-        if self.state.queue.push(frame, std::time::Instant::now()) == Err(PushError::Full) {
-            self.shard.node.metrics.slow_consumer_closes.inc();
+    /// Queues a data message for this connection only (a reply).
+    pub fn reply(&self, frame: Bytes) {
+        let len = frame.len() as u64;
+        if self.push(frame) {
+            let metrics = &self.shard.node.metrics;
+            metrics.messages_out.inc();
+            metrics.bytes_out.inc_by(len);
+        }
+    }
+
+    /// Queues a control frame (Pong); not counted as a message.
+    pub fn control(&self, frame: Bytes) {
+        self.push(frame);
+    }
+
+    fn push(&self, frame: Bytes) -> bool {
+        match self.state.queue.push(frame, std::time::Instant::now()) {
+            Ok(_) => true,
+            Err(PushError::Full) => {
+                self.shard.node.metrics.slow_consumer_closes.inc();
+                false
+            }
+            Err(PushError::Closed) => false,
         }
     }
 }
@@ -84,18 +104,33 @@ impl End {
     }
 
     /// Whether the server sent Close first and should wait for the reply.
+    /// (Not after a write failure: no Close could be sent.)
     fn server_initiated(&self) -> bool {
-        matches!(self, End::Halted | End::Server(_) | End::Invalid)
+        match self {
+            End::Halted | End::Invalid => true,
+            End::Server(reason) => {
+                !matches!(reason, CloseReason::WriteError | CloseReason::PeerGone)
+            }
+            End::ClientClose | End::Gone { .. } => false,
+        }
     }
 }
 
 /// Serves an upgraded connection until it ends, then cleans up everywhere.
+/// Every log line of the connection carries its id and shard.
 pub async fn serve(
     shard: Rc<Shard>,
     upgraded: Upgraded,
     limits: ConnLimits,
     handler: impl Handler,
 ) {
+    let span = tracing::info_span!("conn", id = tracing::field::Empty, shard = shard.index);
+    serve_io(shard, upgraded, limits, handler)
+        .instrument(span)
+        .await
+}
+
+async fn serve_io(shard: Rc<Shard>, upgraded: Upgraded, limits: ConnLimits, handler: impl Handler) {
     match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             let (read, write) = parts.io.into_inner().into_split();
@@ -130,6 +165,8 @@ async fn drive<R, W, H>(
         state: shard.register(queue.clone()),
         shard,
     };
+    tracing::Span::current().record("id", conn.state.id.0);
+    tracing::debug!("connection open");
     let options = writer::WriterOptions {
         write_timeout: timeouts.write_timeout,
         latency: node.metrics.fanout_latency.clone(),
@@ -142,7 +179,7 @@ async fn drive<R, W, H>(
         let _reading = node.shutdown.reader();
         read_loop(&conn, &mut reader, &mut handler).await
     };
-    tracing::debug!(conn = conn.state.id.0, shard = conn.shard.index, end = ?end, "connection ending");
+    tracing::debug!(end = ?end, "connection ending");
     if let End::Halted = end {
         // Keep the room memberships until the shard drains: messages
         // published before shutdown must still reach this client.
@@ -157,6 +194,7 @@ async fn drive<R, W, H>(
     }
     conn.shard.unregister(conn.state.id);
     node.metrics.disconnected(end.reason());
+    tracing::debug!(reason = end.reason().as_str(), "connection closed");
 }
 
 async fn read_loop<R: ReadSource, H: Handler>(
@@ -187,7 +225,7 @@ async fn read_loop<R: ReadSource, H: Handler>(
                 metrics.bytes_in.inc_by(payload.len() as u64);
                 handler.on_data(conn, OpCode::Binary, payload);
             }
-            Ok(Message::Ping(payload)) => conn.send(frame::encode(OpCode::Pong, &payload)),
+            Ok(Message::Ping(payload)) => conn.control(frame::encode(OpCode::Pong, &payload)),
             Ok(Message::Pong(_)) => {}
             Ok(Message::Close(code)) => {
                 queue.close(CloseReason::Echo(code.unwrap_or(1000)));
@@ -205,12 +243,12 @@ async fn read_loop<R: ReadSource, H: Handler>(
                         | std::io::ErrorKind::BrokenPipe
                         | std::io::ErrorKind::UnexpectedEof
                 );
-                tracing::debug!(conn = conn.state.id.0, error = %e, "read failed");
+                tracing::debug!(error = %e, "read failed");
                 queue.close(CloseReason::WriteError);
                 return End::Gone { error };
             }
             Err(e) => {
-                tracing::debug!(conn = conn.state.id.0, error = %e, "closing on invalid input");
+                tracing::debug!(error = %e, "closing on invalid input");
                 queue.close(match e {
                     ReadError::TooBig(_) => CloseReason::TooBig,
                     ReadError::InvalidUtf8 => CloseReason::InvalidUtf8,

@@ -34,7 +34,7 @@ impl Native {
             room: room.map(RoomName::as_str),
             from: None,
         };
-        conn.send(protocol::encode(header, data).into_frame(OpCode::Text));
+        conn.reply(protocol::encode(header, data).into_frame(OpCode::Text));
     }
 
     fn error(&self, conn: &Conn, code: ErrorCode, message: &str) {

@@ -19,7 +19,7 @@ impl Handler for Relay {
     fn on_data(&mut self, conn: &Conn, opcode: OpCode, payload: Bytes) {
         let msg = Outgoing::from_payload(&payload);
         if let Err(e) = conn.shard.node.broker.publish(&Topic::Relay, msg, opcode) {
-            tracing::warn!(conn = conn.state.id.0, error = %e, "relay message not delivered");
+            tracing::warn!(error = %e, "relay message not delivered");
         }
     }
 

@@ -17,7 +17,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::rc::Rc;
-use tokio::net::TcpStream;
 
 use crate::conn::{self, native::Native, relay::Relay, ConnLimits};
 use crate::protocol::{ClientId, RoomName};
@@ -27,8 +26,11 @@ use crate::shutdown::Phase;
 
 type Body = Full<Bytes>;
 
-/// Serves one accepted TCP connection (HTTP/1.1, with upgrades).
-pub async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
+/// Serves one accepted connection, plain or TLS (HTTP/1.1, with upgrades).
+pub async fn serve_connection<IO>(shard: Rc<Shard>, stream: IO)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |req| {
         let shard = shard.clone();
         async move { Ok::<_, Infallible>(handle(req, shard)) }

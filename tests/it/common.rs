@@ -36,15 +36,21 @@ pub struct Client {
     pub id: String,
 }
 
-/// Connects and consumes the `connected` greeting.
-pub async fn connect(addr: SocketAddr, path: &str) -> Client {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{path}"))
+/// Connects without reading anything.
+pub async fn connect_raw(addr: SocketAddr, path: &str) -> Client {
+    let url = format!("ws://{addr}{path}");
+    let (ws, _) = tokio_tungstenite::connect_async(url)
         .await
         .expect("websocket connects");
-    let mut client = Client {
+    Client {
         ws,
         id: String::new(),
-    };
+    }
+}
+
+/// Connects and consumes the `connected` greeting.
+pub async fn connect(addr: SocketAddr, path: &str) -> Client {
+    let mut client = connect_raw(addr, path).await;
     let hello = client.recv().await;
     assert_eq!(hello["type"], "system", "{hello}");
     assert_eq!(hello["data"]["event"], "connected", "{hello}");

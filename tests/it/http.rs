@@ -24,18 +24,6 @@ async fn health_readiness_and_errors() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn metrics_listener_serves_prometheus_text() {
-    let server = start(&[]);
-    let _c = connect(server.addr(), "/ws").await;
-    let (status, body) =
-        http_get(server.metrics_addr().expect("metrics enabled"), "/metrics").await;
-    assert_eq!(status, 200);
-    assert!(body.contains("websocket_connected_clients 1"), "{body}");
-    assert!(body.contains("websocket_connections_total 1"), "{body}");
-    server.shutdown().await;
-}
-
 /// The real binary: prints its address, serves, exits 0 on SIGTERM after
 /// closing its clients with 1001.
 #[tokio::test]
@@ -90,4 +78,64 @@ async fn invalid_config_exits_non_zero_naming_the_field() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("limits.queue_messages"), "{stderr}");
+}
+
+/// `log.format: json`: one JSON object per line; a connection's lines carry
+/// its id and shard; no message content at info level.
+#[tokio::test]
+async fn json_logs_carry_the_connection_id_and_shard() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--set",
+            "metrics.enabled=false",
+        ])
+        .args(["--set", "log.format=json", "--log-level", "chatd=debug"])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chatd runs");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(crate::common::WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let addr: std::net::SocketAddr = line
+        .strip_prefix("chatd listening on ")
+        .expect(&line)
+        .parse()
+        .unwrap();
+    let mut c = connect(addr, "/ws/r").await;
+    c.chat(None, "secret content").await;
+    c.recv_type("chat").await;
+    c.close().await;
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let out = tokio::time::timeout(crate::common::WAIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let logs: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    let open = logs
+        .iter()
+        .find(|l| l["fields"]["message"] == "connection open")
+        .unwrap_or_else(|| panic!("no connection line in {stderr}"));
+    assert_eq!(open["span"]["name"], "conn");
+    assert!(open["span"]["id"].is_u64(), "{open}");
+    assert!(open["span"]["shard"].is_u64(), "{open}");
+    assert!(!stderr.contains("secret content"));
 }

@@ -4,5 +4,7 @@
 mod common;
 mod http;
 mod lifecycle;
+mod metrics;
 mod native;
 mod relay;
+mod tls;
