@@ -14,7 +14,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::broker::{Broker, MemoryBroker};
+use crate::broker::{Broker, MemoryBroker, RedisBroker};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::node::Node;
@@ -67,8 +67,17 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         (0..shards).map(|_| unbounded_channel::<ShardMsg>()).unzip();
     let registry = Arc::new(Registry::new(senders));
     let metrics = Arc::new(Metrics::new());
-    let broker: Arc<dyn Broker> =
-        Arc::new(MemoryBroker::new(registry.clone(), metrics.broker.clone()));
+    let broker: Arc<dyn Broker> = if config.broker.redis.enabled() {
+        Arc::new(RedisBroker::new(
+            config.broker.redis.clone(),
+            shards,
+            config.limits.max_name_length,
+            registry.clone(),
+            metrics.broker.clone(),
+        ))
+    } else {
+        Arc::new(MemoryBroker::new(registry.clone(), metrics.broker.clone()))
+    };
 
     let first = bind(
         SocketAddr::new(host, config.server.port),
@@ -230,6 +239,7 @@ fn run_shard(start: ShardStart) {
         let shard = Rc::new(Shard::new(index, node.clone()));
         let mut phase = node.shutdown.subscribe();
         tokio::task::spawn_local(dispatch(shard.clone(), inbox));
+        node.broker.start_shard(index);
         tokio::task::spawn_local(heartbeat(shard.clone()));
         if let Some(l) = metrics_listener {
             let l = TcpListener::from_std(l).expect("registering the metrics listener");

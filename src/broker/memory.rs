@@ -20,7 +20,13 @@ impl MemoryBroker {
 }
 
 impl Broker for MemoryBroker {
-    fn publish(&self, topic: &Topic, msg: Outgoing, opcode: OpCode) -> Result<(), PublishError> {
+    fn publish(
+        &self,
+        _shard: usize,
+        topic: &Topic,
+        msg: Outgoing,
+        opcode: OpCode,
+    ) -> Result<(), PublishError> {
         self.metrics.publishes.inc();
         self.delivery.deliver(topic, msg.into_frame(opcode));
         Ok(())

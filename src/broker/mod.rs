@@ -7,6 +7,7 @@
 //! default; a Redis backend slots in beside it).
 
 pub mod memory;
+pub mod redis;
 
 use bytes::Bytes;
 
@@ -14,6 +15,7 @@ use crate::protocol::RoomName;
 use crate::ws::{OpCode, Outgoing};
 
 pub use memory::MemoryBroker;
+pub use redis::RedisBroker;
 
 /// Where a message goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -30,6 +32,8 @@ pub enum Topic {
 pub enum PublishError {
     #[error("the message bus is not connected")]
     Disconnected,
+    #[error("too many messages waiting for the message bus")]
+    Backlog,
     #[error("the message bus is shutting down")]
     Closed,
 }
@@ -42,9 +46,16 @@ pub trait Delivery: Send + Sync + 'static {
 
 /// Publishes messages to every node, this one included.
 pub trait Broker: Send + Sync + 'static {
-    /// Publishes one encoded message. Never waits on the network: a backend
-    /// that cannot take the message now returns an error at once.
-    fn publish(&self, topic: &Topic, msg: Outgoing, opcode: OpCode) -> Result<(), PublishError>;
+    /// Publishes one encoded message from a connection on `shard`. Never
+    /// waits on the network: a backend that cannot take the message now
+    /// returns an error at once.
+    fn publish(
+        &self,
+        shard: usize,
+        topic: &Topic,
+        msg: Outgoing,
+        opcode: OpCode,
+    ) -> Result<(), PublishError>;
 
     /// This node now has a member in `room` (called once per node, not per
     /// connection: the fan-out reference-counts members).
@@ -55,4 +66,8 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether publishes can currently succeed (for `/readyz`).
     fn is_ready(&self) -> bool;
+
+    /// Called once on each shard's thread at start, inside its runtime, so a
+    /// backend can run per-shard tasks there (e.g. a publisher per shard).
+    fn start_shard(&self, _shard: usize) {}
 }

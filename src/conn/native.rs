@@ -53,12 +53,12 @@ impl Native {
             from: Some(self.client_id.as_str()),
         };
         let msg = protocol::encode(header, &PresenceData { status });
-        if let Err(e) =
-            conn.shard
-                .node
-                .broker
-                .publish(&Topic::Room(room.clone()), msg, OpCode::Text)
-        {
+        if let Err(e) = conn.shard.node.broker.publish(
+            conn.shard.index,
+            &Topic::Room(room.clone()),
+            msg,
+            OpCode::Text,
+        ) {
             tracing::debug!(room = %room, error = %e, "presence not published");
         }
     }
@@ -112,7 +112,12 @@ impl Native {
         };
         let msg = protocol::encode(header, &ChatData { content });
         let topic = room.map_or(Topic::Global, Topic::Room);
-        if let Err(e) = conn.shard.node.broker.publish(&topic, msg, OpCode::Text) {
+        if let Err(e) = conn
+            .shard
+            .node
+            .broker
+            .publish(conn.shard.index, &topic, msg, OpCode::Text)
+        {
             self.error(
                 conn,
                 ErrorCode::MessageFailed,

@@ -18,7 +18,12 @@ impl Handler for Relay {
 
     fn on_data(&mut self, conn: &Conn, opcode: OpCode, payload: Bytes) {
         let msg = Outgoing::from_payload(&payload);
-        if let Err(e) = conn.shard.node.broker.publish(&Topic::Relay, msg, opcode) {
+        if let Err(e) = conn
+            .shard
+            .node
+            .broker
+            .publish(conn.shard.index, &Topic::Relay, msg, opcode)
+        {
             tracing::warn!(error = %e, "relay message not delivered");
         }
     }

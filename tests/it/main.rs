@@ -6,5 +6,7 @@ mod http;
 mod lifecycle;
 mod metrics;
 mod native;
+mod redis;
+mod redis_harness;
 mod relay;
 mod tls;

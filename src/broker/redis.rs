@@ -1,0 +1,430 @@
+//! The Redis broker: every node shares fan-out through Redis pub/sub.
+//!
+//! - Publishing: each shard has its own connection and a bounded queue of
+//!   outgoing messages; a shard's publisher sends everything queued as one
+//!   pipeline (`PUBLISH`, or `SPUBLISH` on a cluster), so there is never one
+//!   round trip per message.
+//! - Subscribing: one connection per node (RESP3 push messages), one channel
+//!   per room, subscribed while the node has a member (the registry
+//!   reference-counts members), plus the global and relay channels.
+//! - Ordering: a node delivers its own messages only when they come back from
+//!   Redis, so Redis orders each room for every node alike.
+//! - Faults: a health check (PING) marks the bus down or up; while down,
+//!   publishes fail at once (`MESSAGE_FAILED`) instead of queueing without
+//!   bound; on recovery every wanted channel is subscribed again.
+//!
+//! The bus payload is the encoded message with its WebSocket opcode in front
+//! (one byte); the receiving node frames it once and fans it out locally.
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{PushInfo, PushKind, RedisResult, Value};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+use super::{Broker, Delivery, PublishError, Topic};
+use crate::config::RedisConfig;
+use crate::metrics::BrokerMetrics;
+use crate::protocol::RoomName;
+use crate::ws::{OpCode, Outgoing};
+
+/// Longest wait between two connection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// One message on its way to Redis.
+struct Outbound {
+    channel: Bytes,
+    payload: Bytes,
+}
+
+enum SubCommand {
+    Subscribe(Bytes),
+    Unsubscribe(Bytes),
+}
+
+struct Shared {
+    config: RedisConfig,
+    delivery: Arc<dyn Delivery>,
+    metrics: BrokerMetrics,
+    /// The bus answered the last health check and every wanted channel is
+    /// subscribed.
+    ready: AtomicBool,
+    /// Longest room name accepted back from the bus.
+    max_name: usize,
+}
+
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+    /// Per-shard publish queues (bounded: `max_pending`).
+    publish_tx: Vec<mpsc::Sender<Outbound>>,
+    publish_rx: Mutex<Vec<Option<mpsc::Receiver<Outbound>>>>,
+    sub_tx: mpsc::UnboundedSender<SubCommand>,
+    sub_rx: Mutex<Option<mpsc::UnboundedReceiver<SubCommand>>>,
+}
+
+impl RedisBroker {
+    pub fn new(
+        config: RedisConfig,
+        shards: usize,
+        max_name: usize,
+        delivery: Arc<dyn Delivery>,
+        metrics: BrokerMetrics,
+    ) -> RedisBroker {
+        let (publish_tx, publish_rx): (Vec<_>, Vec<_>) = (0..shards)
+            .map(|_| mpsc::channel(config.max_pending))
+            .map(|(t, r)| (t, Some(r)))
+            .unzip();
+        let (sub_tx, sub_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            config,
+            delivery,
+            metrics,
+            ready: AtomicBool::new(false),
+            max_name,
+        });
+        RedisBroker {
+            shared,
+            publish_tx,
+            publish_rx: Mutex::new(publish_rx),
+            sub_tx,
+            sub_rx: Mutex::new(Some(sub_rx)),
+        }
+    }
+
+    fn channel(&self, topic: &Topic) -> Bytes {
+        let prefix = &self.shared.config.channel_prefix;
+        Bytes::from(match topic {
+            Topic::Room(room) => format!("{prefix}room:{room}"),
+            Topic::Global => format!("{prefix}global"),
+            Topic::Relay => format!("{prefix}relay"),
+        })
+    }
+}
+
+impl Broker for RedisBroker {
+    fn publish(
+        &self,
+        shard: usize,
+        topic: &Topic,
+        msg: Outgoing,
+        opcode: OpCode,
+    ) -> Result<(), PublishError> {
+        if !self.shared.ready.load(Ordering::Acquire) {
+            self.shared.metrics.publish_errors.inc();
+            return Err(PublishError::Disconnected);
+        }
+        let mut payload = Vec::with_capacity(1 + msg.payload().len());
+        payload.push(opcode as u8);
+        payload.extend_from_slice(msg.payload());
+        let out = Outbound {
+            channel: self.channel(topic),
+            payload: payload.into(),
+        };
+        self.publish_tx[shard].try_send(out).map_err(|e| {
+            self.shared.metrics.publish_errors.inc();
+            match e {
+                mpsc::error::TrySendError::Full(_) => PublishError::Backlog,
+                mpsc::error::TrySendError::Closed(_) => PublishError::Closed,
+            }
+        })
+    }
+
+    fn subscribe(&self, room: &RoomName) {
+        let _ = self.sub_tx.send(SubCommand::Subscribe(
+            self.channel(&Topic::Room(room.clone())),
+        ));
+    }
+
+    fn unsubscribe(&self, room: &RoomName) {
+        let _ = self.sub_tx.send(SubCommand::Unsubscribe(
+            self.channel(&Topic::Room(room.clone())),
+        ));
+    }
+
+    fn is_ready(&self) -> bool {
+        self.shared.ready.load(Ordering::Acquire)
+    }
+
+    fn start_shard(&self, shard: usize) {
+        if let Some(rx) = self.publish_rx.lock().get_mut(shard).and_then(Option::take) {
+            tokio::task::spawn_local(publisher(self.shared.clone(), rx));
+        }
+        if shard == 0 {
+            if let Some(rx) = self.sub_rx.lock().take() {
+                let always = vec![self.channel(&Topic::Global), self.channel(&Topic::Relay)];
+                tokio::task::spawn_local(subscriber(self.shared.clone(), rx, always));
+            }
+        }
+    }
+}
+
+/// A connection to a single Redis or to a cluster.
+enum Bus {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Bus {
+    /// Connects, retrying with exponential backoff until it succeeds.
+    async fn connect(shared: &Arc<Shared>, push: bool) -> Bus {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match Bus::try_connect(shared, push).await {
+                Ok(bus) => return bus,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot connect to redis");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    async fn try_connect(shared: &Arc<Shared>, push: bool) -> RedisResult<Bus> {
+        let cfg = &shared.config;
+        let timeout = Some(cfg.connect_timeout);
+        if cfg.is_cluster() {
+            let mut builder = redis::cluster::ClusterClient::builder(cfg.seeds())
+                .use_protocol(redis::ProtocolVersion::RESP3)
+                .connection_timeout(cfg.connect_timeout)
+                .response_timeout(cfg.connect_timeout);
+            if push {
+                builder = builder.push_sender(push_handler(shared.clone()));
+            }
+            return Ok(Bus::Cluster(builder.build()?.get_async_connection().await?));
+        }
+        let client = redis::Client::open(with_resp3(&cfg.url))?;
+        let mut config = ConnectionManagerConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout)
+            .set_number_of_retries(1)
+            .set_max_delay(MAX_BACKOFF);
+        if push {
+            // Our own health check resubscribes after an outage it sees; the
+            // library's covers a reconnect quicker than one check interval.
+            config = config
+                .set_push_sender(push_handler(shared.clone()))
+                .set_automatic_resubscription();
+        }
+        Ok(Bus::Single(
+            client.get_connection_manager_with_config(config).await?,
+        ))
+    }
+
+    async fn subscribe(&mut self, channel: &[u8]) -> RedisResult<()> {
+        match self {
+            Bus::Single(c) => c.subscribe(channel).await,
+            Bus::Cluster(c) => c.ssubscribe(channel).await,
+        }
+    }
+
+    async fn unsubscribe(&mut self, channel: &[u8]) -> RedisResult<()> {
+        match self {
+            Bus::Single(c) => c.unsubscribe(channel).await,
+            Bus::Cluster(c) => c.sunsubscribe(channel).await,
+        }
+    }
+
+    async fn ping(&mut self) -> RedisResult<()> {
+        let cmd = redis::cmd("PING");
+        match self {
+            Bus::Single(c) => cmd.query_async(c).await,
+            Bus::Cluster(c) => cmd.query_async(c).await,
+        }
+    }
+
+    /// Sends a batch in order: one pipeline on a single Redis; on a cluster
+    /// (where a pipeline must stay within one slot) concurrent commands,
+    /// issued in order on the cluster connection.
+    async fn publish(&mut self, batch: &[Outbound]) -> RedisResult<()> {
+        match self {
+            Bus::Single(c) => {
+                let mut pipe = redis::pipe();
+                for o in batch {
+                    pipe.cmd("PUBLISH")
+                        .arg(&o.channel[..])
+                        .arg(&o.payload[..])
+                        .ignore();
+                }
+                pipe.query_async(c).await
+            }
+            Bus::Cluster(c) => {
+                let sends = batch.iter().map(|o| {
+                    let mut c = c.clone();
+                    let cmd = redis::cmd("SPUBLISH")
+                        .arg(&o.channel[..])
+                        .arg(&o.payload[..])
+                        .to_owned();
+                    async move { cmd.query_async::<i64>(&mut c).await }
+                });
+                // join_all polls (and so issues) the commands in order.
+                for result in futures_util::future::join_all(sends).await {
+                    result?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn with_resp3(url: &str) -> String {
+    if url.contains("protocol=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&protocol=resp3")
+    } else {
+        format!("{url}?protocol=resp3")
+    }
+}
+
+/// Turns a pushed pub/sub message into a local delivery.
+fn push_handler(
+    shared: Arc<Shared>,
+) -> impl Fn(PushInfo) -> Result<(), std::convert::Infallible> + Send + Sync {
+    move |info: PushInfo| {
+        if matches!(info.kind, PushKind::Message | PushKind::SMessage) {
+            if let [Value::BulkString(channel), Value::BulkString(payload)] = &info.data[..] {
+                shared.on_message(channel, payload);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn on_message(&self, channel: &[u8], payload: &[u8]) {
+        let Some(name) = channel.strip_prefix(self.config.channel_prefix.as_bytes()) else {
+            return;
+        };
+        let topic = match name {
+            b"global" => Topic::Global,
+            b"relay" => Topic::Relay,
+            room => {
+                let Some(room) = room
+                    .strip_prefix(b"room:")
+                    .and_then(|r| std::str::from_utf8(r).ok())
+                else {
+                    return;
+                };
+                match RoomName::parse(room, self.max_name) {
+                    Ok(room) => Topic::Room(room),
+                    Err(_) => return,
+                }
+            }
+        };
+        let Some((&op, data)) = payload.split_first() else {
+            return;
+        };
+        let Some(opcode) =
+            OpCode::from_u8(op).filter(|o| matches!(o, OpCode::Text | OpCode::Binary))
+        else {
+            return;
+        };
+        self.delivery
+            .deliver(&topic, Outgoing::from_payload(data).into_frame(opcode));
+    }
+}
+
+/// One shard's publisher: everything queued since the last write goes out as
+/// one pipelined batch.
+async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outbound>) {
+    let mut bus = Bus::connect(&shared, false).await;
+    let max_batch = shared.config.max_batch;
+    let mut batch = Vec::with_capacity(max_batch);
+    while rx.recv_many(&mut batch, max_batch).await > 0 {
+        let n = batch.len() as u64;
+        // The first write after an outage finds the old socket broken (the
+        // connection reconnects on that error): try once more before giving up.
+        let mut sent = bus.publish(&batch).await;
+        if let Err(e) = &sent {
+            tracing::debug!(error = %e, "publish failed; retrying once");
+            sent = bus.publish(&batch).await;
+        }
+        match sent {
+            Ok(()) => {
+                shared.metrics.publishes.inc_by(n);
+                shared.metrics.batch_size.observe(n as f64);
+            }
+            Err(e) => {
+                shared.metrics.publish_errors.inc_by(n);
+                shared.ready.store(false, Ordering::Release);
+                tracing::warn!(error = %e, messages = n, "publish to redis failed; messages dropped");
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// The node's subscriptions: applies subscribe/unsubscribe requests in order,
+/// checks the bus every `health_interval`, and after an outage subscribes
+/// every wanted channel again before declaring the bus ready.
+async fn subscriber(
+    shared: Arc<Shared>,
+    mut commands: mpsc::UnboundedReceiver<SubCommand>,
+    always: Vec<Bytes>,
+) {
+    let mut wanted: BTreeSet<Bytes> = always.into_iter().collect();
+    let mut bus = Bus::connect(&shared, true).await;
+    let mut healthy = false;
+    let mut ever_ready = false;
+    let mut tick = tokio::time::interval(shared.config.health_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            command = commands.recv() => {
+                let Some(command) = command else { return };
+                let result = match command {
+                    SubCommand::Subscribe(ch) => {
+                        let r = if healthy { bus.subscribe(&ch).await } else { Ok(()) };
+                        wanted.insert(ch);
+                        r
+                    }
+                    SubCommand::Unsubscribe(ch) => {
+                        wanted.remove(&ch);
+                        if healthy { bus.unsubscribe(&ch).await } else { Ok(()) }
+                    }
+                };
+                shared.metrics.subscribed_channels.set(wanted.len() as i64);
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "redis subscription change failed");
+                    healthy = false;
+                }
+            }
+            _ = tick.tick() => {
+                if bus.ping().await.is_err() {
+                    healthy = false;
+                } else if !healthy {
+                    healthy = resubscribe(&mut bus, &wanted).await;
+                    if healthy {
+                        if ever_ready {
+                            shared.metrics.reconnects.inc();
+                            tracing::info!(channels = wanted.len(), "redis reconnected; subscriptions restored");
+                        }
+                        ever_ready = true;
+                    }
+                }
+            }
+        }
+        if !healthy && shared.ready.swap(false, Ordering::AcqRel) {
+            tracing::warn!("redis unreachable; publishes fail until it is back");
+        }
+        if healthy {
+            shared.ready.store(true, Ordering::Release);
+        }
+    }
+}
+
+async fn resubscribe(bus: &mut Bus, wanted: &BTreeSet<Bytes>) -> bool {
+    for ch in wanted {
+        if let Err(e) = bus.subscribe(ch).await {
+            tracing::warn!(error = %e, "redis resubscribe failed");
+            return false;
+        }
+    }
+    true
+}

@@ -1,0 +1,213 @@
+//! Real redis-server and chatd processes on loopback for the scale-out tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::common::{http_get, WAIT};
+
+/// Whether redis-server can run here. Under `CI=true` its absence fails the
+/// test; elsewhere the test is skipped with a note.
+pub fn redis_available() -> bool {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "redis-server is required under CI=true (scripts/test.sh installs it)"
+        );
+        eprintln!("skipping: redis-server is not installed");
+    }
+    found
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+    dir: PathBuf,
+    cluster: bool,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        Redis::start_on(free_port(), false)
+    }
+
+    pub fn start_on(port: u16, cluster: bool) -> Redis {
+        let dir = std::env::temp_dir().join(format!("chatd-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut redis = Redis {
+            child: None,
+            port,
+            dir,
+            cluster,
+        };
+        redis.spawn();
+        redis
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(&self.dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        if self.cluster {
+            cmd.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ]);
+        }
+        self.child = Some(cmd.spawn().expect("redis-server starts"));
+        let deadline = std::time::Instant::now() + WAIT;
+        while self.cli(&["PING"]).as_deref() != Some("PONG") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not answer"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs a command through redis-cli; its trimmed output.
+    pub fn cli(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Subscribers of a channel across the whole server (PUBSUB NUMSUB).
+pub fn numsub(redis: &Redis, channel: &str, sharded: bool) -> u64 {
+    let sub = if sharded { "SHARDNUMSUB" } else { "NUMSUB" };
+    let out = redis.cli(&["PUBSUB", sub, channel]).unwrap_or_default();
+    out.lines()
+        .nth(1)
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A chatd process (killed when dropped).
+pub struct Chatd {
+    _child: tokio::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Chatd {
+    pub async fn start(redis_url: &str, extra: &[&str]) -> Chatd {
+        use tokio::io::AsyncBufReadExt;
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatd"));
+        cmd.args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--set",
+            "metrics.enabled=false",
+            "--log-level",
+            "warn",
+        ])
+        .args(["--set", "broker.redis.health_interval=100ms"])
+        .env("REDIS_URL", redis_url)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+        for e in extra {
+            cmd.args(["--set", e]);
+        }
+        let mut child = cmd.spawn().expect("chatd runs");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let addr = line
+            .strip_prefix("chatd listening on ")
+            .expect(&line)
+            .parse()
+            .unwrap();
+        Chatd {
+            _child: child,
+            addr,
+        }
+    }
+
+    pub async fn ready(&self) -> bool {
+        http_get(self.addr, "/readyz").await.0 == 200
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !self.ready().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Waits until `channel` has `n` subscribers.
+pub async fn wait_numsub(redis: &Redis, channel: &str, sharded: bool, n: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while numsub(redis, channel, sharded) != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{channel} never had {n} subscribers"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
