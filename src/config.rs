@@ -181,6 +181,13 @@ pub struct LimitsConfig {
     /// reply before dropping the socket. Default `2s`.
     #[serde(with = "humantime_serde")]
     pub close_timeout: Duration,
+    /// Least time between two socket writes of one connection: messages that
+    /// arrive meanwhile go out together in the next write. Adds at most this
+    /// much latency, and only to a client that receives more often than
+    /// this; saves a system call per message under load. Default `0ms`
+    /// (write at once).
+    #[serde(with = "humantime_serde")]
+    pub write_coalesce: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -193,6 +200,7 @@ impl Default for LimitsConfig {
             max_name_length: 64,
             write_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(2),
+            write_coalesce: Duration::ZERO,
         }
     }
 }

@@ -79,10 +79,11 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         Arc::new(MemoryBroker::new(registry.clone(), metrics.broker.clone()))
     };
 
-    let first = bind(
-        SocketAddr::new(host, config.server.port),
-        config.server.backlog,
-    )?;
+    let wanted = SocketAddr::new(host, config.server.port);
+    if config.server.port != 0 {
+        ensure_port_free(wanted)?;
+    }
+    let first = bind(wanted, config.server.backlog)?;
     let addr = first.local_addr().map_err(|source| StartError::Bind {
         addr: SocketAddr::new(host, config.server.port),
         source,
@@ -197,6 +198,18 @@ fn bind(addr: SocketAddr, backlog: u32) -> Result<std::net::TcpListener, StartEr
         .listen(backlog.min(i32::MAX as u32) as i32)
         .map_err(err)?;
     Ok(socket.into())
+}
+
+/// `SO_REUSEPORT` would let a second chatd (same user) bind the same port
+/// and silently take half the connections; a plain bind first refuses a port
+/// that anything already listens on.
+fn ensure_port_free(addr: SocketAddr) -> Result<(), StartError> {
+    let err = |source| StartError::Bind { addr, source };
+    let probe =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    probe.set_reuse_address(true).map_err(err)?;
+    probe.bind(&addr.into()).map_err(err)?;
+    Ok(())
 }
 
 /// A listener of its own (no `SO_REUSEPORT`: one port, one owner).

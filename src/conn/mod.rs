@@ -170,6 +170,7 @@ async fn drive<R, W, H>(
     let options = writer::WriterOptions {
         write_timeout: timeouts.write_timeout,
         latency: node.metrics.fanout_latency.clone(),
+        coalesce: timeouts.write_coalesce,
     };
     let writer = tokio::task::spawn_local(writer::run(write, queue.clone(), options));
     handler.on_open(&conn);

@@ -139,3 +139,26 @@ async fn json_logs_carry_the_connection_id_and_shard() {
     assert!(open["span"]["shard"].is_u64(), "{open}");
     assert!(!stderr.contains("secret content"));
 }
+
+/// SO_REUSEPORT must not let a second server share a port by accident.
+#[tokio::test]
+async fn a_port_in_use_stops_the_start() {
+    let server = crate::common::start(&[]);
+    let port = server.addr().port();
+    let config = chatd::Config::load(
+        Some(std::path::Path::new("/dev/null")),
+        [],
+        &[
+            "server.host=127.0.0.1".into(),
+            format!("server.port={port}"),
+            "metrics.enabled=false".into(),
+        ],
+    )
+    .unwrap();
+    let err = chatd::start(config)
+        .err()
+        .expect("second server refused")
+        .to_string();
+    assert!(err.contains("Address already in use"), "{err}");
+    server.shutdown().await;
+}

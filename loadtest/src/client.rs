@@ -1,0 +1,292 @@
+//! The load generator's WebSocket client, written for speed: a plain
+//! HTTP/1.1 upgrade, then frames read straight from a reused buffer (no
+//! allocation per message), so one generator core can take several hundred
+//! thousand deliveries a second. Messages carry their intended send time.
+
+use anyhow::{bail, Context};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+/// Nanoseconds since the generator's start, on the monotonic clock.
+pub fn now_ns() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+pub fn at_ns(ns: u64) -> Instant {
+    *EPOCH.get_or_init(Instant::now) + Duration::from_nanos(ns)
+}
+
+/// Where clients connect from: 127.0.0.1, 127.0.0.2, ... (each source
+/// address has its own ephemeral ports).
+#[derive(Clone, Copy)]
+pub struct Sources {
+    pub count: u8,
+}
+
+impl Sources {
+    pub fn pick(self, i: usize) -> Option<IpAddr> {
+        (self.count > 1).then(|| {
+            IpAddr::V4(Ipv4Addr::new(
+                127,
+                0,
+                0,
+                1 + (i % self.count as usize) as u8,
+            ))
+        })
+    }
+}
+
+/// Why a connection attempt failed: the generator's own limits are named.
+pub fn describe(e: &anyhow::Error) -> String {
+    let text = format!("{e:#}");
+    if text.contains("Too many open files") {
+        format!("LIMIT (generator file descriptors): {text}")
+    } else if text.contains("Cannot assign requested address")
+        || text.contains("Address already in use")
+    {
+        format!("LIMIT (ephemeral ports; use --sources): {text}")
+    } else {
+        text
+    }
+}
+
+pub struct Ws {
+    pub reader: Reader,
+    pub writer: Writer,
+}
+
+pub async fn connect(server: SocketAddr, path: &str, source: Option<IpAddr>) -> anyhow::Result<Ws> {
+    let socket = match server {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    if let Some(ip) = source {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .context("bind source address")?;
+    }
+    let mut stream: TcpStream = socket.connect(server).await.context("tcp connect")?;
+    stream.set_nodelay(true)?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .context("websocket handshake")?;
+    let mut buf = Vec::with_capacity(4096);
+    let end = loop {
+        if stream
+            .read_buf(&mut buf)
+            .await
+            .context("websocket handshake")?
+            == 0
+        {
+            bail!("websocket handshake: connection closed");
+        }
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > 16 * 1024 {
+            bail!("websocket handshake: response too long");
+        }
+    };
+    if !buf.starts_with(b"HTTP/1.1 101") {
+        let line = String::from_utf8_lossy(
+            &buf[..buf.iter().position(|&b| b == b'\r').unwrap_or(buf.len())],
+        )
+        .into_owned();
+        bail!("websocket handshake refused: {line}");
+    }
+    buf.drain(..end);
+    let (read, write) = stream.into_split();
+    Ok(Ws {
+        reader: Reader {
+            io: read,
+            buf,
+            start: 0,
+        },
+        writer: Writer {
+            io: write,
+            out: Vec::new(),
+        },
+    })
+}
+
+/// What the reader found in a frame.
+pub enum Frame {
+    /// A text message; `Some` is the intended send time of a chat.
+    Text(Option<u64>),
+    Close(Option<u16>, String),
+    Other,
+}
+
+pub struct Reader {
+    io: OwnedReadHalf,
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Reader {
+    /// The next frame, or `None` at the end of the stream.
+    pub async fn next(&mut self) -> anyhow::Result<Option<Frame>> {
+        loop {
+            if let Some((frame, used)) = parse(&self.buf[self.start..]) {
+                self.start += used;
+                return Ok(Some(frame));
+            }
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            if self.buf.capacity() - self.buf.len() < 16 * 1024 {
+                self.buf.reserve(64 * 1024);
+            }
+            if self.io.read_buf(&mut self.buf).await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// Parses one server frame (unmasked); returns it and the bytes it used.
+fn parse(b: &[u8]) -> Option<(Frame, usize)> {
+    if b.len() < 2 {
+        return None;
+    }
+    let opcode = b[0] & 0x0F;
+    let (len, header) = match b[1] & 0x7F {
+        126 => (u16::from_be_bytes([*b.get(2)?, *b.get(3)?]) as usize, 4),
+        127 => (
+            u64::from_be_bytes(b.get(2..10)?.try_into().ok()?) as usize,
+            10,
+        ),
+        n => (n as usize, 2),
+    };
+    let payload = b.get(header..header + len)?;
+    let frame = match opcode {
+        0x1 => Frame::Text(intended_ns(payload)),
+        0x8 => {
+            let code = (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+            Frame::Close(
+                code,
+                String::from_utf8_lossy(payload.get(2..).unwrap_or_default()).into_owned(),
+            )
+        }
+        _ => Frame::Other,
+    };
+    Some((frame, header + len))
+}
+
+pub struct Writer {
+    io: OwnedWriteHalf,
+    out: Vec<u8>,
+}
+
+impl Writer {
+    /// Sends a chat whose content starts with the intended send time, padded
+    /// to `size` bytes.
+    pub async fn chat(&mut self, intended_ns: u64, size: usize) -> std::io::Result<()> {
+        let text = chat_text(intended_ns, size);
+        self.out.clear();
+        self.out.push(0x81);
+        // Masked with the all-zero key: valid, and the payload stays as is.
+        match text.len() {
+            n if n < 126 => self.out.push(0x80 | n as u8),
+            n if n <= 0xFFFF => {
+                self.out.push(0x80 | 126);
+                self.out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                self.out.push(0x80 | 127);
+                self.out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        self.out.extend_from_slice(&[0, 0, 0, 0]);
+        self.out.extend_from_slice(text.as_bytes());
+        self.io.write_all(&self.out).await
+    }
+}
+
+pub fn chat_text(intended_ns: u64, size: usize) -> String {
+    let head = format!("{intended_ns}:");
+    let pad = size.saturating_sub(head.len());
+    format!(
+        r#"{{"type":"chat","data":{{"content":"{head}{}"}}}}"#,
+        "x".repeat(pad)
+    )
+}
+
+/// The intended send time in a delivered chat, without a JSON parse.
+pub fn intended_ns(text: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = br#""content":""#;
+    if !contains(text, br#""type":"chat""#) {
+        return None;
+    }
+    let start = find(text, KEY)? + KEY.len();
+    let digits = text[start..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    std::str::from_utf8(&text[start..start + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    find(hay, needle).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intended_time_round_trips_through_an_envelope() {
+        let text = chat_text(123456789, 64);
+        assert_eq!(text.len(), 33 + 64);
+        let envelope = text.replace(
+            r#"{"type":"chat","data""#,
+            r#"{"id":"x","type":"chat","room":"r","data""#,
+        );
+        assert_eq!(intended_ns(envelope.as_bytes()), Some(123456789));
+        assert_eq!(
+            intended_ns(br#"{"type":"presence","data":{"content":"1:"}}"#),
+            None
+        );
+    }
+
+    #[test]
+    fn parses_frames_of_each_length_form() {
+        for len in [5usize, 200, 70000] {
+            let mut b = vec![0x81];
+            match len {
+                n if n < 126 => b.push(n as u8),
+                n if n <= 0xFFFF => {
+                    b.push(126);
+                    b.extend_from_slice(&(n as u16).to_be_bytes());
+                }
+                n => {
+                    b.push(127);
+                    b.extend_from_slice(&(n as u64).to_be_bytes());
+                }
+            }
+            b.extend(std::iter::repeat_n(b'a', len));
+            assert!(parse(&b[..b.len() - 1]).is_none());
+            let (_, used) = parse(&b).unwrap();
+            assert_eq!(used, b.len());
+        }
+    }
+}

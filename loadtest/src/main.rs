@@ -1,0 +1,120 @@
+//! chatd's load generator.
+//!
+//! ```text
+//! loadtest fanout  --clients 1000 --senders 10 --rate 400 --server-pid PID
+//! loadtest rooms   --clients 2000 --room-size 10 --per-client-rate 1
+//! loadtest connect --clients 10000 --concurrency 200
+//! loadtest idle    --clients 19000 --server-pid PID --sources 4
+//! loadtest cross-node --url 127.0.0.1:8080 --url 127.0.0.1:8081 --clients 1000 --senders 10 --rate 200
+//! ```
+//!
+//! Every message carries its *intended* send time; senders keep their
+//! schedule when they fall behind and latency counts from the intended time,
+//! so a stalled server cannot hide its stall (coordinated omission).
+
+mod client;
+mod procfs;
+mod report;
+mod scenarios;
+
+use clap::{Parser, ValueEnum};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// C clients in one room; S of them send at a fixed total rate.
+    Fanout,
+    /// C clients in rooms of K, each sending at r messages/s.
+    Rooms,
+    /// A connection storm: connects per second and handshake latency.
+    Connect,
+    /// C idle connections held; server memory per connection.
+    Idle,
+    /// Fan-out with receivers spread over several nodes (--url, repeated),
+    /// senders on the first: every delivery to another node crosses the bus.
+    CrossNode,
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(about = "Load generator for chatd (and the baseline server)")]
+pub struct Args {
+    pub scenario: Scenario,
+    /// Server address(es), host:port or ws://host:port; repeat for several nodes.
+    #[arg(long = "url", default_value = "127.0.0.1:8080")]
+    pub urls: Vec<String>,
+    /// Path prefix of a room (the room name is appended).
+    #[arg(long, default_value = "/ws/")]
+    pub path: String,
+    /// Clients in all (senders included).
+    #[arg(long, default_value_t = 1000)]
+    pub clients: usize,
+    /// fanout/cross-node: how many of the clients send.
+    #[arg(long, default_value_t = 10)]
+    pub senders: usize,
+    /// fanout/cross-node: messages per second, all senders together.
+    #[arg(long, default_value_t = 400.0)]
+    pub rate: f64,
+    /// rooms: members per room.
+    #[arg(long, default_value_t = 10)]
+    pub room_size: usize,
+    /// rooms: messages per second per client.
+    #[arg(long, default_value_t = 1.0)]
+    pub per_client_rate: f64,
+    /// Message content bytes (the client's JSON is 33 bytes more).
+    #[arg(long, default_value_t = 67)]
+    pub size: usize,
+    /// Measured time (after warm-up).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Sending before measurement starts (excluded from every number).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Server process id: reports its CPU per delivery and memory.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Loopback source addresses to spread sockets over (127.0.0.1..N).
+    #[arg(long, default_value_t = 1)]
+    pub sources: u8,
+    /// Generator worker threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// connect: handshakes in flight at once.
+    #[arg(long, default_value_t = 200)]
+    pub concurrency: usize,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl Args {
+    pub fn servers(&self) -> anyhow::Result<Vec<SocketAddr>> {
+        self.urls
+            .iter()
+            .map(|u| {
+                let hostport = u.trim_start_matches("ws://").trim_end_matches('/');
+                hostport
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("--url {u}: {e} (want host:port with an IP)"))
+            })
+            .collect()
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let fd_limit = procfs::raise_fd_limit();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()?;
+    let mut report = rt.block_on(scenarios::run(&args))?;
+    if (args.clients as u64) + 64 > fd_limit {
+        report.notes.push(format!(
+            "LIMIT: this process may open {fd_limit} files; {} clients need more",
+            args.clients
+        ));
+    }
+    report.print();
+    Ok(())
+}

@@ -1,0 +1,462 @@
+//! The scenarios: connect clients, run the schedule, collect the numbers.
+
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+use crate::client::{self, Sources};
+use crate::procfs;
+use crate::report::Report;
+use crate::{Args, Scenario};
+
+/// Time given to the last messages to arrive after sending stops.
+const DRAIN: Duration = Duration::from_secs(2);
+/// Pause after connecting so every join has settled before sending.
+const SETTLE: Duration = Duration::from_millis(1000);
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds")
+}
+
+/// Counters shared by every client task.
+struct Shared {
+    warm_end_ns: AtomicU64,
+    end_ns: AtomicU64,
+    sent: AtomicU64,
+    received: AtomicU64,
+    /// Every delivery, measured or not (progress bar).
+    seen: AtomicU64,
+    errors: AtomicU64,
+    closes: Mutex<BTreeMap<String, u64>>,
+    latency: Mutex<Histogram<u64>>,
+}
+
+impl Shared {
+    fn new() -> Arc<Shared> {
+        Arc::new(Shared {
+            warm_end_ns: AtomicU64::new(u64::MAX),
+            end_ns: AtomicU64::new(u64::MAX),
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            seen: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            closes: Mutex::new(BTreeMap::new()),
+            latency: Mutex::new(histogram()),
+        })
+    }
+
+    fn in_window(&self, ns: u64) -> bool {
+        ns >= self.warm_end_ns.load(Ordering::Relaxed) && ns < self.end_ns.load(Ordering::Relaxed)
+    }
+
+    fn close(&self, what: String) {
+        *self.closes.lock().entry(what).or_insert(0) += 1;
+    }
+}
+
+pub async fn run(args: &Args) -> anyhow::Result<Report> {
+    let servers = args.servers()?;
+    match args.scenario {
+        Scenario::Fanout | Scenario::CrossNode => messaging(args, &servers, Layout::Fanout).await,
+        Scenario::Rooms => messaging(args, &servers, Layout::Rooms).await,
+        Scenario::Connect => connect_storm(args, servers[0]).await,
+        Scenario::Idle => idle(args, servers[0]).await,
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    Fanout,
+    Rooms,
+}
+
+/// Connects `n` clients; client i to `path(i)` on `server(i)`.
+async fn connect_all(
+    args: &Args,
+    n: usize,
+    server: impl Fn(usize) -> SocketAddr,
+    path: impl Fn(usize) -> String,
+    progress: &ProgressBar,
+) -> (Vec<client::Ws>, Vec<String>) {
+    let sources = Sources {
+        count: args.sources,
+    };
+    let mut clients = Vec::with_capacity(n);
+    let mut failures = Vec::new();
+    let mut in_flight = futures_util::stream::FuturesOrdered::new();
+    let mut i = 0;
+    while i < n || !in_flight.is_empty() {
+        while i < n && in_flight.len() < args.concurrency {
+            let (addr, p, src) = (server(i), path(i), sources.pick(i));
+            in_flight.push_back(async move { client::connect(addr, &p, src).await });
+            i += 1;
+        }
+        match in_flight.next().await {
+            Some(Ok(ws)) => clients.push(ws),
+            Some(Err(e)) => failures.push(client::describe(&e)),
+            None => {}
+        }
+        progress.set_position(clients.len() as u64);
+    }
+    (clients, failures)
+}
+
+fn bar(args: &Args, len: u64, what: &str) -> ProgressBar {
+    if args.quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed}] {wide_bar} {pos}/{len}")
+            .expect("template"),
+    );
+    pb.set_message(what.to_owned());
+    pb
+}
+
+async fn messaging(args: &Args, servers: &[SocketAddr], layout: Layout) -> anyhow::Result<Report> {
+    let n = args.clients;
+    let (room_of, audience): (Box<dyn Fn(usize) -> String>, usize) = match layout {
+        Layout::Fanout => (Box::new(|_| "fanout".to_string()), n),
+        Layout::Rooms => {
+            let k = args.room_size.max(1);
+            (Box::new(move |i| format!("room{}", i / k)), k)
+        }
+    };
+    let senders: Vec<usize> = match layout {
+        // Senders on the first node; receivers spread over every node.
+        Layout::Fanout => (0..args.senders.min(n))
+            .map(|s| s * servers.len())
+            .filter(|&i| i < n)
+            .collect(),
+        Layout::Rooms => (0..n).collect(),
+    };
+    let pb = bar(args, n as u64, "connecting");
+    let (clients, failures) = connect_all(
+        args,
+        n,
+        |i| servers[i % servers.len()],
+        |i| format!("{}{}", args.path, room_of(i)),
+        &pb,
+    )
+    .await;
+    pb.finish_and_clear();
+    let connected = clients.len();
+    let shared = Shared::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let per_sender_rate = match layout {
+        Layout::Fanout => args.rate / senders.len().max(1) as f64,
+        Layout::Rooms => args.per_client_rate,
+    };
+    let mut receivers = Vec::new();
+    let mut sender_tasks = Vec::new();
+    let is_sender: std::collections::HashSet<usize> = senders.iter().copied().collect();
+    tokio::time::sleep(SETTLE).await;
+
+    let start_ns = client::now_ns() + 100_000_000;
+    let warm_end = start_ns + args.warmup.as_nanos() as u64;
+    let end = warm_end + args.duration.as_nanos() as u64;
+    shared.warm_end_ns.store(warm_end, Ordering::Relaxed);
+    shared.end_ns.store(end, Ordering::Relaxed);
+    let interval_ns = (1e9 / per_sender_rate.max(1e-9)) as u64;
+    let n_senders = senders.len().max(1) as u64;
+    let mut idle_writers = Vec::new();
+    for (i, ws) in clients.into_iter().enumerate() {
+        receivers.push(tokio::spawn(receive(
+            ws.reader,
+            shared.clone(),
+            stop_rx.clone(),
+        )));
+        if is_sender.contains(&i) {
+            // Spread the senders' first sends over one interval.
+            let offset = interval_ns * (i as u64 % n_senders) / n_senders;
+            let writer = ws.writer;
+            sender_tasks.push(tokio::spawn(send(
+                writer,
+                shared.clone(),
+                start_ns + offset,
+                interval_ns,
+                end,
+                args.size,
+            )));
+        } else {
+            // Dropping a write half would shut the socket's sending side.
+            idle_writers.push(ws.writer);
+        }
+    }
+
+    // Measure the server (and ourselves) over the measured window only.
+    let total = args.warmup + args.duration;
+    let pb = bar(args, total.as_secs(), "running");
+    tokio::time::sleep_until(client::at_ns(warm_end).into()).await;
+    let server_cpu0 = args.server_pid.and_then(procfs::cpu_time);
+    let own_cpu0 = procfs::cpu_time(std::process::id());
+    let t0 = Instant::now();
+    while client::now_ns() < end {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        pb.set_position(
+            (client::now_ns().saturating_sub(start_ns) / 1_000_000_000).min(total.as_secs()),
+        );
+        pb.set_message(format!("{} delivered", shared.seen.load(Ordering::Relaxed)));
+    }
+    let elapsed = t0.elapsed();
+    let server_cpu1 = args.server_pid.and_then(procfs::cpu_time);
+    let own_cpu1 = procfs::cpu_time(std::process::id());
+    pb.finish_and_clear();
+    let mut writers = Vec::new();
+    for t in sender_tasks {
+        writers.extend(t.await.ok().flatten());
+    }
+    tokio::time::sleep(DRAIN).await;
+    let _ = stop_tx.send(true);
+    for r in receivers {
+        let _ = r.await;
+    }
+    drop((writers, idle_writers));
+
+    let sent = shared.sent.load(Ordering::Relaxed);
+    let received = shared.received.load(Ordering::Relaxed);
+    let expected = sent * audience.min(connected) as u64;
+    let mut report = Report {
+        scenario: format!("{:?}", args.scenario).to_lowercase(),
+        server: servers
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        clients: connected,
+        duration_s: elapsed.as_secs_f64(),
+        sent,
+        expected,
+        received,
+        delivered_pct: if expected > 0 {
+            100.0 * received as f64 / expected as f64
+        } else {
+            0.0
+        },
+        deliveries_per_s: received as f64 / args.duration.as_secs_f64(),
+        errors: shared.errors.load(Ordering::Relaxed) + failures.len() as u64,
+        closes: shared.closes.lock().clone(),
+        ..Default::default()
+    };
+    report.latency(&shared.latency.lock());
+    cpu_figures(
+        &mut report,
+        (server_cpu0, server_cpu1),
+        (own_cpu0, own_cpu1),
+        elapsed,
+        received,
+    );
+    if let Some(first) = failures.first() {
+        report.notes.push(format!(
+            "{} clients failed to connect; first: {first}",
+            failures.len()
+        ));
+    }
+    Ok(report)
+}
+
+fn cpu_figures(
+    report: &mut Report,
+    server: (Option<Duration>, Option<Duration>),
+    own: (Option<Duration>, Option<Duration>),
+    elapsed: Duration,
+    deliveries: u64,
+) {
+    if let (Some(a), Some(b)) = server {
+        let cpu = (b - a).as_secs_f64();
+        report.server_cpu_pct = Some(100.0 * cpu / elapsed.as_secs_f64());
+        if deliveries > 0 {
+            report.server_cpu_us_per_delivery = Some(cpu * 1e6 / deliveries as f64);
+        }
+    }
+    if let (Some(a), Some(b)) = own {
+        report.generator_cpu_pct = 100.0 * (b - a).as_secs_f64() / elapsed.as_secs_f64();
+    }
+}
+
+/// Sends on schedule; returns the write half (kept open until the end).
+async fn send(
+    mut writer: client::Writer,
+    shared: Arc<Shared>,
+    first: u64,
+    interval: u64,
+    end: u64,
+    size: usize,
+) -> Option<client::Writer> {
+    let mut t = first;
+    while t < end {
+        tokio::time::sleep_until(client::at_ns(t).into()).await;
+        if writer.chat(t, size).await.is_err() {
+            shared.errors.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        if shared.in_window(t) {
+            shared.sent.fetch_add(1, Ordering::Relaxed);
+        }
+        t += interval;
+    }
+    Some(writer)
+}
+
+async fn receive(mut reader: client::Reader, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut h = histogram();
+    let mut received = 0u64;
+    let mut seen = 0u64;
+    loop {
+        let frame = tokio::select! {
+            frame = reader.next() => frame,
+            _ = stop.changed() => break,
+        };
+        match frame {
+            Ok(Some(client::Frame::Text(Some(intended)))) => {
+                seen += 1;
+                if seen % 64 == 0 {
+                    shared.seen.fetch_add(64, Ordering::Relaxed);
+                }
+                if shared.in_window(intended) {
+                    received += 1;
+                    let latency_us = client::now_ns().saturating_sub(intended) / 1000;
+                    h.saturating_record(latency_us.max(1));
+                }
+            }
+            Ok(Some(client::Frame::Close(code, reason))) => {
+                shared.close(code.map_or("no code".into(), |c| format!("{c} {reason}")));
+                break;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) => {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                shared.close(format!("error: {e}"));
+                break;
+            }
+        }
+    }
+    shared.received.fetch_add(received, Ordering::Relaxed);
+    shared.latency.lock().add(&h).expect("same bounds");
+}
+
+async fn connect_storm(args: &Args, server: SocketAddr) -> anyhow::Result<Report> {
+    let n = args.clients;
+    let pb = bar(args, n as u64, "connecting");
+    let sources = Sources {
+        count: args.sources,
+    };
+    let latency = Arc::new(Mutex::new(histogram()));
+    let server_cpu0 = args.server_pid.and_then(procfs::cpu_time);
+    let t0 = Instant::now();
+    let mut held = Vec::with_capacity(n);
+    let mut failures = Vec::new();
+    let mut in_flight = futures_util::stream::FuturesUnordered::new();
+    let mut i = 0;
+    while i < n || !in_flight.is_empty() {
+        while i < n && in_flight.len() < args.concurrency {
+            let (path, src, latency) = (
+                format!("{}storm", args.path),
+                sources.pick(i),
+                latency.clone(),
+            );
+            in_flight.push(async move {
+                let start = Instant::now();
+                let ws = client::connect(server, &path, src).await?;
+                latency
+                    .lock()
+                    .saturating_record(start.elapsed().as_micros().max(1) as u64);
+                anyhow::Ok(ws)
+            });
+            i += 1;
+        }
+        match in_flight.next().await {
+            Some(Ok(ws)) => held.push(ws),
+            Some(Err(e)) => failures.push(client::describe(&e)),
+            None => {}
+        }
+        pb.set_position(held.len() as u64);
+    }
+    let elapsed = t0.elapsed();
+    let server_cpu1 = args.server_pid.and_then(procfs::cpu_time);
+    pb.finish_and_clear();
+    let mut report = Report {
+        scenario: "connect".into(),
+        server: server.to_string(),
+        clients: held.len(),
+        duration_s: elapsed.as_secs_f64(),
+        errors: failures.len() as u64,
+        ..Default::default()
+    };
+    report.latency(&latency.lock());
+    report.extra.insert(
+        "connects_per_s".into(),
+        held.len() as f64 / elapsed.as_secs_f64(),
+    );
+    if let (Some(a), Some(b)) = (server_cpu0, server_cpu1) {
+        report.extra.insert(
+            "server_cpu_us_per_connect".into(),
+            (b - a).as_secs_f64() * 1e6 / held.len().max(1) as f64,
+        );
+    }
+    if let Some(first) = failures.first() {
+        report.notes.push(format!(
+            "{} connects failed; first: {first}",
+            failures.len()
+        ));
+    }
+    drop(held);
+    Ok(report)
+}
+
+async fn idle(args: &Args, server: SocketAddr) -> anyhow::Result<Report> {
+    let rss0 = args.server_pid.and_then(procfs::rss_bytes);
+    let pb = bar(args, args.clients as u64, "connecting");
+    let (held, failures) = connect_all(
+        args,
+        args.clients,
+        |_| server,
+        |i| format!("{}idle{}", args.path, i % 1000),
+        &pb,
+    )
+    .await;
+    pb.finish_and_clear();
+    // Let the server settle (greetings written, buffers released).
+    tokio::time::sleep(SETTLE).await;
+    let rss1 = args.server_pid.and_then(procfs::rss_bytes);
+    tokio::time::sleep(args.duration).await;
+    let mut report = Report {
+        scenario: "idle".into(),
+        server: server.to_string(),
+        clients: held.len(),
+        duration_s: args.duration.as_secs_f64(),
+        errors: failures.len() as u64,
+        ..Default::default()
+    };
+    if let (Some(a), Some(b)) = (rss0, rss1) {
+        let per = b.saturating_sub(a) as f64 / held.len().max(1) as f64;
+        report
+            .extra
+            .insert("server_rss_before_mib".into(), a as f64 / 1048576.0);
+        report
+            .extra
+            .insert("server_rss_after_mib".into(), b as f64 / 1048576.0);
+        report.extra.insert("server_bytes_per_conn".into(), per);
+        report.extra.insert(
+            "extrapolated_gib_per_1m_conns".into(),
+            per * 1e6 / 1073741824.0,
+        );
+    }
+    if let Some(first) = failures.first() {
+        report.notes.push(format!(
+            "{} clients failed to connect; first: {first}",
+            failures.len()
+        ));
+    }
+    drop(held);
+    Ok(report)
+}
