@@ -318,7 +318,7 @@ async fn receive(mut reader: client::Reader, shared: Arc<Shared>, mut stop: watc
         match frame {
             Ok(Some(client::Frame::Text(Some(intended)))) => {
                 seen += 1;
-                if seen % 64 == 0 {
+                if seen.is_multiple_of(64) {
                     shared.seen.fetch_add(64, Ordering::Relaxed);
                 }
                 if shared.in_window(intended) {
