@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::handshake::server::{
+    Callback, ErrorResponse, Request, Response,
+};
 use tokio_tungstenite::tungstenite::Message;
 
 type Rooms = Arc<Mutex<HashMap<String, broadcast::Sender<Arc<str>>>>>;
@@ -26,6 +28,16 @@ async fn main() -> anyhow::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         tokio::spawn(handle(stream, rooms.clone()));
+    }
+}
+
+/// Keeps the request path (the room) from the upgrade request.
+struct RecordPath<'a>(&'a mut String);
+
+impl Callback for RecordPath<'_> {
+    fn on_request(self, request: &Request, response: Response) -> Result<Response, ErrorResponse> {
+        *self.0 = request.uri().path().to_owned();
+        Ok(response)
     }
 }
 
