@@ -191,6 +191,7 @@ mod tests {
         let options = WriterOptions {
             write_timeout: Duration::from_secs(5),
             latency,
+            coalesce: Duration::ZERO,
         };
         let writer = local.spawn_local(run(server, queue, options));
         let reader = async move {

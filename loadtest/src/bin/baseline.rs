@@ -44,11 +44,7 @@ impl Callback for RecordPath<'_> {
 async fn handle(stream: TcpStream, rooms: Rooms) {
     let _ = stream.set_nodelay(true);
     let mut path = String::new();
-    let callback = |req: &Request, resp: Response| {
-        path = req.uri().path().to_owned();
-        Ok(resp)
-    };
-    let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+    let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, RecordPath(&mut path)).await else {
         return;
     };
     let room = path
