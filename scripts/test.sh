@@ -18,8 +18,18 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 cargo fmt --all -- --check
-cargo clippy --all-targets --quiet -- -D warnings
-cargo test --all-targets
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo test --workspace --all-targets
+
+# The k6 script is for users who have k6; here only its syntax is checked.
+if command -v node >/dev/null; then
+  node --check loadtest/k6/fanout.js
+fi
+
+# A 5-second smoke of every load scenario (no timing assertions).
+if [ "${SKIP_LOADTEST:-0}" != 1 ]; then
+  QUICK=1 loadtest/run-all.sh
+fi
 
 if [ "${SKIP_AUTOBAHN:-0}" != 1 ]; then
   autobahn/run.sh

@@ -360,7 +360,9 @@ async fn connect_storm(args: &Args, server: SocketAddr) -> anyhow::Result<Report
     while i < n || !in_flight.is_empty() {
         while i < n && in_flight.len() < args.concurrency {
             let (path, src, latency) = (
-                format!("{}storm", args.path),
+                // Room-less: a storm of joins to one room would measure
+                // presence fan-out (each join tells every member), not handshakes.
+                args.path.trim_end_matches('/').to_owned(),
                 sources.pick(i),
                 latency.clone(),
             );

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Runs every load scenario against chatd and against the baseline server in
+# the same run: server pinned to core 0, load generator to core 1.
+# Writes loadtest/results/latest.jsonl (one JSON report per run) and
+# loadtest/results/latest.md (the tables that BENCHMARKS.md shows).
+#
+#   loadtest/run-all.sh            full run (~6 min on 2 cores)
+#   QUICK=1 loadtest/run-all.sh    5-second smoke of each scenario (CI;
+#                                  writes results/smoke.* instead)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+QUICK=${QUICK:-0}
+out=loadtest/results
+mkdir -p "$out"
+# The smoke run must not overwrite the measured results.
+name=$([ "$QUICK" = 1 ] && echo smoke || echo latest)
+jsonl=$out/$name.jsonl
+: > "$jsonl"
+
+cargo build --release --quiet -p chatd -p loadtest
+chatd=target/release/chatd
+baseline=target/release/baseline
+gen=target/release/loadtest
+if [ "$QUICK" = 1 ]; then
+  DUR=(--duration 5s --warmup 1s); CLIENTS=100; IDLE=500; STORM=500; RATES=(100)
+else
+  DUR=(--duration 8s --warmup 2s); CLIENTS=1000; IDLE=19000; STORM=10000; RATES=(100 200 400 800 1200 1600)
+fi
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+wait_port() {
+  for _ in $(seq 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on port $1" >&2; exit 1
+}
+
+# start KIND PORT [extra chatd args...]: starts a server pinned to core 0, sets $PID.
+start() {
+  local kind=$1 port=$2; shift 2
+  if [ "$kind" = chatd ]; then
+    taskset -c 0 "$chatd" --host 127.0.0.1 --port "$port" --shards 1 --log-level warn \
+      --set metrics.enabled=false "$@" >/dev/null &
+  else
+    taskset -c 0 "$baseline" "127.0.0.1:$port" >/dev/null &
+  fi
+  PID=$!
+  pids+=("$PID")
+  wait_port "$port"
+}
+
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+# run KIND LABEL [loadtest args...]: one generator run, its JSON line kept.
+run() {
+  local kind=$1 label=$2; shift 2
+  local line
+  line=$(taskset -c 1 "$gen" "$@" --quiet | sed -n 's/^JSON //p')
+  echo "{\"server_kind\":\"$kind\",\"label\":\"$label\",\"report\":$line}" >> "$jsonl"
+  echo "$kind $label: $(echo "$line" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("delivered %.1f%%, %.0f/s, p99 %d us, cpu/delivery %s us, closes %s, errors %d" % (r["delivered_pct"], r["deliveries_per_s"], r["p99_us"], r["server_cpu_us_per_delivery"], r["closes"], r["errors"]))')"
+}
+
+for kind in chatd baseline; do
+  port=$([ "$kind" = chatd ] && echo 18080 || echo 18090)
+  # fanout: fixed rates, then a sweep for the highest sustained rate.
+  for rate in "${RATES[@]}"; do
+    start "$kind" "$port"
+    run "$kind" "fanout-$rate" fanout --url "127.0.0.1:$port" --clients "$CLIENTS" --senders 10 --rate "$rate" "${DUR[@]}" --server-pid "$PID"
+    stop "$PID"
+  done
+  start "$kind" "$port"
+  run "$kind" rooms rooms --url "127.0.0.1:$port" --clients $((CLIENTS * 2)) --room-size 10 --per-client-rate 1 "${DUR[@]}" --server-pid "$PID"
+  stop "$PID"
+  start "$kind" "$port"
+  run "$kind" connect connect --url "127.0.0.1:$port" --clients "$STORM" --concurrency 200 --sources 2 --server-pid "$PID"
+  stop "$PID"
+  start "$kind" "$port"
+  run "$kind" idle idle --url "127.0.0.1:$port" --clients "$IDLE" --sources 4 --duration 2s --server-pid "$PID"
+  stop "$PID"
+done
+
+# cross-node: the same fan-out through Redis (receivers on two nodes, senders
+# on the first) against one node, at a fixed rate.
+if command -v redis-server >/dev/null; then
+  rport=16379
+  taskset -c 0 redis-server --port $rport --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+  rpid=$!; pids+=("$rpid"); wait_port $rport
+  rate=${RATES[0]}; [ "$QUICK" = 1 ] || rate=200
+  start chatd 18081 --set broker.redis.url=redis://127.0.0.1:$rport
+  n1=$PID
+  start chatd 18082 --set broker.redis.url=redis://127.0.0.1:$rport
+  n2=$PID
+  sleep 1
+  run chatd "cross-node-$rate" cross-node --url 127.0.0.1:18081 --url 127.0.0.1:18082 --clients "$CLIENTS" --senders 10 --rate "$rate" "${DUR[@]}" --server-pid "$n1"
+  stop "$n1"; stop "$n2"
+  start chatd 18080
+  run chatd "single-node-$rate" fanout --url 127.0.0.1:18080 --clients "$CLIENTS" --senders 10 --rate "$rate" "${DUR[@]}" --server-pid "$PID"
+  stop "$PID"
+  stop "$rpid"
+else
+  echo "cross-node skipped: redis-server not installed" >&2
+  [ "${CI:-}" = true ] && exit 1
+fi
+
+python3 loadtest/summarize.py "$jsonl" > "$out/$name.md"
+cat "$out/$name.md"
