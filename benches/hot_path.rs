@@ -54,20 +54,40 @@ struct Envelope<'a> {
 impl Raw<'_> {
     /// Reads every field, as the real parser does after deserialising.
     fn complete(&self) -> bool {
-        self.kind.is_some() && self.room.is_some() && self.data.as_ref().is_some_and(|d| d.content.is_some())
+        self.kind.is_some()
+            && self.room.is_some()
+            && self.data.as_ref().is_some_and(|d| d.content.is_some())
     }
 }
 
 fn parse(c: &mut Criterion) {
     let mut g = c.benchmark_group("parse");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("chatd protocol::parse (sonic-rs)", |b| b.iter(|| protocol::parse(black_box(CHAT), 64).unwrap()));
-    g.bench_function("serde_json", |b| b.iter(|| serde_json::from_slice::<Raw>(black_box(CHAT)).unwrap().complete()));
-    g.bench_function("sonic-rs", |b| b.iter(|| sonic_rs::from_slice::<Raw>(black_box(CHAT)).unwrap().complete()));
+    g.bench_function("chatd protocol::parse (sonic-rs)", |b| {
+        b.iter(|| protocol::parse(black_box(CHAT), 64).unwrap())
+    });
+    g.bench_function("serde_json", |b| {
+        b.iter(|| {
+            serde_json::from_slice::<Raw>(black_box(CHAT))
+                .unwrap()
+                .complete()
+        })
+    });
+    g.bench_function("sonic-rs", |b| {
+        b.iter(|| {
+            sonic_rs::from_slice::<Raw>(black_box(CHAT))
+                .unwrap()
+                .complete()
+        })
+    });
     g.bench_function("simd-json (copy + parse)", |b| {
         b.iter_batched(
             || CHAT.to_vec(),
-            |mut buf| simd_json::serde::from_slice::<Raw>(&mut buf).map(|r| r.complete()).unwrap(),
+            |mut buf| {
+                simd_json::serde::from_slice::<Raw>(&mut buf)
+                    .map(|r| r.complete())
+                    .unwrap()
+            },
             BatchSize::SmallInput,
         )
     });
@@ -80,14 +100,27 @@ fn encode(c: &mut Criterion) {
         kind: "chat",
         room: "general",
         from: "9f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5f",
-        data: ChatData { content: "hello everyone, this is a chat line!!" },
+        data: ChatData {
+            content: "hello everyone, this is a chat line!!",
+        },
         timestamp: "2026-11-22T10:30:00.123Z",
     };
     let mut g = c.benchmark_group("encode");
     g.throughput(Throughput::Elements(1));
     g.bench_function("chatd protocol::encode (id, clock, sonic-rs)", |b| {
-        let header = Header { kind: Kind::Chat, room: Some("general"), from: Some(env.from) };
-        b.iter(|| protocol::encode(header, &ChatData { content: black_box(env.data.content) }))
+        let header = Header {
+            kind: Kind::Chat,
+            room: Some("general"),
+            from: Some(env.from),
+        };
+        b.iter(|| {
+            protocol::encode(
+                header,
+                &ChatData {
+                    content: black_box(env.data.content),
+                },
+            )
+        })
     });
     g.bench_function("serde_json to_writer", |b| {
         b.iter(|| {
@@ -119,8 +152,9 @@ fn frame_once(c: &mut Criterion) {
     });
     g.bench_function("1000 separate frames", |b| {
         b.iter(|| {
-            let frames: Vec<Bytes> =
-                (0..1000).map(|_| chatd::ws::frame::encode(OpCode::Text, black_box(&payload))).collect();
+            let frames: Vec<Bytes> = (0..1000)
+                .map(|_| chatd::ws::frame::encode(OpCode::Text, black_box(&payload)))
+                .collect();
             frames
         })
     });
@@ -131,8 +165,13 @@ fn fanout(c: &mut Criterion) {
     const MEMBERS: usize = 10_000;
     let rooms = LocalRooms::default();
     let room = RoomName::parse("big", 64).unwrap();
-    let limits = Limits { max_messages: 1 << 20, max_bytes: usize::MAX };
-    let queues: Vec<Rc<ClientQueue>> = (0..MEMBERS).map(|_| Rc::new(ClientQueue::new(limits))).collect();
+    let limits = Limits {
+        max_messages: 1 << 20,
+        max_bytes: usize::MAX,
+    };
+    let queues: Vec<Rc<ClientQueue>> = (0..MEMBERS)
+        .map(|_| Rc::new(ClientQueue::new(limits)))
+        .collect();
     for (i, q) in queues.iter().enumerate() {
         rooms.join(&room, ConnId(i as u64), q.clone());
     }
@@ -158,7 +197,10 @@ fn fanout(c: &mut Criterion) {
 }
 
 fn queue(c: &mut Criterion) {
-    let q = ClientQueue::new(Limits { max_messages: 256, max_bytes: 1 << 20 });
+    let q = ClientQueue::new(Limits {
+        max_messages: 256,
+        max_bytes: 1 << 20,
+    });
     let frame = Bytes::from_static(&[0u8; 120]);
     let waker = std::task::Waker::noop();
     let mut cx = std::task::Context::from_waker(waker);

@@ -35,6 +35,42 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub log: LogConfig,
     pub broker: BrokerConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Require a valid token on every WebSocket upgrade; also set by
+    /// `AUTH_ENABLED`. Default false.
+    pub enabled: bool,
+    /// The HS256 key tokens are signed with (at least 32 bytes when
+    /// enabled). Default empty.
+    pub jwt_secret: String,
+    /// Clock skew allowed on `exp`. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: false,
+            jwt_secret: String::new(),
+            leeway: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The secret never appears in logs or error messages.
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("enabled", &self.enabled)
+            .field("jwt_secret", &"<redacted>")
+            .field("leeway", &self.leeway)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -322,6 +358,27 @@ mod humantime_serde {
     }
 }
 
+/// An environment variable of the chat-api specification.
+struct SpecVar {
+    name: &'static str,
+    path: &'static [&'static str],
+    /// Taken as text as it is (a URL), not read as a YAML scalar.
+    text: bool,
+}
+
+const SPEC_ENV: [SpecVar; 2] = [
+    SpecVar {
+        name: "REDIS_URL",
+        path: &["broker", "redis", "url"],
+        text: true,
+    },
+    SpecVar {
+        name: "AUTH_ENABLED",
+        path: &["auth", "enabled"],
+        text: false,
+    },
+];
+
 /// Prefix of environment overrides; `__` separates levels:
 /// `CHATD_LIMITS__QUEUE_MESSAGES=512` sets `limits.queue_messages`.
 pub const ENV_PREFIX: &str = "CHATD_";
@@ -341,15 +398,17 @@ impl Config {
             None => Value::Mapping(Mapping::new()),
         };
         let mut env: Vec<(String, String)> = env.into_iter().collect();
-        // The chat-api spec's variable; CHATD_BROKER__REDIS__URL still wins.
-        env.sort_by_key(|(k, _)| k != "REDIS_URL");
+        // The chat-api spec's variables first, so CHATD_* ones win over them.
+        env.sort_by_key(|(k, _)| !SPEC_ENV.iter().any(|v| v.name == k));
         for (key, value) in env {
-            if key == "REDIS_URL" {
-                set_path(
-                    &mut tree,
-                    &["broker".into(), "redis".into(), "url".into()],
-                    Value::String(value),
-                );
+            if let Some(var) = SPEC_ENV.iter().find(|v| v.name == key) {
+                let path: Vec<String> = var.path.iter().map(|p| p.to_string()).collect();
+                let value = if var.text {
+                    Value::String(value)
+                } else {
+                    scalar(&value)
+                };
+                set_path(&mut tree, &path, value);
             } else if let Some(rest) = key.strip_prefix(ENV_PREFIX) {
                 let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
                 set_path(&mut tree, &path, scalar(&value));
@@ -400,6 +459,12 @@ impl Config {
                     reason: format!("{url:?} is not a redis:// URL"),
                 });
             }
+        }
+        if self.auth.enabled && self.auth.jwt_secret.len() < 32 {
+            return Err(ConfigError::Invalid {
+                field: "auth.jwt_secret",
+                reason: "must be at least 32 bytes when auth.enabled is true".into(),
+            });
         }
         if redis.health_interval.is_zero() {
             return Err(ConfigError::Invalid {
@@ -555,6 +620,22 @@ mod tests {
             &[],
         );
         assert!(bad.unwrap_err().to_string().contains("broker.redis.url"));
+    }
+
+    #[test]
+    fn auth_enabled_env_needs_a_secret() {
+        let on = env(&[("AUTH_ENABLED", "true")]);
+        let err = Config::load(Some(Path::new("/dev/null")), on.clone(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth.jwt_secret"), "{err}");
+        let secret = format!("auth.jwt_secret={}", "k".repeat(32));
+        let c = Config::load(Some(Path::new("/dev/null")), on, &[secret]).unwrap();
+        assert!(c.auth.enabled);
+        assert!(
+            !format!("{:?}", c.auth).contains("kkkk"),
+            "the secret is not printed"
+        );
     }
 
     #[test]

@@ -20,9 +20,10 @@
 //! - [`ws`]: WebSocket frames: server frames encoded once, client frames read.
 //! - [`queue`]: the bounded per-client frame queue (a leaf: `rooms` pushes,
 //!   `conn` drains).
-//! - [`tls`]: loading the certificate for `wss://`.
+//! - [`tls`]: loading the certificate for `wss://`; [`auth`]: tokens on upgrades.
 //! - [`config`], [`metrics`], [`shutdown`]: leaves.
 
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod conn;

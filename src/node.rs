@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::Authenticator;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -15,4 +16,6 @@ pub struct Node {
     pub broker: Arc<dyn Broker>,
     pub metrics: Arc<Metrics>,
     pub shutdown: Shutdown,
+    /// Set when `auth.enabled`: every WebSocket upgrade needs a valid token.
+    pub auth: Option<Authenticator>,
 }

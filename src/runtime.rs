@@ -100,12 +100,17 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         metrics_listener = Some(l);
     }
 
+    let auth = config
+        .auth
+        .enabled
+        .then(|| crate::auth::Authenticator::new(&config.auth));
     let node = Arc::new(Node {
         config,
         registry,
         broker,
         metrics,
         shutdown: Shutdown::new(),
+        auth,
     });
     let mut threads = Vec::with_capacity(shards);
     for (index, (listener, inbox)) in listeners.into_iter().zip(receivers).enumerate() {

@@ -256,7 +256,10 @@ mod tests {
     #[test]
     fn intended_time_round_trips_through_an_envelope() {
         let text = chat_text(123456789, 64);
-        assert_eq!(text.len(), r#"{"type":"chat","data":{"content":""}}"#.len() + 64);
+        assert_eq!(
+            text.len(),
+            r#"{"type":"chat","data":{"content":""}}"#.len() + 64
+        );
         let envelope = text.replace(
             r#"{"type":"chat","data""#,
             r#"{"id":"x","type":"chat","room":"r","data""#,

@@ -128,6 +128,9 @@ fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> {
             error(StatusCode::NOT_FOUND, "the relay endpoint is disabled")
         }
         Route::Relay => {
+            if let Err(e) = authenticate(&req, node, query.as_deref()) {
+                return unauthorized(e);
+            }
             let relay = &node.config.relay;
             let limits = ConnLimits {
                 max_message: relay.max_message_size,
@@ -149,16 +152,32 @@ fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> {
                     return error(StatusCode::BAD_REQUEST, &format!("invalid room name: {e}"))
                 }
             };
-            let client_id = match query_param(query.as_deref(), "client_id")
-                .filter(|c| !c.is_empty())
-            {
-                None => ClientId::generate(),
-                Some(id) => match ClientId::parse(id, max_name) {
+            let client_id = match authenticate(&req, node, query.as_deref()) {
+                Err(e) => return unauthorized(e),
+                // With authentication on, the token's subject is the id.
+                Ok(Some(subject)) => match ClientId::parse(&subject, max_name) {
                     Ok(id) => id,
                     Err(e) => {
-                        return error(StatusCode::BAD_REQUEST, &format!("invalid client_id: {e}"))
+                        return error(
+                            StatusCode::FORBIDDEN,
+                            &format!("token subject is not a valid client id: {e}"),
+                        )
                     }
                 },
+                Ok(None) => {
+                    match query_param(query.as_deref(), "client_id").filter(|c| !c.is_empty()) {
+                        None => ClientId::generate(),
+                        Some(id) => match ClientId::parse(id, max_name) {
+                            Ok(id) => id,
+                            Err(e) => {
+                                return error(
+                                    StatusCode::BAD_REQUEST,
+                                    &format!("invalid client_id: {e}"),
+                                )
+                            }
+                        },
+                    }
+                }
             };
             let l = &node.config.limits;
             let limits = ConnLimits {
@@ -176,6 +195,29 @@ fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> {
             )
         }
     }
+}
+
+/// With `auth.enabled`, the verified token subject; without, `None`.
+fn authenticate(
+    req: &Request<Incoming>,
+    node: &crate::node::Node,
+    query: Option<&str>,
+) -> Result<Option<String>, crate::auth::AuthError> {
+    match &node.auth {
+        None => Ok(None),
+        Some(auth) => auth
+            .subject(req.headers(), query_param(query, "token"))
+            .map(Some),
+    }
+}
+
+fn unauthorized(e: crate::auth::AuthError) -> Response<Body> {
+    let mut resp = error(StatusCode::UNAUTHORIZED, &e.to_string());
+    resp.headers_mut().insert(
+        hyper::header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer"),
+    );
+    resp
 }
 
 fn upgrade(

@@ -1,6 +1,7 @@
 //! Integration tests: the real server on 127.0.0.1:0, real WebSocket clients.
 //! One test binary (faster to build and link than one per file).
 
+mod auth;
 mod common;
 mod http;
 mod lifecycle;
