@@ -66,5 +66,7 @@ if bad:
     lines += ["", "Failing cases:", ""] + ["- %s: %s / close %s" % b for b in bad]
 open(sys.argv[2], "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
+total = sum(counts.values())
+print("autobahn: %d passed, %d failed" % (total - len(bad), len(bad)))
 sys.exit(1 if bad else 0)
 PY

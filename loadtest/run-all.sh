@@ -89,7 +89,7 @@ if command -v redis-server >/dev/null; then
   rport=16379
   taskset -c 0 redis-server --port $rport --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
   rpid=$!; pids+=("$rpid"); wait_port $rport
-  rate=${RATES[0]}; [ "$QUICK" = 1 ] || rate=200
+  rate=${RATES[0]}; [ "$QUICK" = 1 ] || rate=600  # half of the single-node peak
   start chatd 18081 --set broker.redis.url=redis://127.0.0.1:$rport
   n1=$PID
   start chatd 18082 --set broker.redis.url=redis://127.0.0.1:$rport
