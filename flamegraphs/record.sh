@@ -12,6 +12,7 @@ shift || true
 command -v perf >/dev/null || apt-get install -y -qq linux-perf >/dev/null
 command -v inferno-flamegraph >/dev/null || cargo install --quiet inferno
 cargo build --release --quiet -p chatd -p loadtest
+bin=${CARGO_TARGET_DIR:-target}/release
 
 case "$scenario" in
   fanout) load=(fanout --clients 1000 --senders 10 --rate 400) ;;
@@ -20,12 +21,12 @@ case "$scenario" in
 esac
 
 port=18085
-taskset -c 0 target/release/chatd --host 127.0.0.1 --port $port --shards 1 --log-level warn --set metrics.enabled=false &
+taskset -c 0 "$bin/chatd" --host 127.0.0.1 --port $port --shards 1 --log-level warn --set metrics.enabled=false &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
 
-taskset -c 1 target/release/loadtest "${load[@]}" "$@" --url 127.0.0.1:$port --duration 8s --warmup 3s \
+taskset -c 1 "$bin/loadtest" "${load[@]}" "$@" --url 127.0.0.1:$port --duration 8s --warmup 3s \
   --server-pid $server --quiet > "flamegraphs/$scenario.txt" &
 gen=$!
 sleep 5   # connect, settle, warm up

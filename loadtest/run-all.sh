@@ -18,9 +18,10 @@ jsonl=$out/$name.jsonl
 : > "$jsonl"
 
 cargo build --release --quiet -p chatd -p loadtest
-chatd=target/release/chatd
-baseline=target/release/baseline
-gen=target/release/loadtest
+bin=${CARGO_TARGET_DIR:-target}/release
+chatd=$bin/chatd
+baseline=$bin/baseline
+gen=$bin/loadtest
 if [ "$QUICK" = 1 ]; then
   DUR=(--duration 5s --warmup 1s); CLIENTS=100; IDLE=500; STORM=500; RATES=(100)
 else

@@ -77,35 +77,56 @@ enum Layout {
     Rooms,
 }
 
-/// Connects `n` clients; client i to `path(i)` on `server(i)`.
+/// What connecting a set of clients gave.
+struct Connected {
+    clients: Vec<client::Ws>,
+    failures: Vec<String>,
+    /// Handshake times (TCP connect to the 101 response), microseconds.
+    handshake: Histogram<u64>,
+}
+
+/// Connects `n` clients, `concurrency` at a time; client i to `path(i)` on
+/// `server(i)`. Clients come back in index order.
 async fn connect_all(
     args: &Args,
     n: usize,
     server: impl Fn(usize) -> SocketAddr,
     path: impl Fn(usize) -> String,
     progress: &ProgressBar,
-) -> (Vec<client::Ws>, Vec<String>) {
+) -> Connected {
     let sources = Sources {
         count: args.sources,
     };
-    let mut clients = Vec::with_capacity(n);
-    let mut failures = Vec::new();
+    let mut done = Connected {
+        clients: Vec::with_capacity(n),
+        failures: Vec::new(),
+        handshake: histogram(),
+    };
     let mut in_flight = futures_util::stream::FuturesOrdered::new();
     let mut i = 0;
     while i < n || !in_flight.is_empty() {
         while i < n && in_flight.len() < args.concurrency {
             let (addr, p, src) = (server(i), path(i), sources.pick(i));
-            in_flight.push_back(async move { client::connect(addr, &p, src).await });
+            in_flight.push_back(async move {
+                let start = Instant::now();
+                client::connect(addr, &p, src)
+                    .await
+                    .map(|ws| (ws, start.elapsed()))
+            });
             i += 1;
         }
         match in_flight.next().await {
-            Some(Ok(ws)) => clients.push(ws),
-            Some(Err(e)) => failures.push(client::describe(&e)),
+            Some(Ok((ws, took))) => {
+                done.handshake
+                    .saturating_record(took.as_micros().max(1) as u64);
+                done.clients.push(ws);
+            }
+            Some(Err(e)) => done.failures.push(client::describe(&e)),
             None => {}
         }
-        progress.set_position(clients.len() as u64);
+        progress.set_position(done.clients.len() as u64);
     }
-    (clients, failures)
+    done
 }
 
 fn bar(args: &Args, len: u64, what: &str) -> ProgressBar {
@@ -139,7 +160,9 @@ async fn messaging(args: &Args, servers: &[SocketAddr], layout: Layout) -> anyho
         Layout::Rooms => (0..n).collect(),
     };
     let pb = bar(args, n as u64, "connecting");
-    let (clients, failures) = connect_all(
+    let Connected {
+        clients, failures, ..
+    } = connect_all(
         args,
         n,
         |i| servers[i % servers.len()],
@@ -345,80 +368,52 @@ async fn receive(mut reader: client::Reader, shared: Arc<Shared>, mut stop: watc
 }
 
 async fn connect_storm(args: &Args, server: SocketAddr) -> anyhow::Result<Report> {
-    let n = args.clients;
-    let pb = bar(args, n as u64, "connecting");
-    let sources = Sources {
-        count: args.sources,
-    };
-    let latency = Arc::new(Mutex::new(histogram()));
+    let pb = bar(args, args.clients as u64, "connecting");
     let server_cpu0 = args.server_pid.and_then(procfs::cpu_time);
     let t0 = Instant::now();
-    let mut held = Vec::with_capacity(n);
-    let mut failures = Vec::new();
-    let mut in_flight = futures_util::stream::FuturesUnordered::new();
-    let mut i = 0;
-    while i < n || !in_flight.is_empty() {
-        while i < n && in_flight.len() < args.concurrency {
-            let (path, src, latency) = (
-                // Room-less: a storm of joins to one room would measure
-                // presence fan-out (each join tells every member), not handshakes.
-                args.path.trim_end_matches('/').to_owned(),
-                sources.pick(i),
-                latency.clone(),
-            );
-            in_flight.push(async move {
-                let start = Instant::now();
-                let ws = client::connect(server, &path, src).await?;
-                latency
-                    .lock()
-                    .saturating_record(start.elapsed().as_micros().max(1) as u64);
-                anyhow::Ok(ws)
-            });
-            i += 1;
-        }
-        match in_flight.next().await {
-            Some(Ok(ws)) => held.push(ws),
-            Some(Err(e)) => failures.push(client::describe(&e)),
-            None => {}
-        }
-        pb.set_position(held.len() as u64);
-    }
+    // Room-less: a storm of joins to one room would measure presence fan-out
+    // (each join is announced to every member), not handshakes.
+    let path = args.path.trim_end_matches('/').to_owned();
+    let done = connect_all(args, args.clients, |_| server, |_| path.clone(), &pb).await;
     let elapsed = t0.elapsed();
     let server_cpu1 = args.server_pid.and_then(procfs::cpu_time);
     pb.finish_and_clear();
+    let held = done.clients.len();
     let mut report = Report {
         scenario: "connect".into(),
         server: server.to_string(),
-        clients: held.len(),
+        clients: held,
         duration_s: elapsed.as_secs_f64(),
-        errors: failures.len() as u64,
+        errors: done.failures.len() as u64,
         ..Default::default()
     };
-    report.latency(&latency.lock());
-    report.extra.insert(
-        "connects_per_s".into(),
-        held.len() as f64 / elapsed.as_secs_f64(),
-    );
+    report.latency(&done.handshake);
+    report
+        .extra
+        .insert("connects_per_s".into(), held as f64 / elapsed.as_secs_f64());
     if let (Some(a), Some(b)) = (server_cpu0, server_cpu1) {
         report.extra.insert(
             "server_cpu_us_per_connect".into(),
-            (b - a).as_secs_f64() * 1e6 / held.len().max(1) as f64,
+            (b - a).as_secs_f64() * 1e6 / held.max(1) as f64,
         );
     }
-    if let Some(first) = failures.first() {
+    if let Some(first) = done.failures.first() {
         report.notes.push(format!(
             "{} connects failed; first: {first}",
-            failures.len()
+            done.failures.len()
         ));
     }
-    drop(held);
     Ok(report)
 }
 
 async fn idle(args: &Args, server: SocketAddr) -> anyhow::Result<Report> {
     let rss0 = args.server_pid.and_then(procfs::rss_bytes);
     let pb = bar(args, args.clients as u64, "connecting");
-    let (held, failures) = connect_all(
+    let Connected {
+        clients: held,
+        failures,
+        ..
+    } = connect_all(
         args,
         args.clients,
         |_| server,

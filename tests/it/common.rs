@@ -222,3 +222,39 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// Runs the real binary on 127.0.0.1, any free port, metrics off, plus
+/// `args`; returns it (killed when dropped) and the address it printed.
+pub async fn spawn_chatd(cmd: &mut tokio::process::Command) -> (tokio::process::Child, SocketAddr) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = cmd
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--set",
+            "metrics.enabled=false",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chatd runs");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let addr = line
+        .strip_prefix("chatd listening on ")
+        .expect(&line)
+        .parse()
+        .unwrap();
+    (child, addr)
+}
+
+/// The chatd binary, to add arguments to before [`spawn_chatd`].
+pub fn chatd_command() -> tokio::process::Command {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
+}

@@ -1,7 +1,7 @@
 //! Plain HTTP: health, readiness, 426 for a GET without upgrade, 404, and the
 //! binary's own start and SIGTERM shutdown.
 
-use crate::common::{connect, http_get, start};
+use crate::common::{chatd_command, connect, http_get, spawn_chatd, start};
 
 #[tokio::test]
 async fn health_readiness_and_errors() {
@@ -28,31 +28,7 @@ async fn health_readiness_and_errors() {
 /// closing its clients with 1001.
 #[tokio::test]
 async fn binary_starts_and_stops_cleanly_on_sigterm() {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--set",
-            "metrics.enabled=false",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("chatd runs");
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(crate::common::WAIT, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let addr: std::net::SocketAddr = line
-        .strip_prefix("chatd listening on ")
-        .expect(&line)
-        .parse()
-        .unwrap();
+    let (mut child, addr) = spawn_chatd(&mut chatd_command()).await;
     let mut c = connect(addr, "/ws/r").await;
     let pid = child.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")
@@ -84,34 +60,11 @@ async fn invalid_config_exits_non_zero_naming_the_field() {
 /// its id and shard; no message content at info level.
 #[tokio::test]
 async fn json_logs_carry_the_connection_id_and_shard() {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--set",
-            "metrics.enabled=false",
-        ])
-        .args(["--set", "log.format=json", "--log-level", "chatd=debug"])
+    let mut cmd = chatd_command();
+    cmd.args(["--set", "log.format=json", "--log-level", "chatd=debug"])
         .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("chatd runs");
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(crate::common::WAIT, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let addr: std::net::SocketAddr = line
-        .strip_prefix("chatd listening on ")
-        .expect(&line)
-        .parse()
-        .unwrap();
+        .stderr(std::process::Stdio::piped());
+    let (child, addr) = spawn_chatd(&mut cmd).await;
     let mut c = connect(addr, "/ws/r").await;
     c.chat(None, "secret content").await;
     c.recv_type("chat").await;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{http_get, WAIT};
+use crate::common::{chatd_command, http_get, spawn_chatd, WAIT};
 
 /// Whether redis-server can run here. Under `CI=true` its absence fails the
 /// test; elsewhere the test is skipped with a note.
@@ -147,37 +147,18 @@ pub struct Chatd {
 
 impl Chatd {
     pub async fn start(redis_url: &str, extra: &[&str]) -> Chatd {
-        use tokio::io::AsyncBufReadExt;
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatd"));
+        let mut cmd = chatd_command();
         cmd.args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--set",
-            "metrics.enabled=false",
             "--log-level",
             "warn",
+            "--set",
+            "broker.redis.health_interval=100ms",
         ])
-        .args(["--set", "broker.redis.health_interval=100ms"])
-        .env("REDIS_URL", redis_url)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true);
+        .env("REDIS_URL", redis_url);
         for e in extra {
             cmd.args(["--set", e]);
         }
-        let mut child = cmd.spawn().expect("chatd runs");
-        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(WAIT, lines.next_line())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let addr = line
-            .strip_prefix("chatd listening on ")
-            .expect(&line)
-            .parse()
-            .unwrap();
+        let (child, addr) = spawn_chatd(&mut cmd).await;
         Chatd {
             _child: child,
             addr,
