@@ -169,6 +169,14 @@ impl Server {
                 "readers still running at the end of the grace period"
             );
         }
+        // Messages already accepted may still be on their way through the bus.
+        let left = grace.saturating_sub(started.elapsed());
+        if tokio::time::timeout(left, self.node.broker.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!("broker did not flush within the grace period");
+        }
         self.node.registry.drain_all();
         let drained = shutdown
             .drained(grace.saturating_sub(started.elapsed()))

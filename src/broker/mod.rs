@@ -10,6 +10,8 @@ pub mod memory;
 pub mod redis;
 
 use bytes::Bytes;
+use std::future::Future;
+use std::pin::Pin;
 
 use crate::protocol::RoomName;
 use crate::ws::{OpCode, Outgoing};
@@ -70,4 +72,11 @@ pub trait Broker: Send + Sync + 'static {
     /// Called once on each shard's thread at start, inside its runtime, so a
     /// backend can run per-shard tasks there (e.g. a publisher per shard).
     fn start_shard(&self, _shard: usize) {}
+
+    /// Resolves once every message accepted so far has reached this node's
+    /// fan-out (called at shutdown, after readers stopped, before the shards
+    /// drain). The in-process broker delivers synchronously: nothing to wait.
+    fn flush(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
+    }
 }

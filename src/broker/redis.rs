@@ -22,7 +22,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{PushInfo, PushKind, RedisResult, Value};
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -56,6 +58,13 @@ struct Shared {
     ready: AtomicBool,
     /// Longest room name accepted back from the bus.
     max_name: usize,
+    /// Messages accepted by `publish` and not yet written to Redis.
+    pending: AtomicUsize,
+    /// This node's private channel, for the flush marker.
+    marker_channel: Bytes,
+    /// The last flush marker that came back through the subscription.
+    marker_seen: AtomicU64,
+    marker_arrived: tokio::sync::Notify,
 }
 
 pub struct RedisBroker {
@@ -65,6 +74,7 @@ pub struct RedisBroker {
     publish_rx: Mutex<Vec<Option<mpsc::Receiver<Outbound>>>>,
     sub_tx: mpsc::UnboundedSender<SubCommand>,
     sub_rx: Mutex<Option<mpsc::UnboundedReceiver<SubCommand>>>,
+    marker_sent: AtomicU64,
 }
 
 impl RedisBroker {
@@ -80,12 +90,17 @@ impl RedisBroker {
             .map(|(t, r)| (t, Some(r)))
             .unzip();
         let (sub_tx, sub_rx) = mpsc::unbounded_channel();
+        let config_prefix = config.channel_prefix.clone();
         let shared = Arc::new(Shared {
             config,
             delivery,
             metrics,
             ready: AtomicBool::new(false),
             max_name,
+            pending: AtomicUsize::new(0),
+            marker_channel: Bytes::from(format!("{}node:{}", config_prefix, uuid::Uuid::new_v4())),
+            marker_seen: AtomicU64::new(0),
+            marker_arrived: tokio::sync::Notify::new(),
         });
         RedisBroker {
             shared,
@@ -93,6 +108,7 @@ impl RedisBroker {
             publish_rx: Mutex::new(publish_rx),
             sub_tx,
             sub_rx: Mutex::new(Some(sub_rx)),
+            marker_sent: AtomicU64::new(0),
         }
     }
 
@@ -125,7 +141,9 @@ impl Broker for RedisBroker {
             channel: self.channel(topic),
             payload: payload.into(),
         };
+        self.shared.pending.fetch_add(1, Ordering::AcqRel);
         self.publish_tx[shard].try_send(out).map_err(|e| {
+            self.shared.pending.fetch_sub(1, Ordering::AcqRel);
             self.shared.metrics.publish_errors.inc();
             match e {
                 mpsc::error::TrySendError::Full(_) => PublishError::Backlog,
@@ -150,13 +168,51 @@ impl Broker for RedisBroker {
         self.shared.ready.load(Ordering::Acquire)
     }
 
+    /// Waits until every accepted message is written to Redis, then sends a
+    /// marker on this node's own channel through shard 0's publisher and
+    /// waits for it to come back: Redis delivers to one subscriber in the
+    /// order it executed the publishes, so everything published before the
+    /// marker has then reached the local fan-out. (On a cluster, channels on
+    /// other shards are not ordered with the marker: there it is best effort.)
+    fn flush(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            while self.shared.pending.load(Ordering::Acquire) > 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            if !self.is_ready() {
+                return;
+            }
+            let seq = self.marker_sent.fetch_add(1, Ordering::AcqRel) + 1;
+            let marker = Outbound {
+                channel: self.shared.marker_channel.clone(),
+                payload: Bytes::from(seq.to_string()),
+            };
+            self.shared.pending.fetch_add(1, Ordering::AcqRel);
+            if self.publish_tx[0].try_send(marker).is_err() {
+                self.shared.pending.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+            loop {
+                let arrived = self.shared.marker_arrived.notified();
+                if self.shared.marker_seen.load(Ordering::Acquire) >= seq {
+                    return;
+                }
+                arrived.await;
+            }
+        })
+    }
+
     fn start_shard(&self, shard: usize) {
         if let Some(rx) = self.publish_rx.lock().get_mut(shard).and_then(Option::take) {
             tokio::task::spawn_local(publisher(self.shared.clone(), rx));
         }
         if shard == 0 {
             if let Some(rx) = self.sub_rx.lock().take() {
-                let always = vec![self.channel(&Topic::Global), self.channel(&Topic::Relay)];
+                let always = vec![
+                    self.channel(&Topic::Global),
+                    self.channel(&Topic::Relay),
+                    self.shared.marker_channel.clone(),
+                ];
                 tokio::task::spawn_local(subscriber(self.shared.clone(), rx, always));
             }
         }
@@ -298,6 +354,15 @@ fn push_handler(
 
 impl Shared {
     fn on_message(&self, channel: &[u8], payload: &[u8]) {
+        if channel == &self.marker_channel[..] {
+            let seq = std::str::from_utf8(payload)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            self.marker_seen.fetch_max(seq, Ordering::AcqRel);
+            self.marker_arrived.notify_waiters();
+            return;
+        }
         let Some(name) = channel.strip_prefix(self.config.channel_prefix.as_bytes()) else {
             return;
         };
@@ -356,6 +421,7 @@ async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outbound>) {
                 tracing::warn!(error = %e, messages = n, "publish to redis failed; messages dropped");
             }
         }
+        shared.pending.fetch_sub(batch.len(), Ordering::AcqRel);
         batch.clear();
     }
 }

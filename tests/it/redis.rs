@@ -300,3 +300,48 @@ async fn a_redis_cluster_carries_rooms_through_sharded_pubsub() {
         }
     }
 }
+
+/// Shutdown waits for what is still on its way through Redis: every message
+/// the node accepted reaches every client before its Close 1001, even when
+/// Redis holds the publishes back for a while.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_delivers_what_is_still_in_redis() {
+    if !redis_available() {
+        return;
+    }
+    const MESSAGES: usize = 300;
+    let redis = Redis::start();
+    let url = format!("broker.redis.url={}", redis.url());
+    // The receivers read only once shutdown began and then get all 300 at
+    // once: their queues must hold them.
+    let server = crate::common::start(&[&url, "limits.queue_messages=1000"]);
+    let node = server.node().clone();
+    crate::common::eventually("broker ready", || node.broker.is_ready()).await;
+    let mut receivers = Vec::new();
+    for _ in 0..3 {
+        receivers.push(connect_room(server.addr(), "r").await);
+    }
+    let mut sender = connect_room(server.addr(), "r").await;
+    wait_numsub(&redis, "chatd:room:r", false, 1).await;
+    // Redis holds every PUBLISH for a second: the messages are accepted by
+    // the node but not back yet when shutdown begins.
+    assert_eq!(
+        redis.cli(&["CLIENT", "PAUSE", "1000", "WRITE"]).as_deref(),
+        Some("OK")
+    );
+    for n in 0..MESSAGES {
+        sender.chat(None, &n.to_string()).await;
+    }
+    crate::common::eventually("all read", || {
+        node.metrics.messages_in.get() == MESSAGES as u64
+    })
+    .await;
+    let shutdown = tokio::spawn(server.shutdown());
+    for mut r in receivers {
+        for n in 0..MESSAGES {
+            assert_eq!(r.recv_type("chat").await["data"]["content"], n.to_string());
+        }
+        assert_eq!(r.expect_close().await, 1001);
+    }
+    assert!(shutdown.await.unwrap().drained);
+}
