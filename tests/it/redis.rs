@@ -8,7 +8,9 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::{connect, connect_room, http_get, WAIT};
-use crate::redis_harness::{free_port, numsub, redis_available, wait_numsub, Chatd, Redis};
+use crate::redis_harness::{
+    free_port, numsub, redis_available, two_ready_nodes, wait_numsub, Chatd, Redis,
+};
 
 #[tokio::test]
 async fn two_nodes_share_rooms_and_global_messages_and_keep_rooms_apart() {
@@ -16,12 +18,7 @@ async fn two_nodes_share_rooms_and_global_messages_and_keep_rooms_apart() {
         return;
     }
     let redis = Redis::start();
-    let (n1, n2) = (
-        Chatd::start(&redis.url(), &[]).await,
-        Chatd::start(&redis.url(), &[]).await,
-    );
-    n1.wait_ready().await;
-    n2.wait_ready().await;
+    let (n1, n2) = two_ready_nodes(&redis.url(), &[]).await;
     let mut a = connect_room(n1.addr, "r").await;
     let mut b = connect_room(n2.addr, "r").await;
     let mut c = connect_room(n2.addr, "other").await;
@@ -126,12 +123,7 @@ async fn redis_outage_fails_publishes_then_recovers() {
         return;
     }
     let mut redis = Redis::start();
-    let (n1, n2) = (
-        Chatd::start(&redis.url(), &[]).await,
-        Chatd::start(&redis.url(), &[]).await,
-    );
-    n1.wait_ready().await;
-    n2.wait_ready().await;
+    let (n1, n2) = two_ready_nodes(&redis.url(), &[]).await;
     let mut a = connect_room(n1.addr, "r").await;
     let mut b = connect_room(n2.addr, "r").await;
     wait_numsub(&redis, "chatd:room:r", false, 2).await;
@@ -252,12 +244,7 @@ async fn a_redis_cluster_carries_rooms_through_sharded_pubsub() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let url = shards[0].url();
-    let (n1, n2) = (
-        Chatd::start(&url, &["broker.redis.cluster=true"]).await,
-        Chatd::start(&url, &["broker.redis.cluster=true"]).await,
-    );
-    n1.wait_ready().await;
-    n2.wait_ready().await;
+    let (n1, n2) = two_ready_nodes(&url, &["broker.redis.cluster=true"]).await;
     for room in ["alpha", "beta", "gamma", "delta"] {
         let mut a = connect_room(n1.addr, room).await;
         let mut b = connect_room(n2.addr, room).await;

@@ -192,3 +192,14 @@ pub async fn wait_numsub(redis: &Redis, channel: &str, sharded: bool, n: u64) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Two chatd nodes on one Redis (or cluster), both ready.
+pub async fn two_ready_nodes(redis_url: &str, extra: &[&str]) -> (Chatd, Chatd) {
+    let (n1, n2) = (
+        Chatd::start(redis_url, extra).await,
+        Chatd::start(redis_url, extra).await,
+    );
+    n1.wait_ready().await;
+    n2.wait_ready().await;
+    (n1, n2)
+}
