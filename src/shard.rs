@@ -74,10 +74,6 @@ impl Shard {
         self.conns.borrow_mut().remove(&id);
     }
 
-    pub fn connection_count(&self) -> usize {
-        self.conns.borrow().len()
-    }
-
     /// The dispatcher: delivers one inbox message to local queues.
     pub fn handle(&self, msg: ShardMsg) {
         match msg {

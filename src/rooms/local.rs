@@ -78,10 +78,6 @@ impl Members {
         }
         out
     }
-
-    pub fn queues(&self) -> impl Iterator<Item = &Rc<ClientQueue>> {
-        self.list.iter().map(|(_, q)| q)
-    }
 }
 
 /// All of one shard's membership.
@@ -144,16 +140,6 @@ impl LocalRooms {
             Topic::Global => self.native.borrow().fanout(frame, arrived),
             Topic::Relay => self.relay.borrow().fanout(frame, arrived),
         }
-    }
-
-    /// Calls `f` on every connection's queue (native and relay).
-    pub fn for_each_queue(&self, mut f: impl FnMut(&ClientQueue)) {
-        self.native.borrow().queues().for_each(|q| f(q));
-        self.relay.borrow().queues().for_each(|q| f(q));
-    }
-
-    pub fn connection_count(&self) -> usize {
-        self.native.borrow().len() + self.relay.borrow().len()
     }
 
     pub fn room_count(&self) -> usize {

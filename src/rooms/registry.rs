@@ -105,10 +105,6 @@ impl Registry {
         self.rooms.load(Ordering::Relaxed)
     }
 
-    pub fn shard_count(&self) -> usize {
-        self.inboxes.len()
-    }
-
     /// Sends `Drain` to every shard (after all publishers have stopped).
     pub fn drain_all(&self) {
         let _order = self.broadcast.lock();
