@@ -5,6 +5,7 @@ use tracing_subscriber::EnvFilter;
 
 use chatd::config::{Config, LogFormat};
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

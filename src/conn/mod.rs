@@ -11,9 +11,11 @@ pub mod relay;
 pub mod writer;
 
 use bytes::Bytes;
+use futures_util::future::{Either, OptionFuture};
+use futures_util::FutureExt;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::io::AsyncWrite;
@@ -118,84 +120,115 @@ impl End {
 
 /// Serves an upgraded connection until it ends, then cleans up everywhere.
 /// Every log line of the connection carries its id and shard.
-pub async fn serve(
+///
+/// Not an `async fn`: the setup runs here, synchronously, and only what the
+/// connection needs for its life goes into the returned future. An async fn
+/// keeps a slot for each of its arguments beside the values they were moved
+/// into, which made every idle connection's task ~450 bytes bigger.
+pub fn serve(
     shard: Rc<Shard>,
     upgraded: Upgraded,
     limits: ConnLimits,
     handler: impl Handler,
-) {
+) -> impl Future<Output = ()> {
     let span = tracing::info_span!("conn", id = tracing::field::Empty, shard = shard.index);
-    serve_io(shard, upgraded, limits, handler)
-        .instrument(span)
-        .await
-}
-
-async fn serve_io(shard: Rc<Shard>, upgraded: Upgraded, limits: ConnLimits, handler: impl Handler) {
-    match upgraded.downcast::<TokioIo<TcpStream>>() {
+    let session = span.in_scope(|| match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             let (read, write) = parts.io.into_inner().into_split();
-            drive(shard, read, write, parts.read_buf, limits, handler).await
+            Either::Left(OptionFuture::from(
+                Session::open(shard, read, write, parts.read_buf, limits, handler)
+                    .map(Session::run),
+            ))
         }
         Err(upgraded) => {
+            // TLS. Boxed so that its larger future does not set the size of
+            // every plain connection's task.
             let (read, write) = tokio::io::split(TokioIo::new(upgraded));
-            drive(shard, read, write, Bytes::new(), limits, handler).await
+            Either::Right(OptionFuture::from(
+                Session::open(shard, read, write, Bytes::new(), limits, handler)
+                    .map(|s| Box::pin(s.run())),
+            ))
         }
-    }
+    });
+    // `None` (draining already: the socket was dropped) finishes at once.
+    session.map(|_: Option<()>| ()).instrument(span)
 }
 
-async fn drive<R, W, H>(
-    shard: Rc<Shard>,
-    read: R,
-    write: W,
-    initial: Bytes,
-    limits: ConnLimits,
-    mut handler: H,
-) where
-    R: ReadSource,
-    W: AsyncWrite + Unpin + 'static,
-    H: Handler,
-{
-    let node = shard.node.clone();
-    let Some(_drain) = node.shutdown.guard() else {
-        return; // draining already: drop the socket
-    };
-    let timeouts = &node.config.limits;
-    let queue = Rc::new(ClientQueue::new(limits.queue));
-    let conn = Conn {
-        state: shard.register(queue.clone()),
-        shard,
-    };
-    tracing::Span::current().record("id", conn.state.id.0);
-    tracing::debug!("connection open");
-    let options = writer::WriterOptions {
-        write_timeout: timeouts.write_timeout,
-        latency: node.metrics.fanout_latency.clone(),
-        coalesce: timeouts.write_coalesce,
-    };
-    let writer = tokio::task::spawn_local(writer::run(write, queue.clone(), options));
-    handler.on_open(&conn);
+/// One open connection: what its read side and cleanup need.
+struct Session<R, H> {
+    conn: Conn,
+    reader: FrameReader<R>,
+    handler: H,
+    writer: tokio::task::JoinHandle<writer::WriterEnd>,
+    /// Held for the connection's life: shutdown waits for every guard.
+    _drain: crate::shutdown::DrainGuard,
+}
 
-    let mut reader = FrameReader::new(read, initial, limits.max_message);
-    let end = {
-        let _reading = node.shutdown.reader();
-        read_loop(&conn, &mut reader, &mut handler).await
-    };
-    tracing::debug!(end = ?end, "connection ending");
-    if let End::Halted = end {
-        // Keep the room memberships until the shard drains: messages
-        // published before shutdown must still reach this client.
-        let _ = writer.await;
-        handler.on_close(&conn);
-    } else {
-        handler.on_close(&conn);
-        let _ = writer.await;
+impl<R: ReadSource, H: Handler> Session<R, H> {
+    /// Registers the connection and starts its writer; `None` when the
+    /// server is draining already.
+    fn open<W: AsyncWrite + Unpin + 'static>(
+        shard: Rc<Shard>,
+        read: R,
+        write: W,
+        initial: Bytes,
+        limits: ConnLimits,
+        mut handler: H,
+    ) -> Option<Self> {
+        let node = &shard.node;
+        let drain = node.shutdown.guard()?;
+        let timeouts = &node.config.limits;
+        let options = writer::WriterOptions {
+            write_timeout: timeouts.write_timeout,
+            latency: node.metrics.fanout_latency.clone(),
+            coalesce: timeouts.write_coalesce,
+        };
+        let queue = Rc::new(ClientQueue::new(limits.queue));
+        let conn = Conn {
+            state: shard.register(queue.clone()),
+            shard,
+        };
+        tracing::Span::current().record("id", conn.state.id.0);
+        tracing::debug!("connection open");
+        let writer = tokio::task::spawn_local(writer::run(write, queue, options));
+        handler.on_open(&conn);
+        Some(Session {
+            reader: FrameReader::new(read, initial, limits.max_message),
+            conn,
+            handler,
+            writer,
+            _drain: drain,
+        })
     }
-    if end.server_initiated() {
-        linger(reader, timeouts.close_timeout).await;
+
+    async fn run(mut self) {
+        let node = self.conn.shard.node.clone();
+        let end = {
+            let _reading = node.shutdown.reader();
+            read_loop(&self.conn, &mut self.reader, &mut self.handler).await
+        };
+        tracing::debug!(end = ?end, "connection ending");
+        // (Fields are used in place, not destructured: new bindings would be
+        // a second copy of the session inside this future.)
+        if let End::Halted = end {
+            // Keep the room memberships until the shard drains: messages
+            // published before shutdown must still reach this client.
+            let _ = (&mut self.writer).await;
+            self.handler.on_close(&self.conn);
+        } else {
+            self.handler.on_close(&self.conn);
+            let _ = (&mut self.writer).await;
+        }
+        if end.server_initiated() {
+            // Boxed: its timer and copy state would otherwise sit in every
+            // connection's task for its whole life (idle memory).
+            Box::pin(linger(self.reader, node.config.limits.close_timeout)).await;
+        }
+        let conn = &self.conn;
+        conn.shard.unregister(conn.state.id);
+        node.metrics.disconnected(end.reason());
+        tracing::debug!(reason = end.reason().as_str(), "connection closed");
     }
-    conn.shard.unregister(conn.state.id);
-    node.metrics.disconnected(end.reason());
-    tracing::debug!(reason = end.reason().as_str(), "connection closed");
 }
 
 async fn read_loop<R: ReadSource, H: Handler>(

@@ -10,6 +10,8 @@
 pub mod metrics;
 
 use bytes::Bytes;
+use futures_util::future::Either;
+use futures_util::FutureExt;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE, UPGRADE};
@@ -244,12 +246,22 @@ fn upgrade(
             )
         }
     };
-    tokio::task::spawn_local(async move {
-        match fut.await {
-            Ok(ws) => conn::serve(shard, ws.into_inner().into_inner(), limits, handler).await,
-            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+    // Combinators, not an async block: the captured shard, limits and
+    // handler live only until the upgrade completes, and the connection's
+    // task holds just the connection's own future after that.
+    let task = fut.then(move |upgraded| match upgraded {
+        Ok(ws) => Either::Left(conn::serve(
+            shard,
+            ws.into_inner().into_inner(),
+            limits,
+            handler,
+        )),
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            Either::Right(std::future::ready(()))
         }
     });
+    tokio::task::spawn_local(task);
     resp.map(|_| Full::default())
 }
 

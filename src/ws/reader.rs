@@ -55,17 +55,41 @@ impl ReadError {
     }
 }
 
-/// A source that can say "readable" before any buffer is committed to it, so
+/// A source that can wait for input before any buffer is committed to it, so
 /// that thousands of idle connections do not each hold a read buffer.
 pub trait ReadSource: AsyncRead + Unpin {
-    fn readable(&mut self) -> impl Future<Output = io::Result<()>> {
-        std::future::ready(Ok(()))
+    /// Reads into `buf` once input is there, taking `reserve` bytes of
+    /// capacity only then. The default reserves first and reads: right for
+    /// sources (TLS) that cannot report readiness on their own.
+    fn read_when_ready<'a>(
+        &'a mut self,
+        buf: &'a mut BytesMut,
+        reserve: usize,
+    ) -> impl Future<Output = io::Result<usize>> + 'a {
+        buf.reserve(reserve);
+        self.read_buf(buf)
     }
 }
 
 impl ReadSource for tokio::net::tcp::OwnedReadHalf {
-    fn readable(&mut self) -> impl Future<Output = io::Result<()>> {
-        tokio::net::tcp::OwnedReadHalf::readable(self)
+    /// Waits through the socket's single read-waker slot (the one `poll_read`
+    /// uses) rather than tokio's `readable()` waiter list: that slot still
+    /// holds the waker of the HTTP task that read the upgrade request, which
+    /// keeps the finished task's memory (~900 bytes) alive until something
+    /// replaces it. A readiness flag left over from the handshake can be
+    /// stale, so the read is a non-blocking attempt and a buffer taken for
+    /// nothing is given back before waiting again. (Both found with valgrind
+    /// massif on 5000 idle connections.)
+    async fn read_when_ready(&mut self, buf: &mut BytesMut, reserve: usize) -> io::Result<usize> {
+        let stream: &tokio::net::TcpStream = (*self).as_ref();
+        loop {
+            std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await?;
+            buf.reserve(reserve);
+            match stream.try_read_buf(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => *buf = BytesMut::new(),
+                done => return done,
+            }
+        }
     }
 }
 
@@ -112,15 +136,17 @@ impl<R: ReadSource> FrameReader<R> {
             if let Some(msg) = self.try_parse()? {
                 return Ok(msg);
             }
-            if self.buf.is_empty() && self.partial.is_none() {
+            let read = if self.buf.is_empty() && self.partial.is_none() {
                 // Idle: give the (possibly large) buffer back before waiting.
                 self.buf = BytesMut::new();
-                self.io.readable().await?;
-            }
-            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-                self.buf.reserve(READ_CHUNK);
-            }
-            if self.io.read_buf(&mut self.buf).await? == 0 {
+                self.io.read_when_ready(&mut self.buf, READ_CHUNK).await?
+            } else {
+                if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                    self.buf.reserve(READ_CHUNK);
+                }
+                self.io.read_buf(&mut self.buf).await?
+            };
+            if read == 0 {
                 return Err(ReadError::Eof);
             }
         }
