@@ -13,6 +13,7 @@
 //! so a stalled server cannot hide its stall (coordinated omission).
 
 mod client;
+mod pacer;
 mod procfs;
 mod report;
 mod scenarios;
@@ -114,6 +115,12 @@ fn main() -> anyhow::Result<()> {
         report.notes.push(format!(
             "LIMIT: this process may open {fd_limit} files; {} clients need more",
             args.clients
+        ));
+    }
+    if report.generator_cpu_pct >= 90.0 {
+        report.notes.push(format!(
+            "LIMIT: the generator's CPU was at {:.0} %: rates are its ceiling, not the server's",
+            report.generator_cpu_pct
         ));
     }
     report.print();

@@ -72,7 +72,7 @@ impl Report {
             self.generator_cpu_pct
         );
         for (k, v) in &self.extra {
-            println!("{k:<20}{v:.2}");
+            println!("{k:<19} {v:.2}");
         }
         println!(
             "errors              {}   closes {:?}",
