@@ -293,6 +293,7 @@ async fn accept(
                     let shard = shard.clone();
                     match &tls {
                         None => {
+                            let stream = crate::http::hold::HoldUpgrade::new(stream);
                             tokio::task::spawn_local(crate::http::serve_connection(shard, stream));
                         }
                         Some(tls) => {

@@ -22,6 +22,7 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
+use crate::http::hold::HoldUpgrade;
 use crate::metrics::DisconnectReason;
 use crate::queue::{ClientQueue, CloseReason, Limits, PushError, Stop};
 use crate::shard::{ConnState, Shard};
@@ -132,26 +133,42 @@ pub fn serve(
     handler: impl Handler,
 ) -> impl Future<Output = ()> {
     let span = tracing::info_span!("conn", id = tracing::field::Empty, shard = shard.index);
-    let session = span.in_scope(|| match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => {
-            let (read, write) = parts.io.into_inner().into_split();
-            Either::Left(OptionFuture::from(
-                Session::open(shard, read, write, parts.read_buf, limits, handler)
-                    .map(Session::run),
-            ))
-        }
-        Err(upgraded) => {
-            // TLS. Boxed so that its larger future does not set the size of
-            // every plain connection's task.
-            let (read, write) = tokio::io::split(TokioIo::new(upgraded));
-            Either::Right(OptionFuture::from(
-                Session::open(shard, read, write, Bytes::new(), limits, handler)
-                    .map(|s| Box::pin(s.run())),
-            ))
-        }
-    });
+    let session = span.in_scope(
+        || match upgraded.downcast::<TokioIo<HoldUpgrade<TcpStream>>>() {
+            Ok(parts) => {
+                let (stream, reply) = parts.io.into_inner().into_parts();
+                let (read, write) = stream.into_split();
+                let handover = Handover {
+                    read_ahead: parts.read_buf,
+                    reply,
+                };
+                Either::Left(OptionFuture::from(
+                    Session::open(shard, (read, write), handover, limits, handler)
+                        .map(Session::run),
+                ))
+            }
+            Err(upgraded) => {
+                // TLS. Boxed so that its larger future does not set the size of
+                // every plain connection's task.
+                let halves = tokio::io::split(TokioIo::new(upgraded));
+                Either::Right(OptionFuture::from(
+                    Session::open(shard, halves, Handover::default(), limits, handler)
+                        .map(|s| Box::pin(s.run())),
+                ))
+            }
+        },
+    );
     // `None` (draining already: the socket was dropped) finishes at once.
     session.map(|_: Option<()>| ()).instrument(span)
+}
+
+/// What the HTTP side hands over with the socket.
+#[derive(Default)]
+struct Handover {
+    /// Bytes read past the upgrade request (the client's first frames).
+    read_ahead: Bytes,
+    /// The 101 response, held back to go out with the first frame.
+    reply: Bytes,
 }
 
 /// One open connection: what its read side and cleanup need.
@@ -169,9 +186,8 @@ impl<R: ReadSource, H: Handler> Session<R, H> {
     /// server is draining already.
     fn open<W: AsyncWrite + Unpin + 'static>(
         shard: Rc<Shard>,
-        read: R,
-        write: W,
-        initial: Bytes,
+        (read, write): (R, W),
+        handover: Handover,
         limits: ConnLimits,
         mut handler: H,
     ) -> Option<Self> {
@@ -184,6 +200,10 @@ impl<R: ReadSource, H: Handler> Session<R, H> {
             coalesce: timeouts.write_coalesce,
         };
         let queue = Rc::new(ClientQueue::new(limits.queue));
+        if !handover.reply.is_empty() {
+            // Not a message, so not counted; an empty queue takes any frame.
+            let _ = queue.push(handover.reply, std::time::Instant::now());
+        }
         let conn = Conn {
             state: shard.register(queue.clone()),
             shard,
@@ -193,7 +213,7 @@ impl<R: ReadSource, H: Handler> Session<R, H> {
         let writer = tokio::task::spawn_local(writer::run(write, queue, options));
         handler.on_open(&conn);
         Some(Session {
-            reader: FrameReader::new(read, initial, limits.max_message),
+            reader: FrameReader::new(read, handover.read_ahead, limits.max_message),
             conn,
             handler,
             writer,
