@@ -34,3 +34,49 @@ pub fn raise_fd_limit() -> u64 {
         lim.rlim_cur
     }
 }
+
+/// CPU time spent by the server (if its PID is known) and by this process
+/// over one measured window, read from `/proc` at both ends.
+pub struct CpuWindow {
+    server_pid: Option<u32>,
+    server0: Option<Duration>,
+    own0: Option<Duration>,
+    t0: std::time::Instant,
+}
+
+/// What a [`CpuWindow`] measured.
+pub struct CpuSpent {
+    /// Server CPU time over the window.
+    pub server: Option<Duration>,
+    /// This process's CPU time over the window.
+    pub own: Option<Duration>,
+    pub elapsed: Duration,
+}
+
+impl CpuWindow {
+    pub fn start(server_pid: Option<u32>) -> CpuWindow {
+        CpuWindow {
+            server_pid,
+            server0: server_pid.and_then(cpu_time),
+            own0: cpu_time(std::process::id()),
+            t0: std::time::Instant::now(),
+        }
+    }
+
+    pub fn finish(self) -> CpuSpent {
+        let elapsed = self.t0.elapsed();
+        let spent = |a: Option<Duration>, b: Option<Duration>| Some(b? - a?);
+        CpuSpent {
+            server: spent(self.server0, self.server_pid.and_then(cpu_time)),
+            own: spent(self.own0, cpu_time(std::process::id())),
+            elapsed,
+        }
+    }
+}
+
+impl CpuSpent {
+    /// This process's share of one core over the window, in percent.
+    pub fn own_pct(&self) -> Option<f64> {
+        Some(100.0 * self.own?.as_secs_f64() / self.elapsed.as_secs_f64())
+    }
+}

@@ -222,9 +222,7 @@ async fn messaging(args: &Args, servers: &[SocketAddr], layout: Layout) -> anyho
     let total = args.warmup + args.duration;
     let pb = bar(args, total.as_secs(), "running");
     tokio::time::sleep_until(client::at_ns(warm_end).into()).await;
-    let server_cpu0 = args.server_pid.and_then(procfs::cpu_time);
-    let own_cpu0 = procfs::cpu_time(std::process::id());
-    let t0 = Instant::now();
+    let window = procfs::CpuWindow::start(args.server_pid);
     while client::now_ns() < end {
         tokio::time::sleep(Duration::from_millis(250)).await;
         pb.set_position(
@@ -232,9 +230,7 @@ async fn messaging(args: &Args, servers: &[SocketAddr], layout: Layout) -> anyho
         );
         pb.set_message(format!("{} delivered", shared.seen.load(Ordering::Relaxed)));
     }
-    let elapsed = t0.elapsed();
-    let server_cpu1 = args.server_pid.and_then(procfs::cpu_time);
-    let own_cpu1 = procfs::cpu_time(std::process::id());
+    let cpu = window.finish();
     pb.finish_and_clear();
     let mut writers = Vec::new();
     for t in sender_tasks {
@@ -258,7 +254,7 @@ async fn messaging(args: &Args, servers: &[SocketAddr], layout: Layout) -> anyho
             .collect::<Vec<_>>()
             .join(","),
         clients: connected,
-        duration_s: elapsed.as_secs_f64(),
+        duration_s: cpu.elapsed.as_secs_f64(),
         sent,
         expected,
         received,
@@ -273,13 +269,7 @@ async fn messaging(args: &Args, servers: &[SocketAddr], layout: Layout) -> anyho
         ..Default::default()
     };
     report.latency(&shared.latency.lock());
-    cpu_figures(
-        &mut report,
-        (server_cpu0, server_cpu1),
-        (own_cpu0, own_cpu1),
-        elapsed,
-        received,
-    );
+    cpu_figures(&mut report, &cpu, received);
     if let Some(first) = failures.first() {
         report.notes.push(format!(
             "{} clients failed to connect; first: {first}",
@@ -289,22 +279,16 @@ async fn messaging(args: &Args, servers: &[SocketAddr], layout: Layout) -> anyho
     Ok(report)
 }
 
-fn cpu_figures(
-    report: &mut Report,
-    server: (Option<Duration>, Option<Duration>),
-    own: (Option<Duration>, Option<Duration>),
-    elapsed: Duration,
-    deliveries: u64,
-) {
-    if let (Some(a), Some(b)) = server {
-        let cpu = (b - a).as_secs_f64();
-        report.server_cpu_pct = Some(100.0 * cpu / elapsed.as_secs_f64());
+fn cpu_figures(report: &mut Report, cpu: &procfs::CpuSpent, deliveries: u64) {
+    if let Some(server) = cpu.server {
+        let server = server.as_secs_f64();
+        report.server_cpu_pct = Some(100.0 * server / cpu.elapsed.as_secs_f64());
         if deliveries > 0 {
-            report.server_cpu_us_per_delivery = Some(cpu * 1e6 / deliveries as f64);
+            report.server_cpu_us_per_delivery = Some(server * 1e6 / deliveries as f64);
         }
     }
-    if let (Some(a), Some(b)) = own {
-        report.generator_cpu_pct = 100.0 * (b - a).as_secs_f64() / elapsed.as_secs_f64();
+    if let Some(pct) = cpu.own_pct() {
+        report.generator_cpu_pct = pct;
     }
 }
 
@@ -374,39 +358,36 @@ async fn receive(mut reader: client::Reader, shared: Arc<Shared>, mut stop: watc
 
 async fn connect_storm(args: &Args, server: SocketAddr) -> anyhow::Result<Report> {
     let pb = bar(args, args.clients as u64, "connecting");
-    let server_cpu0 = args.server_pid.and_then(procfs::cpu_time);
-    let own_cpu0 = procfs::cpu_time(std::process::id());
-    let t0 = Instant::now();
+    let window = procfs::CpuWindow::start(args.server_pid);
     // Room-less: a storm of joins to one room would measure presence fan-out
     // (each join is announced to every member), not handshakes.
     let path = args.path.trim_end_matches('/').to_owned();
     let done = connect_all(args, args.clients, |_| server, |_| path.clone(), &pb).await;
-    let elapsed = t0.elapsed();
-    let server_cpu1 = args.server_pid.and_then(procfs::cpu_time);
-    let own_cpu1 = procfs::cpu_time(std::process::id());
+    let cpu = window.finish();
     pb.finish_and_clear();
     let held = done.clients.len();
     let mut report = Report {
         scenario: "connect".into(),
         server: server.to_string(),
         clients: held,
-        duration_s: elapsed.as_secs_f64(),
+        duration_s: cpu.elapsed.as_secs_f64(),
         errors: done.failures.len() as u64,
         ..Default::default()
     };
     report.latency(&done.handshake);
-    report
-        .extra
-        .insert("connects_per_s".into(), held as f64 / elapsed.as_secs_f64());
-    if let (Some(a), Some(b)) = (own_cpu0, own_cpu1) {
+    report.extra.insert(
+        "connects_per_s".into(),
+        held as f64 / cpu.elapsed.as_secs_f64(),
+    );
+    if let Some(pct) = cpu.own_pct() {
         // The client side of every TCP handshake runs in our context: near
         // 100 % here means the rate is the generator's, not the server's.
-        report.generator_cpu_pct = 100.0 * (b - a).as_secs_f64() / elapsed.as_secs_f64();
+        report.generator_cpu_pct = pct;
     }
-    if let (Some(a), Some(b)) = (server_cpu0, server_cpu1) {
+    if let Some(server) = cpu.server {
         report.extra.insert(
             "server_cpu_us_per_connect".into(),
-            (b - a).as_secs_f64() * 1e6 / held.max(1) as f64,
+            server.as_secs_f64() * 1e6 / held.max(1) as f64,
         );
     }
     if let Some(first) = done.failures.first() {
