@@ -41,39 +41,66 @@ impl Pacer {
     }
 }
 
+/// One sender waiting: ordered by time, ties by arrival (`Notify` itself
+/// has no order, so it rides along outside the comparison).
+struct Due {
+    at: u64,
+    seq: u64,
+    wake: Arc<Notify>,
+}
+
+impl Due {
+    fn key(&self) -> Reverse<(u64, u64)> {
+        Reverse((self.at, self.seq))
+    }
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Due {}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Due {
+    /// Reversed: `BinaryHeap` is a max-heap and the earliest must come first.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
 fn run(rx: mpsc::Receiver<(u64, Arc<Notify>)>) {
-    // Ties broken by arrival order; `Notify` itself is not ordered.
-    let mut due: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
-    let mut waiting: std::collections::HashMap<u64, Arc<Notify>> = std::collections::HashMap::new();
+    let mut due: BinaryHeap<Due> = BinaryHeap::new();
     let mut seq = 0u64;
     loop {
         let now = client::now_ns();
-        while let Some(&Reverse((at, id))) = due.peek() {
-            if at > now {
-                break;
-            }
-            due.pop();
-            if let Some(wake) = waiting.remove(&id) {
-                wake.notify_one();
+        while due.peek().is_some_and(|d| d.at <= now) {
+            if let Some(d) = due.pop() {
+                d.wake.notify_one();
             }
         }
         let next = match due.peek() {
-            Some(&Reverse((at, _))) => rx.recv_timeout(Duration::from_nanos(at - now)),
+            Some(d) => rx.recv_timeout(Duration::from_nanos(d.at - now)),
             None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
         };
         match next {
             Ok((at, wake)) => {
                 seq += 1;
-                due.push(Reverse((at, seq)));
-                waiting.insert(seq, wake);
+                due.push(Due { at, seq, wake });
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) if due.is_empty() => return,
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
+            Err(mpsc::RecvTimeoutError::Disconnected) => match due.peek() {
+                None => return,
                 // Senders gone but some are still waiting: sleep to the next.
-                let at = due.peek().map_or(now, |r| r.0 .0);
-                std::thread::sleep(Duration::from_nanos(at.saturating_sub(now)));
-            }
+                Some(d) => std::thread::sleep(Duration::from_nanos(d.at - now)),
+            },
         }
     }
 }
