@@ -226,6 +226,10 @@ impl ClientQueue {
     pub fn poll_drain(&self, cx: &mut Context<'_>, out: &mut VecDeque<Bytes>) -> Poll<Drained> {
         let mut inner = self.inner.borrow_mut();
         if inner.frames.is_empty() && inner.state == State::Open {
+            // The writer is going idle: an idle connection keeps no capacity.
+            if inner.frames.capacity() != 0 {
+                inner.frames = VecDeque::new();
+            }
             inner.waker = Some(cx.waker().clone());
             return Poll::Pending;
         }

@@ -97,11 +97,14 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             if let Err(e) = written {
                 return WriterEnd::Failed(e);
             }
-            // Give the emptied buffer back: the queue gets this one at the
-            // next drain, so an idle connection keeps neither buffer's
-            // capacity (measured: ~240 bytes per idle connection after the
-            // greeting and presence burst). One allocation per write.
-            *batch = VecDeque::new();
+            if queue.is_empty() {
+                // Going idle: give the emptied buffer back (the queue frees
+                // its own when the writer waits), so an idle connection
+                // keeps neither buffer's capacity (measured: ~240 bytes per
+                // idle connection after the greeting and presence burst). A
+                // busy connection keeps both, with no allocation per write.
+                *batch = VecDeque::new();
+            }
             if let Some(oldest) = drained.oldest {
                 options.latency.observe(oldest.elapsed().as_secs_f64());
             }
