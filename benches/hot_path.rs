@@ -64,7 +64,11 @@ fn parse(c: &mut Criterion) {
     let mut g = c.benchmark_group("parse");
     g.throughput(Throughput::Elements(1));
     g.bench_function("chatd protocol::parse (sonic-rs)", |b| {
-        b.iter(|| protocol::parse(black_box(CHAT), 64).unwrap())
+        let limits = protocol::ParseLimits {
+            max_name: 64,
+            max_depth: 32,
+        };
+        b.iter(|| protocol::parse(black_box(CHAT), limits).unwrap())
     });
     g.bench_function("serde_json", |b| {
         b.iter(|| {

@@ -209,6 +209,10 @@ pub struct LimitsConfig {
     pub max_rooms_per_connection: usize,
     /// Longest room name or client id. Default 64.
     pub max_name_length: usize,
+    /// Deepest nesting of arrays and objects in a client's JSON message
+    /// (ignored fields included); deeper is refused with `VALIDATION` and
+    /// the connection stays open. Default 32.
+    pub max_json_depth: usize,
     /// A write that makes no progress for this long ends the connection.
     /// Default `10s`.
     #[serde(with = "humantime_serde")]
@@ -234,6 +238,7 @@ impl Default for LimitsConfig {
             queue_bytes: 1 << 20,
             max_rooms_per_connection: 100,
             max_name_length: 64,
+            max_json_depth: 32,
             write_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(2),
             write_coalesce: Duration::ZERO,
@@ -446,6 +451,7 @@ impl Config {
             self.limits.max_rooms_per_connection,
         )?;
         positive("limits.max_name_length", self.limits.max_name_length)?;
+        positive("limits.max_json_depth", self.limits.max_json_depth)?;
         positive("relay.max_message_size", self.relay.max_message_size)?;
         positive("relay.queue_messages", self.relay.queue_messages)?;
         positive("relay.queue_bytes", self.relay.queue_bytes)?;

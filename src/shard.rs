@@ -8,7 +8,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::broker::Origin;
 use crate::node::Node;
+use crate::protocol::envelope::ErrorData;
+use crate::protocol::{self, ErrorCode, Header, Kind, RoomName};
 use crate::queue::{ClientQueue, CloseReason};
 use crate::rooms::{ConnId, Fanout, LocalRooms, ShardMsg};
 use crate::shutdown::Phase;
@@ -86,6 +89,31 @@ impl Shard {
                 self.count(fanout, frame.len());
             }
             ShardMsg::Drain => self.for_each(|c| c.queue.close(CloseReason::Shutdown)),
+            ShardMsg::Failed(origin) => self.publish_failed(origin),
+        }
+    }
+
+    /// Tells a sender (if still connected) that its accepted message was
+    /// lost on the bus: `MESSAGE_FAILED` with its `client_msg_id`.
+    fn publish_failed(&self, origin: Origin) {
+        let Some(conn) = self.conns.borrow().get(&ConnId(origin.conn)).cloned() else {
+            return;
+        };
+        let header = Header {
+            kind: Kind::Error,
+            room: None,
+            from: None,
+        };
+        let data = ErrorData {
+            code: ErrorCode::MessageFailed,
+            message: "message not delivered: the message bus failed",
+            client_msg_id: origin.client_msg_id.as_ref().map(RoomName::as_str),
+        };
+        let frame = protocol::encode(header, &data).into_frame(OpCode::Text);
+        let len = frame.len() as u64;
+        if conn.queue.push(frame, Instant::now()).is_ok() {
+            self.node.metrics.messages_out.inc();
+            self.node.metrics.bytes_out.inc_by(len);
         }
     }
 

@@ -2,10 +2,9 @@
 
 use std::sync::Arc;
 
-use super::{Broker, Delivery, PublishError, Topic};
+use super::{Broker, Delivery, Publish, PublishError};
 use crate::metrics::BrokerMetrics;
 use crate::protocol::RoomName;
-use crate::ws::{OpCode, Outgoing};
 
 /// Frames each message once and hands it straight to the local fan-out.
 pub struct MemoryBroker {
@@ -20,15 +19,9 @@ impl MemoryBroker {
 }
 
 impl Broker for MemoryBroker {
-    fn publish(
-        &self,
-        _shard: usize,
-        topic: &Topic,
-        msg: Outgoing,
-        opcode: OpCode,
-    ) -> Result<(), PublishError> {
+    fn publish(&self, _shard: usize, p: Publish) -> Result<(), PublishError> {
         self.metrics.publishes.inc();
-        self.delivery.deliver(topic, msg.into_frame(opcode));
+        self.delivery.deliver(p.topic, p.msg.into_frame(p.opcode));
         Ok(())
     }
 

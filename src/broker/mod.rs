@@ -30,6 +30,15 @@ pub enum Topic {
     Relay,
 }
 
+/// One message to publish.
+pub struct Publish<'a> {
+    pub topic: &'a Topic,
+    pub msg: Outgoing,
+    pub opcode: OpCode,
+    /// Whom to tell if the message is lost after it was accepted.
+    pub origin: Option<Origin>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
     #[error("the message bus is not connected")]
@@ -40,24 +49,35 @@ pub enum PublishError {
     Closed,
 }
 
+/// Who published a message, so that a publish that fails after it was
+/// accepted can still be reported to its sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The sender's shard.
+    pub shard: usize,
+    /// The sender's connection (`rooms::ConnId`'s value).
+    pub conn: u64,
+    /// The client's id for the message, echoed in the failure.
+    pub client_msg_id: Option<RoomName>,
+}
+
 /// The local side of the bus: receives framed messages for this node.
 pub trait Delivery: Send + Sync + 'static {
     /// `frame` is a complete WebSocket frame, identical for every recipient.
     fn deliver(&self, topic: &Topic, frame: Bytes);
+
+    /// A message accepted from `origin` was finally not published (the bus
+    /// failed after `publish` returned Ok): tell its sender.
+    fn failed(&self, origin: Origin);
 }
 
 /// Publishes messages to every node, this one included.
 pub trait Broker: Send + Sync + 'static {
     /// Publishes one encoded message from a connection on `shard`. Never
     /// waits on the network: a backend that cannot take the message now
-    /// returns an error at once.
-    fn publish(
-        &self,
-        shard: usize,
-        topic: &Topic,
-        msg: Outgoing,
-        opcode: OpCode,
-    ) -> Result<(), PublishError>;
+    /// returns an error at once; one that fails later reports it to
+    /// [`Delivery::failed`] with `origin`, when given.
+    fn publish(&self, shard: usize, msg: Publish) -> Result<(), PublishError>;
 
     /// This node now has a member in `room` (called once per node, not per
     /// connection: the fan-out reference-counts members).

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-use super::{Broker, Delivery, PublishError, Topic};
+use super::{Broker, Delivery, Origin, Publish, PublishError, Topic};
 use crate::config::RedisConfig;
 use crate::metrics::BrokerMetrics;
 use crate::protocol::RoomName;
@@ -42,6 +42,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 struct Outbound {
     channel: Bytes,
     payload: Bytes,
+    /// Told if the message is finally not published.
+    origin: Option<Origin>,
 }
 
 enum SubCommand {
@@ -123,23 +125,18 @@ impl RedisBroker {
 }
 
 impl Broker for RedisBroker {
-    fn publish(
-        &self,
-        shard: usize,
-        topic: &Topic,
-        msg: Outgoing,
-        opcode: OpCode,
-    ) -> Result<(), PublishError> {
+    fn publish(&self, shard: usize, p: Publish) -> Result<(), PublishError> {
         if !self.shared.ready.load(Ordering::Acquire) {
             self.shared.metrics.publish_errors.inc();
             return Err(PublishError::Disconnected);
         }
-        let mut payload = Vec::with_capacity(1 + msg.payload().len());
-        payload.push(opcode as u8);
-        payload.extend_from_slice(msg.payload());
+        let mut payload = Vec::with_capacity(1 + p.msg.payload().len());
+        payload.push(p.opcode as u8);
+        payload.extend_from_slice(p.msg.payload());
         let out = Outbound {
-            channel: self.channel(topic),
+            channel: self.channel(p.topic),
             payload: payload.into(),
+            origin: p.origin,
         };
         self.shared.pending.fetch_add(1, Ordering::AcqRel);
         self.publish_tx[shard].try_send(out).map_err(|e| {
@@ -186,6 +183,7 @@ impl Broker for RedisBroker {
             let marker = Outbound {
                 channel: self.shared.marker_channel.clone(),
                 payload: Bytes::from(seq.to_string()),
+                origin: None,
             };
             self.shared.pending.fetch_add(1, Ordering::AcqRel);
             if self.publish_tx[0].try_send(marker).is_err() {
@@ -418,7 +416,11 @@ async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outbound>) {
             Err(e) => {
                 shared.metrics.publish_errors.inc_by(n);
                 shared.ready.store(false, Ordering::Release);
-                tracing::warn!(error = %e, messages = n, "publish to redis failed; messages dropped");
+                tracing::warn!(error = %e, messages = n, "publish to redis failed; senders told");
+                // Accepted, then lost: each sender gets MESSAGE_FAILED.
+                for origin in batch.iter_mut().filter_map(|o| o.origin.take()) {
+                    shared.delivery.failed(origin);
+                }
             }
         }
         shared.pending.fetch_sub(batch.len(), Ordering::AcqRel);

@@ -4,11 +4,11 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::{Conn, Handler};
-use crate::broker::Topic;
+use crate::broker::{Origin, Publish, Topic};
 use crate::protocol::envelope::{
     ChatData, Empty, ErrorData, Event, PresenceData, Status, SystemData,
 };
-use crate::protocol::{self, ClientId, Command, ErrorCode, Header, Kind, RoomName};
+use crate::protocol::{self, ClientId, Command, ErrorCode, Header, Kind, ParseLimits, RoomName};
 use crate::ws::OpCode;
 
 pub struct Native {
@@ -38,7 +38,12 @@ impl Native {
     }
 
     fn error(&self, conn: &Conn, code: ErrorCode, message: &str) {
-        self.reply(conn, Kind::Error, None, &ErrorData { code, message });
+        let data = ErrorData {
+            code,
+            message,
+            client_msg_id: None,
+        };
+        self.reply(conn, Kind::Error, None, &data);
     }
 
     fn system(&self, conn: &Conn, event: Event, room: Option<&RoomName>) {
@@ -52,13 +57,13 @@ impl Native {
             room: Some(room.as_str()),
             from: Some(self.client_id.as_str()),
         };
-        let msg = protocol::encode(header, &PresenceData { status });
-        if let Err(e) = conn.shard.node.broker.publish(
-            conn.shard.index,
-            &Topic::Room(room.clone()),
-            msg,
-            OpCode::Text,
-        ) {
+        let publish = Publish {
+            topic: &Topic::Room(room.clone()),
+            msg: protocol::encode(header, &PresenceData { status }),
+            opcode: OpCode::Text,
+            origin: None,
+        };
+        if let Err(e) = conn.shard.node.broker.publish(conn.shard.index, publish) {
             tracing::debug!(room = %room, error = %e, "presence not published");
         }
     }
@@ -97,7 +102,13 @@ impl Native {
         self.presence(conn, room, Status::Offline);
     }
 
-    fn chat(&self, conn: &Conn, room: Option<RoomName>, content: &str) {
+    fn chat(
+        &self,
+        conn: &Conn,
+        room: Option<RoomName>,
+        content: &str,
+        client_msg_id: Option<RoomName>,
+    ) {
         let room = match room.or_else(|| self.url_room.clone()) {
             Some(room) if !self.rooms.contains(&room) => {
                 let message = format!("join room {room} before posting to it");
@@ -112,17 +123,24 @@ impl Native {
         };
         let msg = protocol::encode(header, &ChatData { content });
         let topic = room.map_or(Topic::Global, Topic::Room);
-        if let Err(e) = conn
-            .shard
-            .node
-            .broker
-            .publish(conn.shard.index, &topic, msg, OpCode::Text)
-        {
-            self.error(
-                conn,
-                ErrorCode::MessageFailed,
-                &format!("message not delivered: {e}"),
-            );
+        let publish = Publish {
+            topic: &topic,
+            msg,
+            opcode: OpCode::Text,
+            origin: Some(Origin {
+                shard: conn.shard.index,
+                conn: conn.state.id.0,
+                client_msg_id: client_msg_id.clone(),
+            }),
+        };
+        if let Err(e) = conn.shard.node.broker.publish(conn.shard.index, publish) {
+            let message = format!("message not delivered: {e}");
+            let data = ErrorData {
+                code: ErrorCode::MessageFailed,
+                message: &message,
+                client_msg_id: client_msg_id.as_ref().map(RoomName::as_str),
+            };
+            self.reply(conn, Kind::Error, None, &data);
         }
     }
 }
@@ -143,10 +161,18 @@ impl Handler for Native {
             let message = "binary frames are not part of this protocol; send JSON text";
             return self.error(conn, ErrorCode::Unsupported, message);
         }
-        let max_name = conn.shard.node.config.limits.max_name_length;
-        match protocol::parse(&payload, max_name) {
+        let l = &conn.shard.node.config.limits;
+        let limits = ParseLimits {
+            max_name: l.max_name_length,
+            max_depth: l.max_json_depth,
+        };
+        match protocol::parse(&payload, limits) {
             Err(e) => self.error(conn, ErrorCode::Validation, &e.to_string()),
-            Ok(Command::Chat { room, content }) => self.chat(conn, room, &content),
+            Ok(Command::Chat {
+                room,
+                content,
+                client_msg_id,
+            }) => self.chat(conn, room, &content, client_msg_id),
             Ok(Command::Join(room)) => self.join(conn, room),
             Ok(Command::Leave(room)) => match self.rooms.iter().position(|r| *r == room) {
                 None => self.error(conn, ErrorCode::NotMember, &format!("not in room {room}")),

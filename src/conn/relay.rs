@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::{Conn, Handler};
-use crate::broker::Topic;
+use crate::broker::{Publish, Topic};
 use crate::ws::{OpCode, Outgoing};
 
 pub struct Relay;
@@ -18,12 +18,13 @@ impl Handler for Relay {
 
     fn on_data(&mut self, conn: &Conn, opcode: OpCode, payload: Bytes) {
         let msg = Outgoing::from_payload(&payload);
-        if let Err(e) = conn
-            .shard
-            .node
-            .broker
-            .publish(conn.shard.index, &Topic::Relay, msg, opcode)
-        {
+        let publish = Publish {
+            topic: &Topic::Relay,
+            msg,
+            opcode,
+            origin: None,
+        };
+        if let Err(e) = conn.shard.node.broker.publish(conn.shard.index, publish) {
             tracing::warn!(error = %e, "relay message not delivered");
         }
     }

@@ -2,8 +2,10 @@
 //! typed [`Command`] at the boundary so nothing past it matches on strings.
 
 use serde::Deserialize;
+use sonic_rs::error::Category;
 use std::borrow::Cow;
 
+use super::depth;
 use super::names::{NameError, RoomName};
 
 /// A validated client request.
@@ -13,17 +15,36 @@ pub enum Command<'a> {
     Chat {
         room: Option<RoomName>,
         content: Cow<'a, str>,
+        /// The client's own id for this message, echoed in a
+        /// `MESSAGE_FAILED` error so the client knows which one failed.
+        client_msg_id: Option<RoomName>,
     },
     Join(RoomName),
     Leave(RoomName),
     Ping,
 }
 
-/// Why a text message was refused; sent back as a `VALIDATION` error.
+/// Bounds applied while parsing.
+#[derive(Debug, Clone, Copy)]
+pub struct ParseLimits {
+    /// Longest room name or `client_msg_id`.
+    pub max_name: usize,
+    /// Deepest nesting of arrays and objects (anywhere, ignored fields too).
+    pub max_depth: usize,
+}
+
+/// Why a text message was refused; sent back as a `VALIDATION` error. The
+/// texts are short and stable: they never echo parser internals.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
-    #[error("malformed JSON: {0}")]
-    Json(String),
+    #[error("malformed JSON at line {line}, column {column}")]
+    Malformed { line: usize, column: usize },
+    #[error("JSON nested deeper than {0} levels")]
+    TooDeep(usize),
+    #[error(
+        "expected a JSON object with string fields type, room, client_msg_id and data.content"
+    )]
+    WrongShape,
     #[error("missing field \"type\"")]
     MissingType,
     #[error("unknown type {0:?}; expected chat, join, leave or ping")]
@@ -32,6 +53,8 @@ pub enum ParseError {
     MissingRoom(&'static str),
     #[error("invalid room name: {0}")]
     InvalidRoom(NameError),
+    #[error("invalid client_msg_id: {0}")]
+    InvalidClientMsgId(NameError),
     #[error("chat needs data.content (a non-empty string)")]
     MissingContent,
 }
@@ -42,6 +65,8 @@ struct Raw<'a> {
     kind: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     room: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    client_msg_id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     data: Option<RawData<'a>>,
 }
@@ -54,13 +79,21 @@ struct RawData<'a> {
 
 /// Parses one text message. Fields the server assigns itself (`id`, `from`,
 /// `timestamp`) are ignored if a client sends them.
-pub fn parse(text: &[u8], max_room_len: usize) -> Result<Command<'_>, ParseError> {
-    let raw: Raw<'_> =
-        sonic_rs::from_slice(text).map_err(|e| ParseError::Json(short(e.to_string())))?;
+pub fn parse(text: &[u8], limits: ParseLimits) -> Result<Command<'_>, ParseError> {
+    // Before the parser: it recurses per level (a stack overflow otherwise).
+    depth::check(text, limits.max_depth).map_err(|_| ParseError::TooDeep(limits.max_depth))?;
+    let raw: Raw<'_> = sonic_rs::from_slice(text).map_err(|e| match e.classify() {
+        Category::TypeUnmatched | Category::NotFound => ParseError::WrongShape,
+        _ => ParseError::Malformed {
+            line: e.line(),
+            column: e.column(),
+        },
+    })?;
+    let max_name = limits.max_name;
     let kind = raw.kind.ok_or(ParseError::MissingType)?;
     let room = |what: &'static str| -> Result<RoomName, ParseError> {
         let name = raw.room.as_deref().ok_or(ParseError::MissingRoom(what))?;
-        RoomName::parse(name, max_room_len).map_err(ParseError::InvalidRoom)
+        RoomName::parse(name, max_name).map_err(ParseError::InvalidRoom)
     };
     match &*kind {
         "chat" => {
@@ -68,9 +101,19 @@ pub fn parse(text: &[u8], max_room_len: usize) -> Result<Command<'_>, ParseError
                 None | Some("") => None,
                 Some(_) => Some(room("chat")?),
             };
+            let client_msg_id = raw
+                .client_msg_id
+                .as_deref()
+                .map(|id| RoomName::parse(id, max_name))
+                .transpose()
+                .map_err(ParseError::InvalidClientMsgId)?;
             let content = raw.data.and_then(|d| d.content).filter(|c| !c.is_empty());
             let content = content.ok_or(ParseError::MissingContent)?;
-            Ok(Command::Chat { room, content })
+            Ok(Command::Chat {
+                room,
+                content,
+                client_msg_id,
+            })
         }
         "join" => Ok(Command::Join(room("join")?)),
         "leave" => Ok(Command::Leave(room("leave")?)),
@@ -97,41 +140,44 @@ fn short(mut s: String) -> String {
 mod tests {
     use super::*;
 
+    const L: ParseLimits = ParseLimits {
+        max_name: 64,
+        max_depth: 32,
+    };
+
     fn room(name: &str) -> RoomName {
         RoomName::parse(name, 64).unwrap()
     }
 
     #[test]
     fn parses_each_command() {
-        let chat = parse(
-            br#"{"type":"chat","room":"r1","data":{"content":"hi"}}"#,
-            64,
-        )
-        .unwrap();
+        let chat = parse(br#"{"type":"chat","room":"r1","data":{"content":"hi"}}"#, L).unwrap();
         assert_eq!(
             chat,
             Command::Chat {
                 room: Some(room("r1")),
-                content: "hi".into()
+                content: "hi".into(),
+                client_msg_id: None,
             }
         );
-        let global = parse(br#"{"type":"chat","data":{"content":"hi \"q\""}}"#, 64).unwrap();
+        let global = parse(br#"{"type":"chat","data":{"content":"hi \"q\""}}"#, L).unwrap();
         assert_eq!(
             global,
             Command::Chat {
                 room: None,
-                content: "hi \"q\"".into()
+                content: "hi \"q\"".into(),
+                client_msg_id: None,
             }
         );
         assert_eq!(
-            parse(br#"{"type":"join","room":"a"}"#, 64),
+            parse(br#"{"type":"join","room":"a"}"#, L),
             Ok(Command::Join(room("a")))
         );
         assert_eq!(
-            parse(br#"{"type":"leave","room":"a"}"#, 64),
+            parse(br#"{"type":"leave","room":"a"}"#, L),
             Ok(Command::Leave(room("a")))
         );
-        assert_eq!(parse(br#"{"type":"ping"}"#, 64), Ok(Command::Ping));
+        assert_eq!(parse(br#"{"type":"ping"}"#, L), Ok(Command::Ping));
     }
 
     #[test]
@@ -139,42 +185,87 @@ mod tests {
         let msg =
             br#"{"id":"x","from":"mallory","timestamp":"t","type":"chat","data":{"content":"c"}}"#;
         assert_eq!(
-            parse(msg, 64),
+            parse(msg, L),
             Ok(Command::Chat {
                 room: None,
-                content: "c".into()
+                content: "c".into(),
+                client_msg_id: None,
             })
         );
     }
 
     #[test]
     fn refuses_bad_input_with_a_reason() {
-        assert!(matches!(parse(b"{not json", 64), Err(ParseError::Json(_))));
-        assert!(matches!(parse(b"[1,2]", 64), Err(ParseError::Json(_))));
-        assert_eq!(parse(br#"{"room":"a"}"#, 64), Err(ParseError::MissingType));
         assert_eq!(
-            parse(br#"{"type":"dance"}"#, 64),
+            parse(b"{not json", L),
+            Err(ParseError::Malformed { line: 1, column: 2 })
+        );
+        assert_eq!(parse(b"[1,2]", L), Err(ParseError::WrongShape));
+        assert_eq!(parse(br#"{"room":"a"}"#, L), Err(ParseError::MissingType));
+        assert_eq!(
+            parse(br#"{"type":"dance"}"#, L),
             Err(ParseError::UnknownType("dance".into()))
         );
         assert_eq!(
-            parse(br#"{"type":"join"}"#, 64),
+            parse(br#"{"type":"join"}"#, L),
             Err(ParseError::MissingRoom("join"))
         );
         assert_eq!(
-            parse(br#"{"type":"join","room":"no spaces"}"#, 64),
+            parse(br#"{"type":"join","room":"no spaces"}"#, L),
             Err(ParseError::InvalidRoom(NameError::BadChar))
         );
         assert_eq!(
-            parse(br#"{"type":"chat","data":{}}"#, 64),
+            parse(br#"{"type":"chat","data":{}}"#, L),
             Err(ParseError::MissingContent)
         );
         assert_eq!(
-            parse(br#"{"type":"chat","data":{"content":""}}"#, 64),
+            parse(br#"{"type":"chat","data":{"content":""}}"#, L),
             Err(ParseError::MissingContent)
         );
-        assert!(matches!(
-            parse(br#"{"type":"chat","data":{"content":5}}"#, 64),
-            Err(ParseError::Json(_))
-        ));
+        assert_eq!(
+            parse(br#"{"type":"chat","data":{"content":5}}"#, L),
+            Err(ParseError::WrongShape)
+        );
+        assert_eq!(
+            parse(
+                br#"{"type":"chat","client_msg_id":"a b","data":{"content":"x"}}"#,
+                L
+            ),
+            Err(ParseError::InvalidClientMsgId(NameError::BadChar))
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        // Each of these overflowed a shard's stack before the depth check.
+        let mut inside_data = br#"{"type":"chat","data":{"content":"x","deep":"#.to_vec();
+        inside_data.extend(std::iter::repeat_n(b'[', 9_500));
+        let mut unknown = br#"{"type":"ping","x":"#.to_vec();
+        unknown.extend(std::iter::repeat_n(b'{', 9_500));
+        let balanced = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        for text in [
+            vec![b'['; 9_500],
+            balanced.into_bytes(),
+            inside_data,
+            unknown,
+            "{\"\":".repeat(12_000).into_bytes(),
+        ] {
+            assert_eq!(parse(&text, L), Err(ParseError::TooDeep(32)));
+        }
+        let ok = br#"{"type":"chat","data":{"content":"[[[[{{{{","x":[[1]]}}"#;
+        assert!(parse(ok, L).is_ok());
+    }
+
+    #[test]
+    fn client_msg_id_is_carried() {
+        let msg = br#"{"type":"chat","client_msg_id":"m-1","data":{"content":"x"}}"#;
+        assert_eq!(
+            parse(msg, L),
+            Ok(Command::Chat {
+                room: None,
+                content: "x".into(),
+                client_msg_id: Some(room("m-1")),
+            })
+        );
     }
 }

@@ -74,6 +74,9 @@ pub struct SystemData<'a> {
 pub struct ErrorData<'a> {
     pub code: ErrorCode,
     pub message: &'a str,
+    /// The `client_msg_id` of the chat this error is about, where it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_msg_id: Option<&'a str>,
 }
 
 #[derive(Serialize)]

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::broker::{Delivery, Topic};
+use crate::broker::{Delivery, Origin, Topic};
 use crate::protocol::RoomName;
 
 /// Lock stripes for the room map; a power of two well above the core count.
@@ -33,6 +33,8 @@ pub enum ShardMsg {
     /// Shutdown: every message published before this one has been delivered;
     /// close every connection after flushing its queue.
     Drain,
+    /// A message this shard's connection published was lost on the bus.
+    Failed(Origin),
 }
 
 struct RoomEntry {
@@ -116,6 +118,12 @@ impl Registry {
 }
 
 impl Delivery for Registry {
+    fn failed(&self, origin: Origin) {
+        if let Some(inbox) = self.inboxes.get(origin.shard) {
+            let _ = inbox.send(ShardMsg::Failed(origin));
+        }
+    }
+
     fn deliver(&self, topic: &Topic, frame: Bytes) {
         let arrived = Instant::now();
         let msg = || ShardMsg::Deliver {

@@ -164,6 +164,64 @@ async fn bad_input_gets_validation_errors_and_the_connection_keeps_working() {
     server.shutdown().await;
 }
 
+/// Regression (issue 9, finding 1): each of these frames overflowed a shard's
+/// stack and aborted the whole process.
+#[tokio::test]
+async fn deeply_nested_json_is_refused_and_the_node_lives_on() {
+    let server = start(&[]);
+    let mut c = connect_room(server.addr(), "lobby").await;
+    let mut other = connect_room(server.addr(), "lobby").await;
+    let balanced = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let in_data = format!(
+        r#"{{"type":"chat","data":{{"content":"x","d":{}}}}}"#,
+        "[".repeat(9_500)
+    );
+    let in_unknown = format!(r#"{{"type":"ping","u":{}}}"#, "[".repeat(9_500));
+    for input in [
+        "[".repeat(9_500),
+        balanced,
+        in_data,
+        in_unknown,
+        "{\"\":".repeat(12_000),
+    ] {
+        c.send_text(&input).await;
+        let err = c.recv_type("error").await;
+        assert_eq!(err["data"]["code"], "VALIDATION");
+        assert_eq!(err["data"]["message"], "JSON nested deeper than 32 levels");
+    }
+    c.chat(Some("lobby"), "still here").await;
+    assert_eq!(
+        other.recv_type("chat").await["data"]["content"],
+        "still here"
+    );
+    server.shutdown().await;
+}
+
+/// Error texts are short, stable and human: no parser excerpts, no tabs or
+/// newlines, and valid JSON of the wrong shape is not called malformed.
+#[tokio::test]
+async fn validation_messages_are_short_and_stable() {
+    let server = start(&[]);
+    let mut c = connect(server.addr(), "/ws").await;
+    let cases = [
+        ("\n\n\tnot json\n\t", "malformed JSON at line 3, column 5"),
+        (
+            "[1,2]",
+            "expected a JSON object with string fields type, room, client_msg_id and data.content",
+        ),
+        (
+            r#"{"type":5}"#,
+            "expected a JSON object with string fields type, room, client_msg_id and data.content",
+        ),
+    ];
+    for (input, expected) in cases {
+        c.send_text(input).await;
+        let err = c.recv_type("error").await;
+        assert_eq!(err["data"]["message"], expected, "{input:?}");
+    }
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn bad_names_in_the_url_are_refused_before_upgrade() {
     let server = start(&[]);

@@ -9,14 +9,12 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::{connect, connect_room, http_get, WAIT};
 use crate::redis_harness::{
-    free_port, numsub, redis_available, two_ready_nodes, wait_numsub, Chatd, Redis,
+    free_port, numsub, require_redis, two_ready_nodes, wait_numsub, Chatd, Redis,
 };
 
 #[tokio::test]
 async fn two_nodes_share_rooms_and_global_messages_and_keep_rooms_apart() {
-    if !redis_available() {
-        return;
-    }
+    require_redis();
     let redis = Redis::start();
     let (n1, n2) = two_ready_nodes(&redis.url(), &[]).await;
     let mut a = connect_room(n1.addr, "r").await;
@@ -45,9 +43,7 @@ async fn two_nodes_share_rooms_and_global_messages_and_keep_rooms_apart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_every_client_sees_one_order_per_room() {
-    if !redis_available() {
-        return;
-    }
+    require_redis();
     const PER_NODE: usize = 50;
     const MESSAGES: usize = 20;
     const ROOMS: usize = 2;
@@ -119,9 +115,7 @@ async fn three_nodes_every_client_sees_one_order_per_room() {
 
 #[tokio::test]
 async fn redis_outage_fails_publishes_then_recovers() {
-    if !redis_available() {
-        return;
-    }
+    require_redis();
     let mut redis = Redis::start();
     let (n1, n2) = two_ready_nodes(&redis.url(), &[]).await;
     let mut a = connect_room(n1.addr, "r").await;
@@ -160,11 +154,39 @@ async fn redis_outage_fails_publishes_then_recovers() {
     }
 }
 
+/// Regression (issue 9, finding 4): a message accepted while Redis looked
+/// healthy and then lost with the connection used to vanish silently. Redis
+/// is frozen (its socket stays open, PUBLISH times out) and then killed, so
+/// the message is certainly never published: its sender must be told.
+#[tokio::test]
+async fn a_message_lost_after_acceptance_is_reported_to_its_sender() {
+    require_redis();
+    let mut redis = Redis::start();
+    let node = Chatd::start(
+        &redis.url(),
+        &[
+            "broker.redis.connect_timeout=300ms",
+            "broker.redis.health_interval=30s",
+        ],
+    )
+    .await;
+    node.wait_ready().await;
+    let mut a = connect_room(node.addr, "r").await;
+    wait_numsub(&redis, "chatd:room:r", false, 1).await;
+    redis.freeze();
+    a.send_json(json!({"type":"chat","room":"r","client_msg_id":"lost-1","data":{"content":"x"}}))
+        .await;
+    let failed = a.recv_type("error").await;
+    redis.kill();
+    assert_eq!(failed["data"]["code"], "MESSAGE_FAILED", "{failed}");
+    assert_eq!(failed["data"]["client_msg_id"], "lost-1", "{failed}");
+    let delivered = tokio::time::timeout(Duration::from_millis(500), a.recv_type("chat")).await;
+    assert!(delivered.is_err(), "the lost message was not delivered");
+}
+
 #[tokio::test]
 async fn a_node_starts_without_redis_and_joins_when_it_appears() {
-    if !redis_available() {
-        return;
-    }
+    require_redis();
     let port = free_port();
     let node = Chatd::start(&format!("redis://127.0.0.1:{port}"), &[]).await;
     let (status, body) = http_get(node.addr, "/readyz").await;
@@ -187,9 +209,7 @@ async fn a_node_starts_without_redis_and_joins_when_it_appears() {
 
 #[tokio::test]
 async fn a_node_unsubscribes_when_its_last_member_leaves() {
-    if !redis_available() {
-        return;
-    }
+    require_redis();
     let redis = Redis::start();
     let node = Chatd::start(&redis.url(), &[]).await;
     node.wait_ready().await;
@@ -213,9 +233,7 @@ async fn a_node_unsubscribes_when_its_last_member_leaves() {
 
 #[tokio::test]
 async fn a_redis_cluster_carries_rooms_through_sharded_pubsub() {
-    if !redis_available() {
-        return;
-    }
+    require_redis();
     let ports = [free_port(), free_port(), free_port()];
     let shards: Vec<Redis> = ports.iter().map(|&p| Redis::start_on(p, true)).collect();
     let mut create = std::process::Command::new("redis-cli");
@@ -293,9 +311,7 @@ async fn a_redis_cluster_carries_rooms_through_sharded_pubsub() {
 /// Redis holds the publishes back for a while.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_delivers_what_is_still_in_redis() {
-    if !redis_available() {
-        return;
-    }
+    require_redis();
     const MESSAGES: usize = 300;
     let redis = Redis::start();
     let url = format!("broker.redis.url={}", redis.url());

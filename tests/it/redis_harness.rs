@@ -7,22 +7,18 @@ use std::time::Duration;
 
 use crate::common::{chatd_command, http_get, spawn_chatd, WAIT};
 
-/// Whether redis-server can run here. Under `CI=true` its absence fails the
-/// test; elsewhere the test is skipped with a note.
-pub fn redis_available() -> bool {
+/// Fails the test when redis-server cannot run here: a missing dependency
+/// is a failure, never a silent pass (scripts/test.sh installs it).
+pub fn require_redis() {
     let found = Command::new("redis-server")
         .arg("--version")
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "redis-server is required under CI=true (scripts/test.sh installs it)"
-        );
-        eprintln!("skipping: redis-server is not installed");
-    }
-    found
+    assert!(
+        found,
+        "redis-server is required (scripts/test.sh installs it: apt-get install redis-server)"
+    );
 }
 
 pub fn free_port() -> u16 {
@@ -107,6 +103,14 @@ impl Redis {
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open, nothing is
+    /// answered, and commands sent meanwhile never run if it is then killed.
+    pub fn freeze(&self) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let stopped = Command::new("kill").args(["-STOP", &pid]).status();
+        assert!(stopped.is_ok_and(|s| s.success()), "SIGSTOP redis-server");
     }
 
     pub fn kill(&mut self) {
