@@ -172,6 +172,7 @@ fn fanout(c: &mut Criterion) {
     let limits = Limits {
         max_messages: 1 << 20,
         max_bytes: usize::MAX,
+        slow_timeout: std::time::Duration::from_secs(5),
     };
     let queues: Vec<Rc<ClientQueue>> = (0..MEMBERS)
         .map(|_| Rc::new(ClientQueue::new(limits)))
@@ -204,6 +205,7 @@ fn queue(c: &mut Criterion) {
     let q = ClientQueue::new(Limits {
         max_messages: 256,
         max_bytes: 1 << 20,
+        slow_timeout: std::time::Duration::from_secs(5),
     });
     let frame = Bytes::from_static(&[0u8; 120]);
     let waker = std::task::Waker::noop();

@@ -154,6 +154,21 @@ pub struct ServerConfig {
     pub shards: usize,
     /// Listen backlog per shard. Default 4096.
     pub backlog: u32,
+    /// Time from accept to a complete first request head (and, with TLS,
+    /// from the end of the TLS handshake); a connection still without one
+    /// is dropped. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// A keep-alive HTTP connection with no new request for this long is
+    /// dropped. Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub http_idle_timeout: Duration,
+    /// Connections accepted but not yet upgraded (or done), node-wide; one
+    /// more is dropped at accept. Default 1024.
+    pub max_handshakes: usize,
+    /// WebSocket connections the node serves at once; an upgrade beyond it
+    /// is answered `503` before the upgrade. 0: no limit. Default 0.
+    pub max_connections: usize,
     pub tls: TlsConfig,
 }
 
@@ -189,6 +204,10 @@ impl Default for ServerConfig {
             port: 8080,
             shards: 0,
             backlog: 4096,
+            handshake_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(5),
+            max_handshakes: 1024,
+            max_connections: 0,
             tls: TlsConfig::default(),
         }
     }
@@ -200,11 +219,34 @@ pub struct LimitsConfig {
     /// Largest message a native client may send, in bytes (after fragment
     /// reassembly); larger closes with 1009. Default 65536 (NFR-1).
     pub max_message_size: usize,
-    /// Frames a connection's send queue holds before the client is closed as a
-    /// slow consumer (1008). Default 256 (NFR-3).
+    /// A connection's send buffer in frames (soft): a queue may go over it
+    /// in a burst, but one that stays over it, never drained to the socket,
+    /// for `slow_consumer_timeout` is closed as a slow consumer (1008).
+    /// Default 256 (NFR-3).
     pub queue_messages: usize,
-    /// Bytes a connection's send queue holds before the same. Default 1 MiB.
+    /// Bytes a connection's send queue may hold (hard): more closes it as a
+    /// slow consumer at once. Far above one burst: the frames are shared with
+    /// every other recipient, so this is not memory per client. Default
+    /// 8 MiB.
     pub queue_bytes: usize,
+    /// How long a send queue may stay over `queue_messages` without its
+    /// writer draining it before the client is closed (1008). Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub slow_consumer_timeout: Duration,
+    /// Messages one connection's reader handles before it lets the shard's
+    /// fan-out and writers run (and, if they are behind, waits for them).
+    /// Default 32.
+    pub read_budget: usize,
+    /// Bytes of messages the same, whichever comes first. Default 256 KiB.
+    pub read_budget_bytes: usize,
+    /// Messages waiting in this node's shard inboxes (published, not yet
+    /// fanned out) above which readers stop reading their sockets until the
+    /// fan-out catches up (TCP backpressure on senders). Default 4096.
+    pub inbox_high_water: usize,
+    /// Presence events (online/offline) one shard announces per room per
+    /// second; more (a join storm) are not sent, and counted in
+    /// `chatd_presence_suppressed_total`. 0 turns presence off. Default 50.
+    pub presence_per_second: u32,
     /// Rooms one connection may be in at once. Default 100.
     pub max_rooms_per_connection: usize,
     /// Longest room name or client id. Default 64.
@@ -235,7 +277,12 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_message_size: 64 * 1024,
             queue_messages: 256,
-            queue_bytes: 1 << 20,
+            queue_bytes: 8 << 20,
+            slow_consumer_timeout: Duration::from_secs(5),
+            read_budget: 32,
+            read_budget_bytes: 256 << 10,
+            inbox_high_water: 4096,
+            presence_per_second: 50,
             max_rooms_per_connection: 100,
             max_name_length: 64,
             max_json_depth: 32,
@@ -446,6 +493,10 @@ impl Config {
         positive("limits.max_message_size", self.limits.max_message_size)?;
         positive("limits.queue_messages", self.limits.queue_messages)?;
         positive("limits.queue_bytes", self.limits.queue_bytes)?;
+        positive("limits.read_budget", self.limits.read_budget)?;
+        positive("server.max_handshakes", self.server.max_handshakes)?;
+        positive("limits.read_budget_bytes", self.limits.read_budget_bytes)?;
+        positive("limits.inbox_high_water", self.limits.inbox_high_water)?;
         positive(
             "limits.max_rooms_per_connection",
             self.limits.max_rooms_per_connection,

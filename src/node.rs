@@ -1,6 +1,7 @@
 //! What every shard shares: configuration, the room registry, the broker,
 //! metrics and the shutdown state. Built once at start; read-only after.
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use crate::auth::Authenticator;
@@ -18,4 +19,7 @@ pub struct Node {
     pub shutdown: Shutdown,
     /// Set when `auth.enabled`: every WebSocket upgrade needs a valid token.
     pub auth: Option<Authenticator>,
+    /// Connections accepted and not yet upgraded or done (bounded by
+    /// `server.max_handshakes`).
+    pub handshakes: AtomicUsize,
 }

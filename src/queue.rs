@@ -6,9 +6,19 @@
 //! run on the connection's shard thread, so the queue is `Rc`/`RefCell`-based
 //! and costs no atomic operation per message.
 //!
-//! A push never waits. When either bound (messages or bytes) would be
-//! exceeded, the queue drops its backlog and switches to [`State::Closing`]
-//! with the slow-consumer code: the writer then sends that Close frame and the
+//! A push never waits, and slowness is judged over time, not inside one
+//! turn of the event loop (where a burst from one sender lands in every
+//! member's queue before any writer runs):
+//! - `max_messages` (NFR-3's 256-message send buffer) is a soft bound on
+//!   the frames not yet accepted by the socket (queued, or taken by the
+//!   writer and not yet written): a burst may go over it, but a client that
+//!   stays over it, its writer never finishing a write in between, for
+//!   longer than `slow_timeout` is a slow consumer.
+//! - `max_bytes` is a hard bound far above one burst: going over it is a
+//!   slow consumer at once.
+//!
+//! A slow consumer's backlog is dropped and the queue switches to
+//! [`State::Closing`] with 1008: the writer sends that Close frame and the
 //! connection ends. Kept here rather than inside `conn` because `rooms`
 //! pushes and `conn` drains; a leaf module avoids an import cycle.
 
@@ -16,7 +26,7 @@ use bytes::Bytes;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Why a connection is being closed by the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,8 +86,12 @@ impl CloseReason {
 /// accepted into an empty queue, so a big message is never undeliverable.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Soft: how many frames may wait without the clock starting.
     pub max_messages: usize,
+    /// Hard: more bytes than this waiting closes the connection at once.
     pub max_bytes: usize,
+    /// How long the queue may stay over `max_messages` without a drain.
+    pub slow_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +128,15 @@ struct Inner {
     bytes: usize,
     /// When the oldest queued frame arrived at this node (fan-out latency).
     oldest: Option<Instant>,
+    /// Frames the writer took with its last drain and has not finished
+    /// writing (they still count against `max_messages`).
+    in_flight: usize,
+    /// When queued plus in-flight frames went over `max_messages` (cleared
+    /// when the writer finishes a write with the queue under it again).
+    over_since: Option<Instant>,
+    /// The first frame is the held-back HTTP 101: it survives a slow-consumer
+    /// close, so a client never gets a Close frame without its handshake.
+    preamble: bool,
     limits: Limits,
     state: State,
     /// Set at shutdown: the reader stops taking client input, the writer keeps
@@ -139,6 +162,9 @@ impl ClientQueue {
                 frames: VecDeque::new(),
                 bytes: 0,
                 oldest: None,
+                in_flight: 0,
+                over_since: None,
+                preamble: false,
                 limits,
                 state: State::Open,
                 halted: false,
@@ -148,6 +174,17 @@ impl ClientQueue {
         }
     }
 
+    /// Queues the HTTP 101 response ahead of everything else; it is written
+    /// even if the connection is closed before its writer first runs.
+    pub fn push_preamble(&self, frame: Bytes) {
+        let mut inner = self.inner.borrow_mut();
+        debug_assert!(inner.frames.is_empty());
+        inner.bytes += frame.len();
+        inner.frames.push_back(frame);
+        inner.preamble = true;
+        inner.wake();
+    }
+
     /// Queues a frame that arrived at this node at `arrived`; returns the
     /// depth after the push.
     pub fn push(&self, frame: Bytes, arrived: Instant) -> Result<usize, PushError> {
@@ -155,18 +192,14 @@ impl ClientQueue {
         if inner.state != State::Open {
             return Err(PushError::Closed);
         }
-        let over_count = inner.frames.len() >= inner.limits.max_messages;
         let over_bytes =
             !inner.frames.is_empty() && inner.bytes + frame.len() > inner.limits.max_bytes;
-        if over_count || over_bytes {
-            // The backlog will never be read in time; free it now.
-            inner.frames.clear();
-            inner.bytes = 0;
-            inner.oldest = None;
-            inner.state = State::Closing(CloseReason::SlowConsumer);
-            inner.wake();
-            inner.wake_reader();
+        if over_bytes || inner.stalled(arrived) {
+            inner.slow_consumer();
             return Err(PushError::Full);
+        }
+        if inner.frames.len() + inner.in_flight >= inner.limits.max_messages {
+            inner.over_since.get_or_insert(arrived);
         }
         inner.bytes += frame.len();
         inner.oldest.get_or_insert(arrived);
@@ -176,6 +209,18 @@ impl ClientQueue {
             inner.wake();
         }
         Ok(depth)
+    }
+
+    /// Closes the queue as a slow consumer if it has been over its soft
+    /// bound, undrained, for longer than its timeout (the heartbeat sweep
+    /// asks, so a queue nobody pushes to is judged too). True if it closed.
+    pub fn check_stalled(&self, now: Instant) -> bool {
+        let mut inner = self.inner.borrow_mut();
+        if inner.state == State::Open && inner.stalled(now) {
+            inner.slow_consumer();
+            return true;
+        }
+        false
     }
 
     /// Asks the writer to flush what is queued and then close. The first
@@ -217,6 +262,23 @@ impl ClientQueue {
         self.inner.borrow().frames.len()
     }
 
+    /// The writer wrote everything it took with its last drain: the socket
+    /// accepted it, so the slow-consumer clock stops unless the queue alone
+    /// is still over the soft bound.
+    pub fn written(&self) {
+        let mut inner = self.inner.borrow_mut();
+        inner.in_flight = 0;
+        if inner.frames.len() < inner.limits.max_messages {
+            inner.over_since = None;
+        }
+    }
+
+    /// Whether more frames wait than the soft bound (`max_messages`).
+    pub fn over_soft_bound(&self) -> bool {
+        let inner = self.inner.borrow();
+        inner.frames.len() > inner.limits.max_messages
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -235,6 +297,8 @@ impl ClientQueue {
         }
         std::mem::swap(&mut inner.frames, out);
         inner.bytes = 0;
+        inner.in_flight = out.len();
+        inner.preamble = false;
         Poll::Ready(Drained {
             state: inner.state,
             oldest: inner.oldest.take(),
@@ -243,6 +307,24 @@ impl ClientQueue {
 }
 
 impl Inner {
+    fn stalled(&self, now: Instant) -> bool {
+        self.over_since
+            .is_some_and(|t| now.saturating_duration_since(t) > self.limits.slow_timeout)
+    }
+
+    /// The backlog will never be read in time: free it (all but a held 101)
+    /// and close with 1008.
+    fn slow_consumer(&mut self) {
+        let keep = usize::from(self.preamble);
+        self.frames.truncate(keep);
+        self.bytes = self.frames.iter().map(Bytes::len).sum();
+        self.oldest = None;
+        self.over_since = None;
+        self.state = State::Closing(CloseReason::SlowConsumer);
+        self.wake();
+        self.wake_reader();
+    }
+
     fn wake(&mut self) {
         if let Some(w) = self.waker.take() {
             w.wake();
@@ -261,10 +343,13 @@ mod tests {
     use super::*;
     use std::future::poll_fn;
 
+    const SLOW: Duration = Duration::from_secs(5);
+
     fn q(max_messages: usize, max_bytes: usize) -> ClientQueue {
         ClientQueue::new(Limits {
             max_messages,
             max_bytes,
+            slow_timeout: SLOW,
         })
     }
 
@@ -290,12 +375,36 @@ mod tests {
     }
 
     #[test]
-    fn message_bound_closes_as_slow_consumer() {
+    fn over_the_message_bound_is_slow_only_after_the_timeout_without_a_drain() {
         let queue = q(2, 1024);
-        assert_eq!(queue.push(Bytes::from_static(b"a"), Instant::now()), Ok(1));
-        assert_eq!(queue.push(Bytes::from_static(b"b"), Instant::now()), Ok(2));
+        let t0 = Instant::now();
+        // A burst far over the soft bound inside one tick: nobody is closed.
+        for i in 0..300 {
+            assert_eq!(queue.push(Bytes::from_static(b"a"), t0), Ok(i + 1));
+        }
+        assert!(!queue.check_stalled(t0 + SLOW));
+        // Taken by the writer but not yet written: still pending.
+        let mut out = VecDeque::new();
+        let waker = std::task::Waker::noop();
+        let drained = queue.poll_drain(&mut Context::from_waker(waker), &mut out);
+        assert!(drained.is_ready());
+        assert!(queue.check_stalled(t0 + SLOW * 2), "the writer is stuck");
+        let queue = q(2, 1024);
+        out.clear();
+        for _ in 0..300 {
+            queue.push(Bytes::from_static(b"a"), t0).unwrap();
+        }
+        let drained = queue.poll_drain(&mut Context::from_waker(waker), &mut out);
+        assert!(drained.is_ready());
+        // The socket accepted the whole batch: the clock stops.
+        queue.written();
+        for _ in 0..3 {
+            queue.push(Bytes::from_static(b"b"), t0 + SLOW).unwrap();
+        }
+        assert!(!queue.check_stalled(t0 + SLOW * 2));
+        // Still over and undrained after the timeout: a slow consumer.
         assert_eq!(
-            queue.push(Bytes::from_static(b"c"), Instant::now()),
+            queue.push(Bytes::from_static(b"c"), t0 + SLOW * 2 + SLOW),
             Err(PushError::Full)
         );
         assert_eq!(queue.state(), State::Closing(CloseReason::SlowConsumer));
@@ -307,12 +416,35 @@ mod tests {
     }
 
     #[test]
+    fn the_sweep_judges_a_queue_nobody_pushes_to() {
+        let queue = q(1, 1024);
+        let t0 = Instant::now();
+        queue.push(Bytes::from_static(b"a"), t0).unwrap();
+        queue.push(Bytes::from_static(b"b"), t0).unwrap();
+        assert!(!queue.check_stalled(t0 + SLOW));
+        assert!(queue.check_stalled(t0 + SLOW * 2));
+        assert!(!queue.check_stalled(t0 + SLOW * 3), "closes once");
+    }
+
+    #[test]
+    fn a_held_101_survives_a_slow_consumer_close() {
+        let queue = q(10, 8);
+        queue.push_preamble(Bytes::from_static(b"HTTP/1.1 101"));
+        queue
+            .push(Bytes::from_static(b"x"), Instant::now())
+            .unwrap_err();
+        assert_eq!(queue.state(), State::Closing(CloseReason::SlowConsumer));
+        assert_eq!(queue.len(), 1, "the 101 is still queued");
+    }
+
+    #[test]
     fn byte_bound_admits_one_big_frame_into_an_empty_queue() {
         let queue = q(10, 4);
         assert_eq!(
             queue.push(Bytes::from_static(b"0123456789"), Instant::now()),
             Ok(1)
         );
+        // The hard byte bound closes at once, whatever the soft bound.
         assert_eq!(
             queue.push(Bytes::from_static(b"x"), Instant::now()),
             Err(PushError::Full)

@@ -3,9 +3,11 @@
 //! same address, so the kernel spreads connections and each one stays on the
 //! shard that accepted it.
 
+use futures_util::FutureExt;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -111,6 +113,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         metrics,
         shutdown: Shutdown::new(),
         auth,
+        handshakes: AtomicUsize::new(0),
     });
     let mut threads = Vec::with_capacity(shards);
     for (index, (listener, inbox)) in listeners.into_iter().zip(receivers).enumerate() {
@@ -285,21 +288,30 @@ async fn accept(
     tls: Option<TlsAcceptor>,
     phase: &mut watch::Receiver<Phase>,
 ) {
+    let mut backoff = AcceptBackoff::default();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    backoff.succeeded();
+                    // Refused at once (the socket is closed) when too many
+                    // connections are still in their handshake.
+                    let Some(guard) = crate::http::HandshakeGuard::new(&shard.node) else {
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let shard = shard.clone();
                     match &tls {
                         None => {
                             let stream = crate::http::hold::HoldUpgrade::new(stream);
-                            tokio::task::spawn_local(crate::http::serve_connection(shard, stream));
+                            let served = crate::http::serve_connection(shard, stream);
+                            tokio::task::spawn_local(served.map(move |()| drop(guard)));
                         }
                         Some(tls) => {
                             let handshake = tls.accept(stream);
                             let limit = shard.node.config.server.tls.handshake_timeout;
                             tokio::task::spawn_local(async move {
+                                let _guard = guard;
                                 match tokio::time::timeout(limit, handshake).await {
                                     Ok(Ok(stream)) => crate::http::serve_connection(shard, stream).await,
                                     Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
@@ -311,8 +323,9 @@ async fn accept(
                 }
                 Err(e) => {
                     // Typically EMFILE: back off instead of spinning.
-                    tracing::warn!(shard = shard.index, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    shard.node.metrics.accept_errors.inc();
+                    let pause = backoff.failed(shard.index, &e);
+                    tokio::time::sleep(pause).await;
                 }
             },
             _ = phase.wait_for(|p| *p != Phase::Running) => return,
@@ -320,21 +333,62 @@ async fn accept(
     }
 }
 
+/// Backoff of a failing accept loop (EMFILE, ENFILE): 10 ms doubling to 1 s,
+/// and one log line per `LOG_EVERY` with the count of failures since the last
+/// (a fd exhaustion logged thousands of lines a minute before).
+#[derive(Default)]
+struct AcceptBackoff {
+    pause: Duration,
+    failures: u64,
+    last_log: Option<Instant>,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+    const LOG_EVERY: Duration = Duration::from_secs(10);
+
+    fn succeeded(&mut self) {
+        self.pause = Duration::ZERO;
+    }
+
+    /// Counts a failure; how long to wait before accepting again.
+    fn failed(&mut self, shard: usize, error: &std::io::Error) -> Duration {
+        self.failures += 1;
+        let now = Instant::now();
+        if self
+            .last_log
+            .is_none_or(|t| now.duration_since(t) >= Self::LOG_EVERY)
+        {
+            tracing::warn!(shard, %error, failures = self.failures, "accept failed; backing off");
+            self.last_log = Some(now);
+            self.failures = 0;
+        }
+        self.pause = (self.pause * 2).clamp(Self::FIRST, Self::MAX);
+        self.pause
+    }
+}
+
 /// Delivers inbox messages in arrival order, in batches to amortise wake-ups.
 async fn dispatch(shard: Rc<Shard>, mut inbox: UnboundedReceiver<ShardMsg>) {
     let mut batch = Vec::with_capacity(64);
     while inbox.recv_many(&mut batch, 64).await > 0 {
+        let n = batch.len();
         for msg in batch.drain(..) {
             shard.handle(msg);
         }
+        shard.node.registry.handled(n);
     }
 }
 
-/// One sweep of the shard's connections per tick (a quarter of the shorter
-/// heartbeat interval), pinging every `ping_interval`.
+/// One sweep of the shard's connections per tick (a quarter of the shortest
+/// of the heartbeat intervals and the slow-consumer timeout), pinging every
+/// `ping_interval`.
 async fn heartbeat(shard: Rc<Shard>) {
     let hb = shard.node.config.heartbeat.clone();
-    let tick = (hb.ping_interval.min(hb.idle_timeout) / 4).max(Duration::from_millis(5));
+    let slow = shard.node.config.limits.slow_consumer_timeout;
+    let shortest = hb.ping_interval.min(hb.idle_timeout).min(slow);
+    let tick = (shortest / 4).max(Duration::from_millis(5));
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_ping = Instant::now();

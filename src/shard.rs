@@ -13,7 +13,7 @@ use crate::node::Node;
 use crate::protocol::envelope::ErrorData;
 use crate::protocol::{self, ErrorCode, Header, Kind, RoomName};
 use crate::queue::{ClientQueue, CloseReason};
-use crate::rooms::{ConnId, Fanout, LocalRooms, ShardMsg};
+use crate::rooms::{ConnId, Fanout, LocalRooms, PresenceLimiter, ShardMsg};
 use crate::shutdown::Phase;
 use crate::ws::frame::{self, OpCode};
 
@@ -35,6 +35,8 @@ pub struct Shard {
     pub index: usize,
     pub node: Arc<Node>,
     pub rooms: LocalRooms,
+    /// Caps presence events per room (a join storm is not N² messages).
+    pub presence: PresenceLimiter,
     conns: RefCell<HashMap<ConnId, Rc<ConnState>>>,
     next_id: Cell<u64>,
     /// One empty Ping frame, shared by every heartbeat.
@@ -45,6 +47,7 @@ impl Shard {
     pub fn new(index: usize, node: Arc<Node>) -> Shard {
         Shard {
             index,
+            presence: PresenceLimiter::new(node.config.limits.presence_per_second),
             node,
             rooms: LocalRooms::default(),
             conns: RefCell::new(HashMap::new()),
@@ -123,9 +126,6 @@ impl Shard {
             m.messages_out.inc_by(fanout.delivered);
             m.bytes_out.inc_by(fanout.delivered * len as u64);
         }
-        if fanout.overflowed > 0 {
-            m.slow_consumer_closes.inc_by(fanout.overflowed);
-        }
         if let Some(depth) = fanout.sample_depth {
             m.queue_depth.observe(depth as f64);
         }
@@ -135,11 +135,13 @@ impl Shard {
     /// timeout and, when `ping` is set, queues a Ping to every other one. One
     /// pass over the shard's connections per tick, not a timer per connection.
     pub fn sweep(&self, now: Instant, idle_timeout: Duration, ping: bool) {
+        self.presence.prune(now);
+        // (A slow-consumer close is counted where the connection ends.)
         self.for_each(|c| {
             if now.saturating_duration_since(c.last_seen.get()) >= idle_timeout {
                 c.queue.close(CloseReason::HeartbeatTimeout);
-            } else if ping && c.queue.push(self.ping.clone(), now).is_err() {
-                self.node.metrics.slow_consumer_closes.inc();
+            } else if !c.queue.check_stalled(now) && ping {
+                let _ = c.queue.push(self.ping.clone(), now);
             }
         });
     }

@@ -24,7 +24,7 @@ use tracing::Instrument;
 
 use crate::http::hold::HoldUpgrade;
 use crate::metrics::DisconnectReason;
-use crate::queue::{ClientQueue, CloseReason, Limits, PushError, Stop};
+use crate::queue::{ClientQueue, CloseReason, Limits, State, Stop};
 use crate::shard::{ConnState, Shard};
 use crate::ws::frame::{self, OpCode};
 use crate::ws::{FrameReader, Message, ReadError, ReadSource};
@@ -51,15 +51,12 @@ impl Conn {
         self.push(frame);
     }
 
+    /// (A slow-consumer close is counted where the connection ends.)
     fn push(&self, frame: Bytes) -> bool {
-        match self.state.queue.push(frame, std::time::Instant::now()) {
-            Ok(_) => true,
-            Err(PushError::Full) => {
-                self.shard.node.metrics.slow_consumer_closes.inc();
-                false
-            }
-            Err(PushError::Closed) => false,
-        }
+        self.state
+            .queue
+            .push(frame, std::time::Instant::now())
+            .is_ok()
     }
 }
 
@@ -201,8 +198,9 @@ impl<R: ReadSource, H: Handler> Session<R, H> {
         };
         let queue = Rc::new(ClientQueue::new(limits.queue));
         if !handover.reply.is_empty() {
-            // Not a message, so not counted; an empty queue takes any frame.
-            let _ = queue.push(handover.reply, std::time::Instant::now());
+            // Not a message, so not counted; kept even by a slow-consumer
+            // close, so the client always gets its handshake first.
+            queue.push_preamble(handover.reply);
         }
         let conn = Conn {
             state: shard.register(queue.clone()),
@@ -226,6 +224,12 @@ impl<R: ReadSource, H: Handler> Session<R, H> {
         let end = {
             let _reading = node.shutdown.reader();
             read_loop(&self.conn, &mut self.reader, &mut self.handler).await
+        };
+        // The queue's first close reason is the truth: a slow consumer whose
+        // client then hung up is still one slow-consumer close.
+        let end = match self.conn.state.queue.state() {
+            State::Closing(CloseReason::SlowConsumer) => End::Server(CloseReason::SlowConsumer),
+            _ => end,
         };
         tracing::debug!(end = ?end, "connection ending");
         // (Fields are used in place, not destructured: new bindings would be
@@ -258,16 +262,21 @@ async fn read_loop<R: ReadSource, H: Handler>(
 ) -> End {
     let queue = &conn.state.queue;
     let metrics = &conn.shard.node.metrics;
+    let limits = &conn.shard.node.config.limits;
+    let mut budget = Budget::new(limits.read_budget, limits.read_budget_bytes);
     loop {
         let next = tokio::select! {
             biased;
-            stop = poll_fn(|cx| queue.poll_stop(cx)) => return match stop {
-                Stop::Halted => End::Halted,
-                Stop::Closing(reason) => End::Server(reason),
-            },
+            stop = poll_fn(|cx| queue.poll_stop(cx)) => return stop.into(),
             next = reader.next() => next,
         };
         conn.state.touch();
+        let spent = match &next {
+            Ok(Message::Text(p) | Message::Binary(p) | Message::Ping(p) | Message::Pong(p)) => {
+                p.len()
+            }
+            _ => 0,
+        };
         match next {
             Ok(Message::Text(payload)) => {
                 metrics.messages_in.inc();
@@ -311,7 +320,82 @@ async fn read_loop<R: ReadSource, H: Handler>(
                 return End::Invalid;
             }
         }
+        if budget.spend(spent) {
+            // Boxed: rare, and its timer would otherwise sit in every
+            // connection's task.
+            if let Some(stop) = Box::pin(catch_up(conn)).await {
+                return stop.into();
+            }
+        }
     }
+}
+
+impl From<Stop> for End {
+    fn from(stop: Stop) -> End {
+        match stop {
+            Stop::Halted => End::Halted,
+            Stop::Closing(reason) => End::Server(reason),
+        }
+    }
+}
+
+/// How much one reader may handle before the rest of the shard gets a turn.
+/// Without it, a burst in one TCP read (hundreds of messages) was handled
+/// before any writer ran, and landed in every recipient's queue at once.
+struct Budget {
+    messages: usize,
+    bytes: usize,
+    left_messages: usize,
+    left_bytes: usize,
+}
+
+impl Budget {
+    fn new(messages: usize, bytes: usize) -> Budget {
+        Budget {
+            messages,
+            bytes,
+            left_messages: messages,
+            left_bytes: bytes,
+        }
+    }
+
+    /// Counts one message of `len` bytes; true when the budget is spent
+    /// (and refilled for the next turn).
+    fn spend(&mut self, len: usize) -> bool {
+        self.left_messages = self.left_messages.saturating_sub(1);
+        self.left_bytes = self.left_bytes.saturating_sub(len);
+        if self.left_messages == 0 || self.left_bytes == 0 {
+            self.left_messages = self.messages;
+            self.left_bytes = self.bytes;
+            return true;
+        }
+        false
+    }
+}
+
+/// After a spent read budget: lets the shard's fan-out and writers run, then,
+/// while the node's fan-out is behind (`limits.inbox_high_water`) or this
+/// connection's own replies are piling up (its queue over its soft bound),
+/// stops reading this socket, so TCP slows the sender down instead of
+/// queues growing. Returns early if the connection must stop.
+async fn catch_up(conn: &Conn) -> Option<Stop> {
+    tokio::task::yield_now().await;
+    let node = &conn.shard.node;
+    let queue = &conn.state.queue;
+    let behind =
+        || node.registry.backlog() > node.config.limits.inbox_high_water || queue.over_soft_bound();
+    if !behind() {
+        return None;
+    }
+    node.metrics.reader_pauses.inc();
+    while behind() {
+        tokio::select! {
+            biased;
+            stop = poll_fn(|cx| queue.poll_stop(cx)) => return Some(stop),
+            _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+        }
+    }
+    None
 }
 
 /// A reset or broken pipe is the client going away, not a server fault.

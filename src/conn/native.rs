@@ -52,6 +52,10 @@ impl Native {
     }
 
     fn presence(&self, conn: &Conn, room: &RoomName, status: Status) {
+        if !conn.shard.presence.allow(room, std::time::Instant::now()) {
+            conn.shard.node.metrics.presence_suppressed.inc();
+            return;
+        }
         let header = Header {
             kind: Kind::Presence,
             room: Some(room.as_str()),

@@ -97,6 +97,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             if let Err(e) = written {
                 return WriterEnd::Failed(e);
             }
+            queue.written();
             if queue.is_empty() {
                 // Going idle: give the emptied buffer back (the queue frees
                 // its own when the writer waits), so an idle connection
@@ -217,6 +218,7 @@ mod tests {
         let queue = Rc::new(ClientQueue::new(Limits {
             max_messages: 1000,
             max_bytes: 1 << 20,
+            slow_timeout: Duration::from_secs(5),
         }));
         for i in 0..300u32 {
             queue

@@ -18,10 +18,16 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE, UPGRADE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
 
 use crate::conn::{self, native::Native, relay::Relay, ConnLimits};
+use crate::metrics::RejectReason;
+use crate::node::Node;
 use crate::protocol::{ClientId, RoomName};
 use crate::queue::Limits;
 use crate::shard::Shard;
@@ -29,21 +35,90 @@ use crate::shutdown::Phase;
 
 type Body = Full<Bytes>;
 
-/// Serves one accepted connection, plain or TLS (HTTP/1.1, with upgrades).
+/// Serves one accepted connection, plain or TLS (HTTP/1.1, with upgrades),
+/// until it upgrades or ends.
+///
+/// Time limits, so a silent or slow client cannot hold a socket: the first
+/// request head must arrive within `server.handshake_timeout` of the accept,
+/// and a keep-alive connection is dropped once no request has arrived for
+/// `server.http_idle_timeout` since the last one. (Responses here are made at
+/// once, so "since the last request" is "since the last response".)
 pub async fn serve_connection<IO>(shard: Rc<Shard>, stream: IO)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let config = &shard.node.config.server;
+    let (first_limit, idle_limit) = (config.handshake_timeout, config.http_idle_timeout);
+    let metrics = shard.node.metrics.clone();
+    let last_request: Rc<Activity> = Rc::default();
+    let seen = last_request.clone();
     let service = hyper::service::service_fn(move |req| {
+        seen.at.set(Some(Instant::now()));
+        seen.changed.notify_one();
         let shard = shard.clone();
         async move { Ok::<_, Infallible>(handle(req, shard)) }
     });
+    let accepted = Instant::now();
     let served = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades()
-        .await;
-    if let Err(e) = served {
-        tracing::debug!(error = %e, "http connection ended with an error");
+        .with_upgrades();
+    let deadline = || match last_request.at.get() {
+        None => accepted + first_limit,
+        Some(at) => at + idle_limit,
+    };
+    let mut served = std::pin::pin!(served);
+    let mut timer = Box::pin(tokio::time::sleep_until(deadline().into()));
+    loop {
+        tokio::select! {
+            done = served.as_mut() => {
+                if let Err(e) = done {
+                    tracing::debug!(error = %e, "http connection ended with an error");
+                }
+                return;
+            }
+            // A request came: the deadline moved.
+            _ = last_request.changed.notified() => timer.as_mut().reset(deadline().into()),
+            _ = timer.as_mut() => {
+                let due = deadline();
+                if Instant::now() >= due {
+                    // Dropping the connection closes the socket.
+                    metrics.rejected(RejectReason::HandshakeTimeout);
+                    tracing::debug!("http connection timed out before an upgrade");
+                    return;
+                }
+                timer.as_mut().reset(due.into());
+            }
+        }
+    }
+}
+
+/// When an HTTP connection last received a request, and a signal for it.
+#[derive(Default)]
+struct Activity {
+    at: Cell<Option<Instant>>,
+    changed: tokio::sync::Notify,
+}
+
+/// A connection counted as "in its handshake" (accepted, not yet upgraded
+/// or done) for `server.max_handshakes`.
+pub struct HandshakeGuard(Arc<Node>);
+
+impl HandshakeGuard {
+    /// `None` (and counted) when the node is at its limit.
+    pub fn new(node: &Arc<Node>) -> Option<HandshakeGuard> {
+        let max = node.config.server.max_handshakes;
+        if node.handshakes.fetch_add(1, Ordering::AcqRel) >= max {
+            node.handshakes.fetch_sub(1, Ordering::AcqRel);
+            node.metrics.rejected(RejectReason::HandshakeLimit);
+            return None;
+        }
+        Some(HandshakeGuard(node.clone()))
+    }
+}
+
+impl Drop for HandshakeGuard {
+    fn drop(&mut self) {
+        self.0.handshakes.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -140,6 +215,7 @@ fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> {
                 queue: Limits {
                     max_messages: relay.queue_messages,
                     max_bytes: relay.queue_bytes,
+                    slow_timeout: node.config.limits.slow_consumer_timeout,
                 },
             };
             upgrade(&mut req, shard.clone(), limits, Relay)
@@ -188,6 +264,7 @@ fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> {
                 queue: Limits {
                     max_messages: l.queue_messages,
                     max_bytes: l.queue_bytes,
+                    slow_timeout: l.slow_consumer_timeout,
                 },
             };
             upgrade(
@@ -198,6 +275,48 @@ fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> {
             )
         }
     }
+}
+
+/// Why an upgrade request is refused with 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("WebSocket needs HTTP/1.1")]
+    Version,
+    #[error("missing Host header")]
+    MissingHost,
+    #[error("Sec-WebSocket-Key must be 16 bytes in base64")]
+    BadKey,
+    #[error("Sec-WebSocket-Version must be 13")]
+    BadVersion,
+}
+
+/// The RFC 6455 §4.2.1 checks that fastwebsockets leaves to the server.
+pub fn check_handshake<B>(req: &Request<B>) -> Result<(), HandshakeError> {
+    if req.version() != hyper::Version::HTTP_11 {
+        return Err(HandshakeError::Version);
+    }
+    let headers = req.headers();
+    if !headers.contains_key(hyper::header::HOST) {
+        return Err(HandshakeError::MissingHost);
+    }
+    let key = headers.get(hyper::header::SEC_WEBSOCKET_KEY);
+    if !key.is_some_and(|k| is_base64_of_16_bytes(k.as_bytes())) {
+        return Err(HandshakeError::BadKey);
+    }
+    let version = headers.get(hyper::header::SEC_WEBSOCKET_VERSION);
+    if version.is_none_or(|v| v.as_bytes() != b"13") {
+        return Err(HandshakeError::BadVersion);
+    }
+    Ok(())
+}
+
+/// 16 bytes in base64 are 22 characters of the alphabet and `==`.
+fn is_base64_of_16_bytes(key: &[u8]) -> bool {
+    key.len() == 24
+        && key.ends_with(b"==")
+        && key[..22]
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
 /// With `auth.enabled`, the verified token subject; without, `None`.
@@ -237,6 +356,21 @@ fn upgrade(
         resp.headers_mut()
             .insert(UPGRADE, HeaderValue::from_static("websocket"));
         return resp;
+    }
+    if let Err(e) = check_handshake(req) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("bad WebSocket handshake: {e}"),
+        );
+    }
+    let node = &shard.node;
+    let max = node.config.server.max_connections;
+    if max > 0 && node.metrics.connected.get() >= max as i64 {
+        node.metrics.rejected(RejectReason::MaxConnections);
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node is at its connection limit; try another or retry later",
+        );
     }
     let (resp, fut) = match fastwebsockets::upgrade::upgrade(req) {
         Ok(pair) => pair,
@@ -284,6 +418,47 @@ mod tests {
         assert_eq!(route("/wsx"), Route::NotFound);
         assert_eq!(route("/relay"), Route::Relay);
         assert_eq!(route("/"), Route::NotFound);
+    }
+
+    #[test]
+    fn handshake_checks() {
+        let req = |version, host: bool, key: &str, ws_version: &str| {
+            let mut b = Request::builder().version(version).uri("/ws");
+            if host {
+                b = b.header("host", "x");
+            }
+            b.header("sec-websocket-key", key)
+                .header("sec-websocket-version", ws_version)
+                .body(())
+                .unwrap()
+        };
+        let good = "dGhlIHNhbXBsZSBub25jZQ==";
+        let v11 = hyper::Version::HTTP_11;
+        assert_eq!(check_handshake(&req(v11, true, good, "13")), Ok(()));
+        assert_eq!(
+            check_handshake(&req(hyper::Version::HTTP_10, true, good, "13")),
+            Err(HandshakeError::Version)
+        );
+        assert_eq!(
+            check_handshake(&req(v11, false, good, "13")),
+            Err(HandshakeError::MissingHost)
+        );
+        for key in [
+            "abc",
+            "",
+            "dGhlIHNhbXBsZSBub25jZQ=",
+            "dGhlIHNhbXBsZSBub25j*Q==",
+        ] {
+            assert_eq!(
+                check_handshake(&req(v11, true, key, "13")),
+                Err(HandshakeError::BadKey),
+                "{key}"
+            );
+        }
+        assert_eq!(
+            check_handshake(&req(v11, true, good, "8")),
+            Err(HandshakeError::BadVersion)
+        );
     }
 
     #[test]

@@ -55,6 +55,34 @@ impl EncodeLabelValue for DisconnectReason {
     }
 }
 
+/// Why a connection was refused before its upgrade (the `reason` label of
+/// `chatd_rejected_connections_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// `server.max_connections` reached (503).
+    MaxConnections,
+    /// `server.max_handshakes` connections were already in their handshake.
+    HandshakeLimit,
+    /// The request head or upgrade did not complete within
+    /// `server.handshake_timeout`, or a keep-alive connection sat idle.
+    HandshakeTimeout,
+}
+
+impl EncodeLabelValue for RejectReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            RejectReason::MaxConnections => "max_connections",
+            RejectReason::HandshakeLimit => "handshake_limit",
+            RejectReason::HandshakeTimeout => "handshake_timeout",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RejectLabel {
+    reason: RejectReason,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Direction {
     In,
@@ -90,7 +118,17 @@ pub struct Metrics {
     pub bytes_in: Counter,
     pub bytes_out: Counter,
     pub rooms: Gauge,
+    /// Counted where the disconnection is (one event, one count): equals
+    /// `websocket_disconnections_total{reason="slow_consumer"}`.
     pub slow_consumer_closes: Counter,
+    /// Presence events not sent (over `limits.presence_per_second`).
+    pub presence_suppressed: Counter,
+    /// Times a reader stopped reading its socket because the fan-out was
+    /// behind or its own replies were piling up (backpressure).
+    pub reader_pauses: Counter,
+    /// Failed `accept` calls (typically EMFILE: out of file descriptors).
+    pub accept_errors: Counter,
+    rejected: Family<RejectLabel, Counter>,
     /// One recipient's queue depth per fan-out per shard.
     pub queue_depth: Histogram,
     /// Arrival at this node to the write on a recipient's socket, per write.
@@ -157,9 +195,40 @@ impl Metrics {
         let slow_consumer_closes = Counter::default();
         registry.register(
             "chatd_slow_consumer_closes",
-            "Connections closed because their send queue was full",
+            "Connections closed as slow consumers (send queue over its byte bound, or over its message bound for longer than limits.slow_consumer_timeout)",
             slow_consumer_closes.clone(),
         );
+        let presence_suppressed = Counter::default();
+        registry.register(
+            "chatd_presence_suppressed",
+            "Presence events not sent because a room exceeded limits.presence_per_second",
+            presence_suppressed.clone(),
+        );
+        let reader_pauses = Counter::default();
+        registry.register(
+            "chatd_reader_pauses",
+            "Times a connection's reader waited for the fan-out or its own writer (backpressure)",
+            reader_pauses.clone(),
+        );
+        let accept_errors = Counter::default();
+        registry.register(
+            "chatd_accept_errors",
+            "Failed accept calls (e.g. out of file descriptors)",
+            accept_errors.clone(),
+        );
+        let rejected = Family::<RejectLabel, Counter>::default();
+        registry.register(
+            "chatd_rejected_connections",
+            "Connections refused or dropped before the WebSocket upgrade",
+            rejected.clone(),
+        );
+        for reason in [
+            RejectReason::MaxConnections,
+            RejectReason::HandshakeLimit,
+            RejectReason::HandshakeTimeout,
+        ] {
+            drop(rejected.get_or_create(&RejectLabel { reason }));
+        }
         // 1, 2, 4 ... 1024 frames.
         let queue_depth = Histogram::new(exponential_buckets(1.0, 2.0, 11));
         registry.register(
@@ -234,6 +303,10 @@ impl Metrics {
             disconnections,
             rooms,
             slow_consumer_closes,
+            presence_suppressed,
+            reader_pauses,
+            accept_errors,
+            rejected,
             queue_depth,
             fanout_latency,
             broker,
@@ -242,9 +315,21 @@ impl Metrics {
 
     pub fn disconnected(&self, reason: DisconnectReason) {
         self.connected.dec();
+        if reason == DisconnectReason::SlowConsumer {
+            self.slow_consumer_closes.inc();
+        }
         self.disconnections
             .get_or_create(&ReasonLabel { reason })
             .inc();
+    }
+
+    pub fn rejected(&self, reason: RejectReason) {
+        self.rejected.get_or_create(&RejectLabel { reason }).inc();
+    }
+
+    /// Rejections so far for one reason.
+    pub fn rejections(&self, reason: RejectReason) -> u64 {
+        self.rejected.get_or_create(&RejectLabel { reason }).get()
     }
 
     /// Disconnections so far for one reason.

@@ -155,7 +155,8 @@ mod tests {
     fn queue() -> Rc<ClientQueue> {
         Rc::new(ClientQueue::new(Limits {
             max_messages: 2,
-            max_bytes: 1 << 20,
+            max_bytes: 2,
+            slow_timeout: std::time::Duration::from_secs(5),
         }))
     }
 
@@ -183,7 +184,7 @@ mod tests {
     }
 
     #[test]
-    fn fanout_counts_overflow() {
+    fn fanout_counts_overflow_of_the_byte_bound() {
         let rooms = LocalRooms::default();
         let room = RoomName::parse("r", 64).unwrap();
         rooms.join(&room, ConnId(1), queue());

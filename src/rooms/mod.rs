@@ -2,7 +2,9 @@
 //! have members) and each shard's [`LocalRooms`] (which queues).
 
 pub mod local;
+pub mod presence;
 pub mod registry;
 
 pub use local::{ConnId, Fanout, LocalRooms, Members};
+pub use presence::PresenceLimiter;
 pub use registry::{Registry, ShardMsg};

@@ -47,6 +47,11 @@ pub struct Registry {
     buckets: Box<[Mutex<HashMap<RoomName, RoomEntry>>]>,
     hasher: RandomState,
     inboxes: Box<[UnboundedSender<ShardMsg>]>,
+    /// Messages sent to the inboxes and not yet handled, node-wide. The
+    /// inboxes themselves are unbounded (the Redis push handler cannot
+    /// wait); readers stop reading while this is above
+    /// `limits.inbox_high_water`, which bounds it.
+    backlog: AtomicUsize,
     /// Orders global and relay broadcasts across shards, as a room lock does.
     broadcast: Mutex<()>,
     rooms: AtomicUsize,
@@ -58,6 +63,7 @@ impl Registry {
             buckets: (0..BUCKETS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             inboxes: inboxes.into_boxed_slice(),
+            backlog: AtomicUsize::new(0),
             broadcast: Mutex::new(()),
             rooms: AtomicUsize::new(0),
         }
@@ -107,20 +113,38 @@ impl Registry {
         self.rooms.load(Ordering::Relaxed)
     }
 
+    /// Messages waiting in shard inboxes (published, not yet fanned out).
+    pub fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::Relaxed)
+    }
+
+    /// A shard handled `n` inbox messages.
+    pub fn handled(&self, n: usize) {
+        self.backlog.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    fn send(&self, shard: usize, msg: ShardMsg) {
+        // Counted first, so `handled` never runs below zero. A shard that
+        // already stopped (shutdown) has no one left to deliver to.
+        self.backlog.fetch_add(1, Ordering::Relaxed);
+        if self.inboxes[shard].send(msg).is_err() {
+            self.backlog.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// Sends `Drain` to every shard (after all publishers have stopped).
     pub fn drain_all(&self) {
         let _order = self.broadcast.lock();
-        for inbox in self.inboxes.iter() {
-            // A shard that already stopped has nothing left to drain.
-            let _ = inbox.send(ShardMsg::Drain);
+        for shard in 0..self.inboxes.len() {
+            self.send(shard, ShardMsg::Drain);
         }
     }
 }
 
 impl Delivery for Registry {
     fn failed(&self, origin: Origin) {
-        if let Some(inbox) = self.inboxes.get(origin.shard) {
-            let _ = inbox.send(ShardMsg::Failed(origin));
+        if origin.shard < self.inboxes.len() {
+            self.send(origin.shard, ShardMsg::Failed(origin));
         }
     }
 
@@ -131,7 +155,6 @@ impl Delivery for Registry {
             frame: frame.clone(),
             arrived,
         };
-        // A shard that already stopped (shutdown) has no one left to deliver to.
         match topic {
             Topic::Room(room) => {
                 let map = self.bucket(room.as_str()).lock();
@@ -139,13 +162,13 @@ impl Delivery for Registry {
                     return;
                 };
                 for (shard, _) in entry.per_shard.iter().enumerate().filter(|(_, n)| **n > 0) {
-                    let _ = self.inboxes[shard].send(msg());
+                    self.send(shard, msg());
                 }
             }
             Topic::Global | Topic::Relay => {
                 let _order = self.broadcast.lock();
-                for inbox in self.inboxes.iter() {
-                    let _ = inbox.send(msg());
+                for shard in 0..self.inboxes.len() {
+                    self.send(shard, msg());
                 }
             }
         }

@@ -2,7 +2,9 @@
 //! One test binary (faster to build and link than one per file).
 
 mod auth;
+mod bursts;
 mod common;
+mod handshake;
 mod http;
 mod lifecycle;
 mod metrics;

@@ -50,7 +50,10 @@ impl Tally {
 
 #[tokio::test]
 async fn exact_counts_through_messages_errors_closes_and_a_slow_consumer() {
-    let server = start(&["limits.queue_messages=16"]);
+    let server = start(&[
+        "limits.queue_messages=16",
+        "limits.slow_consumer_timeout=200ms",
+    ]);
     let m = server.metrics_addr().expect("metrics on");
     let mut out = Tally { bytes: 0 };
 
@@ -114,6 +117,8 @@ async fn exact_counts_through_messages_errors_closes_and_a_slow_consumer() {
         flooder.chat(None, &format!("{n}:{body}")).await;
         flooder.recv_type("chat").await;
     }
+    // Slowness is judged over time: it stays stalled past the timeout.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     assert_eq!(stalled.expect_close().await, 1008);
     eventually("stalled gone", || node.metrics.connected.get() == 2).await;
     a.close().await;

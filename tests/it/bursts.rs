@@ -1,0 +1,190 @@
+//! Bursts and storms (issue 9, finding 2): a client that reads promptly is
+//! never closed, whatever the shape of others' bursts, and receives
+//! everything. Each test failed before reads got a budget and the send queue
+//! judged slowness over time (every member was closed 1008).
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::common::{connect, connect_room, start, Client, WAIT};
+
+/// Reads until `want` chats whose content starts with `prefix` arrived;
+/// panics on a Close or a timeout. Returns how many chats it saw.
+async fn read_chats(mut c: Client, prefix: &'static str, want: usize) -> usize {
+    let mut seen = 0;
+    while seen < want {
+        let msg = tokio::time::timeout(WAIT, c.ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("timed out after {seen} of {want} chats"))
+            .expect("stream ended")
+            .expect("websocket error");
+        match msg {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == "chat" && v["data"]["content"].as_str().unwrap().starts_with(prefix)
+                {
+                    seen += 1;
+                }
+            }
+            Message::Close(f) => panic!("closed after {seen} of {want} chats: {f:?}"),
+            _ => {}
+        }
+    }
+    seen
+}
+
+/// Queues every message in the client's write buffer, then writes them
+/// together (one TCP write, as far as the buffer allows).
+async fn send_in_one_write(c: &mut Client, msgs: impl IntoIterator<Item = Value>) {
+    for m in msgs {
+        c.ws.feed(Message::text(m.to_string())).await.unwrap();
+    }
+    c.ws.flush().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_300_chat_burst_reaches_a_20_member_room_and_nobody_is_closed() {
+    const BURST: usize = 300;
+    let server = start(&[]);
+    let mut members = Vec::new();
+    for _ in 0..20 {
+        members.push(connect_room(server.addr(), "r").await);
+    }
+    let mut sender = connect_room(server.addr(), "r").await;
+    let readers: Vec<_> = members
+        .into_iter()
+        .map(|m| tokio::spawn(read_chats(m, "b", BURST)))
+        .collect();
+    let chats =
+        (0..BURST).map(|n| json!({"type":"chat","room":"r","data":{"content":format!("b{n}")}}));
+    send_in_one_write(&mut sender, chats).await;
+    for r in readers {
+        assert_eq!(r.await.unwrap(), BURST);
+    }
+    assert_eq!(read_chats(sender, "b", BURST).await, BURST);
+    assert_eq!(server.node().metrics.slow_consumer_closes.get(), 0);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roomless_burst_reaches_every_native_client() {
+    const BURST: usize = 300;
+    let server = start(&[]);
+    let mut others = Vec::new();
+    for _ in 0..20 {
+        others.push(connect(server.addr(), "/ws").await);
+    }
+    let mut sender = connect(server.addr(), "/ws").await;
+    let readers: Vec<_> = others
+        .into_iter()
+        .map(|m| tokio::spawn(read_chats(m, "g", BURST)))
+        .collect();
+    let chats = (0..BURST).map(|n| json!({"type":"chat","data":{"content":format!("g{n}")}}));
+    send_in_one_write(&mut sender, chats).await;
+    for r in readers {
+        assert_eq!(r.await.unwrap(), BURST);
+    }
+    assert_eq!(read_chats(sender, "g", BURST).await, BURST);
+    assert_eq!(server.node().metrics.slow_consumer_closes.get(), 0);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_leave_pairs_in_one_write_do_not_kick_members() {
+    let server = start(&[]);
+    let mut members = Vec::new();
+    for _ in 0..20 {
+        members.push(connect_room(server.addr(), "r").await);
+    }
+    let mut churner = connect(server.addr(), "/ws").await;
+    let readers: Vec<_> = members
+        .into_iter()
+        .map(|m| tokio::spawn(read_chats(m, "after", 1)))
+        .collect();
+    let pairs = (0..150).flat_map(|_| {
+        [
+            json!({"type":"join","room":"r"}),
+            json!({"type":"leave","room":"r"}),
+        ]
+    });
+    send_in_one_write(&mut churner, pairs).await;
+    churner.join("r").await;
+    churner.chat(Some("r"), "after the churn").await;
+    for r in readers {
+        assert_eq!(r.await.unwrap(), 1);
+    }
+    assert_eq!(server.node().metrics.slow_consumer_closes.get(), 0);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_pipelined_requests_get_every_reply() {
+    let server = start(&[]);
+    let mut c = connect(server.addr(), "/ws").await;
+    let joins = (0..1000).map(|n| json!({"type":"join","room":format!("j{n}")}));
+    send_in_one_write(&mut c, joins).await;
+    let pings = (0..1000).map(|_| json!({"type":"ping"}));
+    send_in_one_write(&mut c, pings).await;
+    let (mut joined, mut limited, mut pongs) = (0, 0, 0);
+    while pongs < 1000 {
+        let m = c.recv().await;
+        match (m["type"].as_str().unwrap(), m["data"]["code"].as_str()) {
+            ("system", _) if m["data"]["event"] == "joined" => joined += 1,
+            ("error", Some("ROOM_LIMIT")) => limited += 1,
+            ("pong", _) => pongs += 1,
+            _ => {}
+        }
+    }
+    // limits.max_rooms_per_connection is 100.
+    assert_eq!((joined, limited, pongs), (100, 900, 1000));
+    server.shutdown().await;
+}
+
+/// 2,000 clients connect into one room at once while 5 members are already
+/// in it: every one gets its 101 and greeting, nobody is closed, and a chat
+/// sent after the storm reaches all of them. Presence is capped per room
+/// (limits.presence_per_second), so the storm is not 2,000² messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_storm_of_2000_into_one_room_closes_nobody() {
+    const STORM: usize = 2000;
+    let server = start(&[]);
+    let addr = server.addr();
+    let mut early = Vec::new();
+    for _ in 0..5 {
+        early.push(connect_room(addr, "storm").await);
+    }
+    let early: Vec<_> = early
+        .into_iter()
+        .map(|c| tokio::spawn(read_chats(c, "after", 1)))
+        .collect();
+    let storm = futures_util::future::join_all((0..STORM).map(|_| {
+        tokio::spawn(async move {
+            let c = connect_room(addr, "storm").await;
+            let id = c.id.clone();
+            (id, tokio::spawn(read_chats(c, "after", 1)))
+        })
+    }))
+    .await;
+    let mut ids = HashSet::new();
+    let mut readers = Vec::new();
+    for joined in storm {
+        let (id, reader) = joined.expect("every client got its 101, greeting and join");
+        ids.insert(id);
+        readers.push(reader);
+    }
+    assert_eq!(ids.len(), STORM);
+    let mut sender = connect_room(addr, "storm").await;
+    sender.chat(Some("storm"), "after the storm").await;
+    for r in early.into_iter().chain(readers) {
+        assert_eq!(r.await.unwrap(), 1);
+    }
+    let metrics = &server.node().metrics;
+    assert_eq!(metrics.slow_consumer_closes.get(), 0);
+    assert!(
+        metrics.presence_suppressed.get() > 0,
+        "the storm was over the presence cap"
+    );
+    server.shutdown().await;
+}

@@ -1,0 +1,199 @@
+//! Before the upgrade (issue 9, findings 3 and 5): time limits on silent,
+//! partial and idle HTTP connections, the handshake and connection caps,
+//! accept backoff when out of file descriptors, and RFC 6455 checks of the
+//! upgrade request. Each failed before: the sockets stayed open for good,
+//! and malformed handshakes got 101.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use chatd::metrics::RejectReason;
+
+use crate::common::{connect, connect_raw, http_get, start, WAIT};
+
+/// Reads until the server closes the socket; everything it sent.
+async fn read_until_closed(stream: &mut TcpStream) -> String {
+    let mut all = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut all))
+        .await
+        .expect("the server closed the socket in time")
+        .expect("read");
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+async fn raw_request(addr: SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    read_until_closed(&mut s).await
+}
+
+#[tokio::test]
+async fn silent_partial_and_idle_connections_are_dropped() {
+    let server = start(&[
+        "server.handshake_timeout=300ms",
+        "server.http_idle_timeout=300ms",
+    ]);
+    let addr = server.addr();
+    let started = Instant::now();
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let mut partial = TcpStream::connect(addr).await.unwrap();
+    partial
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_until_closed(&mut silent).await, "");
+    assert_eq!(read_until_closed(&mut partial).await, "");
+    let answered = read_until_closed(&mut idle).await;
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let metrics = &server.node().metrics;
+    assert_eq!(metrics.rejections(RejectReason::HandshakeTimeout), 3);
+    // A WebSocket that upgrades in time is not affected by either limit.
+    let mut c = connect(addr, "/ws/r").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.chat(None, "still open").await;
+    assert_eq!(c.recv_type("chat").await["data"]["content"], "still open");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn handshake_and_connection_caps() {
+    // One shard: connections are accepted in the order they were made.
+    let server = start(&[
+        "server.shards=1",
+        "server.max_handshakes=2",
+        "server.max_connections=1",
+    ]);
+    let addr = server.addr();
+    let _a = TcpStream::connect(addr).await.unwrap();
+    let _b = TcpStream::connect(addr).await.unwrap();
+    // The third is closed at once, long before the handshake timeout.
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    let _ = third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), third.read_to_end(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "refused at accept: {read:?}"
+    );
+    let metrics = server.node().metrics.clone();
+    assert!(metrics.rejections(RejectReason::HandshakeLimit) >= 1);
+    drop((_a, _b));
+    crate::common::eventually("handshakes released", || {
+        server
+            .node()
+            .handshakes
+            .load(std::sync::atomic::Ordering::Acquire)
+            == 0
+    })
+    .await;
+    let _first = connect(addr, "/ws").await;
+    let refused = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 503)
+        }
+        other => panic!("expected 503, got {other:?}"),
+    }
+    assert_eq!(metrics.rejections(RejectReason::MaxConnections), 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_upgrade_requests_get_400() {
+    let server = start(&["server.http_idle_timeout=200ms"]);
+    let addr = server.addr();
+    let upgrade = |version: &str, host: bool, key: &str| {
+        format!(
+            "GET /ws HTTP/{version}\r\n{}Connection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n",
+            if host { "Host: x\r\n" } else { "" }
+        )
+    };
+    let good = "dGhlIHNhbXBsZSBub25jZQ==";
+    for (request, reason) in [
+        (upgrade("1.1", true, "abc"), "Sec-WebSocket-Key"),
+        (upgrade("1.1", true, ""), "Sec-WebSocket-Key"),
+        (upgrade("1.1", false, good), "Host"),
+        (upgrade("1.0", true, good), "HTTP/1.1"),
+    ] {
+        let answer = raw_request(addr, &request).await;
+        assert!(answer.contains(" 400 "), "{request}: {answer}");
+        assert!(answer.contains(reason), "{request}: {answer}");
+    }
+    // The good one still upgrades.
+    connect_raw(addr, "/ws").await;
+    server.shutdown().await;
+}
+
+/// With the fd limit lowered, silent sockets used to lock out every new
+/// client for good and the log got thousands of "accept failed" lines. Now
+/// the silent ones time out, the accept loop backs off, logs once per
+/// interval and counts, and the node serves again.
+#[tokio::test]
+async fn out_of_file_descriptors_backs_off_and_recovers() {
+    let bin = env!("CARGO_BIN_EXE_chatd");
+    let mut child = tokio::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "ulimit -n 64 && exec {bin} --host 127.0.0.1 --port 0 --set metrics.enabled=false \
+                 --set server.shards=1 --set server.handshake_timeout=1s --log-level warn"
+            ),
+        ])
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let addr: SocketAddr = line
+        .strip_prefix("chatd listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut silent = Vec::new();
+    for _ in 0..100 {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // Out of descriptors for a while, then the silent ones time out (1 s).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    drop(silent);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ok = tokio::time::timeout(Duration::from_secs(1), http_get(addr, "/healthz")).await;
+        if matches!(ok, Ok((200, _))) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the node never served again");
+    }
+    child.kill().await.unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    let warnings = stderr.matches("accept failed").count();
+    assert!(
+        (1..=3).contains(&warnings),
+        "one warning per interval, got {warnings}:\n{stderr}"
+    );
+}
