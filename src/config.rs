@@ -36,6 +36,11 @@ pub struct Config {
     pub log: LogConfig,
     pub broker: BrokerConfig,
     pub auth: AuthConfig,
+    /// `CHATD_*` environment variables that were not read as config (no
+    /// `__` in the name, e.g. `CHATD_BIN` of a script): logged as a warning
+    /// at start, never an error.
+    #[serde(skip)]
+    pub ignored_env: Vec<String>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -432,7 +437,9 @@ const SPEC_ENV: [SpecVar; 2] = [
 ];
 
 /// Prefix of environment overrides; `__` separates levels:
-/// `CHATD_LIMITS__QUEUE_MESSAGES=512` sets `limits.queue_messages`.
+/// `CHATD_LIMITS__QUEUE_MESSAGES=512` sets `limits.queue_messages`. Only
+/// names with a `__` are config: other `CHATD_*` names (scripts use
+/// `CHATD_BIN` and the like) are ignored with a warning.
 pub const ENV_PREFIX: &str = "CHATD_";
 
 impl Config {
@@ -450,6 +457,7 @@ impl Config {
             None => Value::Mapping(Mapping::new()),
         };
         let mut env: Vec<(String, String)> = env.into_iter().collect();
+        let mut ignored_env = Vec::new();
         // The chat-api spec's variables first, so CHATD_* ones win over them.
         env.sort_by_key(|(k, _)| !SPEC_ENV.iter().any(|v| v.name == k));
         for (key, value) in env {
@@ -462,6 +470,10 @@ impl Config {
                 };
                 set_path(&mut tree, &path, value);
             } else if let Some(rest) = key.strip_prefix(ENV_PREFIX) {
+                if !rest.contains("__") {
+                    ignored_env.push(key);
+                    continue;
+                }
                 let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
                 set_path(&mut tree, &path, scalar(&value));
             }
@@ -473,9 +485,11 @@ impl Config {
             let path: Vec<String> = key.split('.').map(str::to_owned).collect();
             set_path(&mut tree, &path, scalar(value));
         }
-        let config: Config = serde_path_to_error::deserialize(tree)
+        let mut config: Config = serde_path_to_error::deserialize(tree)
             .map_err(|e| ConfigError::Parse(e.to_string()))?;
         config.validate()?;
+        ignored_env.sort();
+        config.ignored_env = ignored_env;
         Ok(config)
     }
 
@@ -647,6 +661,23 @@ mod tests {
         assert_eq!(c.limits.queue_messages, 512);
         assert_eq!(c.heartbeat.ping_interval, Duration::from_secs(5));
         assert!(!c.metrics.enabled);
+    }
+
+    /// Regression (issue 9): `CHATD_BIN=...` in the environment stopped
+    /// chatd from starting with `unknown field bin`.
+    #[test]
+    fn chatd_names_without_a_section_are_ignored_not_fatal() {
+        let c = Config::load(
+            Some(Path::new("/dev/null")),
+            env(&[
+                ("CHATD_BIN", "/usr/bin/chatd"),
+                ("CHATD_SERVER__PORT", "9001"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.server.port, 9001);
+        assert_eq!(c.ignored_env, ["CHATD_BIN"]);
     }
 
     #[test]

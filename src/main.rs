@@ -1,5 +1,6 @@
 use anyhow::Context;
 use clap::Parser;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
 
@@ -54,6 +55,12 @@ fn main() -> anyhow::Result<()> {
     overrides.extend(cli.set.iter().cloned());
     let config = Config::load(cli.config_file.as_deref(), std::env::vars(), &overrides)?;
     init_logging(&config)?;
+    for name in &config.ignored_env {
+        tracing::warn!(
+            name,
+            "environment variable ignored: config variables are CHATD_SECTION__FIELD"
+        );
+    }
 
     let server = chatd::start(config).context("starting chatd")?;
     // One plain line on stdout, for scripts that start chatd on port 0.
@@ -62,7 +69,15 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        wait_for_signal().await?;
+        tokio::select! {
+            signal = wait_for_signal() => signal?,
+            reason = server.failed() => {
+                // A dead shard cannot serve or drain its connections: exit
+                // non-zero so that a supervisor restarts the node.
+                tracing::error!(%reason, "a shard failed; exiting");
+                std::process::exit(70);
+            }
+        }
         tracing::info!("shutdown signal received");
         server.shutdown().await;
         anyhow::Ok(())
@@ -76,6 +91,8 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colour codes only for a person at a terminal, not in log files.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Text => builder.init(),

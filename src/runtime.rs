@@ -43,6 +43,46 @@ pub struct Server {
     metrics_addr: Option<SocketAddr>,
     node: Arc<Node>,
     threads: Vec<JoinHandle<()>>,
+    failure: Arc<Failure>,
+}
+
+/// Set when a shard thread panicked (its connections are gone and it can
+/// no longer serve or drain): the binary exits non-zero on it.
+#[derive(Default)]
+pub struct Failure {
+    reason: parking_lot::Mutex<Option<String>>,
+    notify: tokio::sync::Notify,
+}
+
+impl Failure {
+    fn set(&self, reason: String) {
+        self.reason.lock().get_or_insert(reason);
+        self.notify.notify_waiters();
+    }
+
+    /// Resolves with the first failure's description.
+    pub async fn wait(&self) -> String {
+        loop {
+            let notified = self.notify.notified();
+            if let Some(reason) = self.reason.lock().clone() {
+                return reason;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Runs `body` as shard `index`'s thread; a panic is recorded in `failure`
+/// instead of ending the thread silently.
+fn supervised(index: usize, failure: Arc<Failure>, body: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        failure.set(format!("shard {index} panicked: {what}"));
+    }
 }
 
 /// What shutdown achieved.
@@ -115,6 +155,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         auth,
         handshakes: AtomicUsize::new(0),
     });
+    let failure = Arc::new(Failure::default());
     let mut threads = Vec::with_capacity(shards);
     for (index, (listener, inbox)) in listeners.into_iter().zip(receivers).enumerate() {
         let start = ShardStart {
@@ -129,9 +170,10 @@ pub fn start(config: Config) -> Result<Server, StartError> {
             },
             tls: tls.clone(),
         };
+        let failed = failure.clone();
         let thread = std::thread::Builder::new()
             .name(format!("chatd-shard-{index}"))
-            .spawn(move || run_shard(start))
+            .spawn(move || supervised(index, failed, || run_shard(start)))
             .map_err(StartError::Thread)?;
         threads.push(thread);
     }
@@ -141,6 +183,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         metrics_addr,
         node,
         threads,
+        failure,
     })
 }
 
@@ -155,6 +198,11 @@ impl Server {
 
     pub fn node(&self) -> &Arc<Node> {
         &self.node
+    }
+
+    /// Resolves if a shard thread panics (never, normally).
+    pub async fn failed(&self) -> String {
+        self.failure.wait().await
     }
 
     /// Graceful shutdown: stop accepting and reading, deliver everything
@@ -400,5 +448,22 @@ async fn heartbeat(shard: Rc<Shard>) {
             last_ping = now;
         }
         shard.sweep(now, hb.idle_timeout, ping);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_shard_panic_is_reported_not_swallowed() {
+        let failure = Arc::new(Failure::default());
+        let f = failure.clone();
+        let thread = std::thread::spawn(move || supervised(3, f, || panic!("boom")));
+        let reason = tokio::time::timeout(Duration::from_secs(5), failure.wait())
+            .await
+            .expect("reported");
+        assert_eq!(reason, "shard 3 panicked: boom");
+        thread.join().unwrap();
     }
 }

@@ -163,6 +163,18 @@ fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// A struct's fields serialise in declaration order: a body is the same on
+/// every call (a `json!` map's order was not).
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    sonic_rs::to_string(value).expect("plain structs serialise")
+}
+
+#[derive(serde::Serialize)]
+struct NotReady {
+    status: &'static str,
+    reason: &'static str,
+}
+
 fn json(status: StatusCode, body: String) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
@@ -172,7 +184,11 @@ fn json(status: StatusCode, body: String) -> Response<Body> {
 }
 
 fn error(status: StatusCode, message: &str) -> Response<Body> {
-    json(status, sonic_rs::json!({ "error": message }).to_string())
+    #[derive(serde::Serialize)]
+    struct ErrorBody<'a> {
+        error: &'a str,
+    }
+    json(status, to_json(&ErrorBody { error: message }))
 }
 
 fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> {
@@ -198,7 +214,10 @@ fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> {
                 None => json(StatusCode::OK, r#"{"status":"ready"}"#.into()),
                 Some(reason) => json(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    sonic_rs::json!({"status": "not ready", "reason": reason}).to_string(),
+                    to_json(&NotReady {
+                        status: "not ready",
+                        reason,
+                    }),
                 ),
             }
         }

@@ -82,3 +82,50 @@ async fn upgrades_need_a_valid_token_whose_subject_becomes_the_client_id() {
     assert_eq!(bob.recv().await["data"]["client_id"], "bob");
     server.shutdown().await;
 }
+
+fn signed(claims: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Regression (issue 9, finding 5): a token with `nbf` or `iat` a day in the
+/// future was accepted, and a missing `sub` was answered with a serde message.
+#[tokio::test]
+async fn future_tokens_are_refused_with_short_reasons() {
+    let secret = format!("auth.jwt_secret={SECRET}");
+    let server = start(&["auth.enabled=true", &secret]);
+    let base = format!("ws://{}", server.addr());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let day = 86_400;
+    let cases = [
+        (
+            serde_json::json!({"sub":"a","exp":now + 2 * day,"nbf":now + day}),
+            r#"{"error":"invalid token: not valid yet"}"#,
+        ),
+        (
+            serde_json::json!({"sub":"a","exp":now + 2 * day,"iat":now + day}),
+            r#"{"error":"invalid token: issued in the future"}"#,
+        ),
+        (
+            serde_json::json!({"exp":now + 300}),
+            r#"{"error":"invalid token: missing claim sub"}"#,
+        ),
+    ];
+    for (claims, expected) in cases {
+        let (status, body) = refused(format!("{base}/ws?token={}", signed(claims.clone()))).await;
+        assert_eq!((status, body.as_str()), (401, expected), "{claims}");
+    }
+    // Within the leeway (30 s), a slightly early iat is fine.
+    let fine = signed(serde_json::json!({"sub":"a","exp":now + 300,"iat":now + 5,"nbf":now}));
+    tokio_tungstenite::connect_async(format!("{base}/ws?token={fine}"))
+        .await
+        .expect("accepted");
+    server.shutdown().await;
+}
