@@ -88,6 +88,11 @@ for kind in chatd baseline; do
   start "$kind" "$port"
   run "$kind" rooms rooms --url "127.0.0.1:$port" --clients $((CLIENTS * 2)) --room-size 10 --per-client-rate 1 "${DUR[@]}" --server-pid "$PID"
   stop "$PID"
+  # burst: 300 chats in one write, 10 bursts/s, into a room of prompt readers
+  # (before the backpressure work every member was closed 1008).
+  start "$kind" "$port"
+  run "$kind" burst burst --url "127.0.0.1:$port" --clients 100 --senders 1 --rate 10 --burst 300 "${DUR[@]}" --server-pid "$PID"
+  stop "$PID"
   start "$kind" "$port"
   run "$kind" connect connect --url "127.0.0.1:$port" --clients "$STORM" --concurrency 200 --sources 2 --server-pid "$PID"
   stop "$PID"

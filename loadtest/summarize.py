@@ -53,6 +53,16 @@ for label, title in [("rooms", "rooms (2000 clients in rooms of 10, 1 msg/s each
                   r["p99_us"] / 1000, "%.2f" % r["server_cpu_us_per_delivery"] if r["server_cpu_us_per_delivery"] else "-"))
     print()
 
+print("### burst (100 prompt readers in one room; 1 sender writes 300 chats in one write, 10 bursts/s)\n")
+print("| server | deliveries/s | delivered | p50 ms | p99 ms | server CPU us/delivery | closes |")
+print("|---|---|---|---|---|---|---|")
+for kind in ("chatd", "baseline"):
+    r = by.get((kind, "burst"))
+    if r:
+        print("| %s | %.0f | %.1f %% | %.2f | %.2f | %s | %s |" % (kind, r["deliveries_per_s"], r["delivered_pct"], r["p50_us"] / 1000,
+              r["p99_us"] / 1000, "%.2f" % r["server_cpu_us_per_delivery"] if r["server_cpu_us_per_delivery"] else "-", r["closes"] or "none"))
+print()
+
 print("### connect (connection storm, 200 handshakes in flight)\n")
 print("| server | connections | connects/s | handshake p50 ms | p99 ms | server CPU us/connect | errors |")
 print("|---|---|---|---|---|---|---|")

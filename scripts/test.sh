@@ -34,3 +34,10 @@ fi
 if [ "${SKIP_AUTOBAHN:-0}" != 1 ]; then
   autobahn/run.sh
 fi
+
+# Every fuzz target for a bounded time (FUZZ_SECONDS each, default 30) from
+# the corpus kept in fuzz/corpus, so a regression in a parser of client
+# input shows here. Needs the nightly toolchain and cargo-fuzz.
+if [ "${SKIP_FUZZ:-0}" != 1 ]; then
+  fuzz/run.sh "${FUZZ_SECONDS:-30}"
+fi

@@ -6,6 +6,7 @@
 //! `conn` (read, parse) → `broker` (publish) → `rooms` (fan-out) → `queue` →
 //! `conn::writer`.
 //!
+//! - `fuzzing`: entry points for `fuzz/` (hidden; raw input into the parsers).
 //! - [`runtime`]: start and stop; one current-thread runtime and one
 //!   `SO_REUSEPORT` listener per shard; shard inboxes; heartbeat sweep.
 //! - [`http`]: routes, upgrade checks, health and readiness, metrics listener.
@@ -27,6 +28,8 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod conn;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod node;

@@ -191,11 +191,19 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Sends a chat whose content starts with the intended send time, padded
-    /// to `size` bytes.
-    pub async fn chat(&mut self, intended_ns: u64, size: usize) -> std::io::Result<()> {
+    /// Sends `n` chats in one write (1 normally; more for a burst, as a
+    /// client that batches its output sends), each starting with the
+    /// intended send time and padded to `size` bytes.
+    pub async fn burst(&mut self, intended_ns: u64, size: usize, n: usize) -> std::io::Result<()> {
         let text = chat_text(intended_ns, size);
         self.out.clear();
+        for _ in 0..n {
+            self.frame(&text);
+        }
+        self.io.write_all(&self.out).await
+    }
+
+    fn frame(&mut self, text: &str) {
         self.out.push(0x81);
         // Masked with the all-zero key: valid, and the payload stays as is.
         match text.len() {
@@ -211,7 +219,6 @@ impl Writer {
         }
         self.out.extend_from_slice(&[0, 0, 0, 0]);
         self.out.extend_from_slice(text.as_bytes());
-        self.io.write_all(&self.out).await
     }
 }
 

@@ -5,6 +5,7 @@
 //! loadtest rooms   --clients 2000 --room-size 10 --per-client-rate 1
 //! loadtest connect --clients 10000 --concurrency 200
 //! loadtest idle    --clients 19000 --server-pid PID --sources 4
+//! loadtest burst   --clients 100 --senders 1 --rate 10 --burst 300
 //! loadtest cross-node --url 127.0.0.1:8080 --url 127.0.0.1:8081 --clients 1000 --senders 10 --rate 200
 //! ```
 //!
@@ -35,6 +36,10 @@ pub enum Scenario {
     /// Fan-out with receivers spread over several nodes (--url, repeated),
     /// senders on the first: every delivery to another node crosses the bus.
     CrossNode,
+    /// C clients in one room; S senders each write --burst chats in one
+    /// TCP write, --rate bursts per second in all. Every reader is prompt:
+    /// any close is a failure of the server's backpressure.
+    Burst,
 }
 
 #[derive(Debug, Clone, Parser)]
@@ -56,6 +61,9 @@ pub struct Args {
     /// fanout/cross-node: messages per second, all senders together.
     #[arg(long, default_value_t = 400.0)]
     pub rate: f64,
+    /// burst: chats per burst (one write).
+    #[arg(long, default_value_t = 300)]
+    pub burst: usize,
     /// rooms: members per room.
     #[arg(long, default_value_t = 10)]
     pub room_size: usize,

@@ -65,7 +65,9 @@ impl Shared {
 pub async fn run(args: &Args) -> anyhow::Result<Report> {
     let servers = args.servers()?;
     match args.scenario {
-        Scenario::Fanout | Scenario::CrossNode => messaging(args, &servers, Layout::Fanout).await,
+        Scenario::Fanout | Scenario::CrossNode | Scenario::Burst => {
+            messaging(args, &servers, Layout::Fanout).await
+        }
         Scenario::Rooms => messaging(args, &servers, Layout::Rooms).await,
         Scenario::Connect => connect_storm(args, servers[0]).await,
         Scenario::Idle => idle(args, servers[0]).await,
@@ -175,6 +177,11 @@ async fn messaging(args: &Args, servers: &[SocketAddr], layout: Layout) -> anyho
     let connected = clients.len();
     let shared = Shared::new();
     let (stop_tx, stop_rx) = watch::channel(false);
+    // A burst scenario sends `burst` chats per scheduled send.
+    let burst = match args.scenario {
+        Scenario::Burst => args.burst.max(1),
+        _ => 1,
+    };
     let per_sender_rate = match layout {
         Layout::Fanout => args.rate / senders.len().max(1) as f64,
         Layout::Rooms => args.per_client_rate,
@@ -210,7 +217,7 @@ async fn messaging(args: &Args, servers: &[SocketAddr], layout: Layout) -> anyho
                 start_ns + offset,
                 interval_ns,
                 end,
-                args.size,
+                (args.size, burst),
             )));
         } else {
             // Dropping a write half would shut the socket's sending side.
@@ -300,18 +307,18 @@ async fn send(
     first: u64,
     interval: u64,
     end: u64,
-    size: usize,
+    (size, burst): (usize, usize),
 ) -> Option<client::Writer> {
     let wake = Arc::new(tokio::sync::Notify::new());
     let mut t = first;
     while t < end {
         pacer.until(t, &wake).await;
-        if writer.chat(t, size).await.is_err() {
+        if writer.burst(t, size, burst).await.is_err() {
             shared.errors.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         if shared.in_window(t) {
-            shared.sent.fetch_add(1, Ordering::Relaxed);
+            shared.sent.fetch_add(burst as u64, Ordering::Relaxed);
         }
         t += interval;
     }

@@ -124,7 +124,7 @@ impl Drop for HandshakeGuard {
 
 /// Which endpoint a path names.
 #[derive(Debug, PartialEq, Eq)]
-enum Route<'a> {
+pub(crate) enum Route<'a> {
     Native { room: Option<&'a str> },
     Relay,
     Health,
@@ -132,7 +132,7 @@ enum Route<'a> {
     NotFound,
 }
 
-fn route(path: &str) -> Route<'_> {
+pub(crate) fn route(path: &str) -> Route<'_> {
     match path {
         "/healthz" => return Route::Health,
         "/readyz" => return Route::Ready,
@@ -155,7 +155,7 @@ fn route(path: &str) -> Route<'_> {
 
 /// The value of `key` in a query string (names need no percent-decoding:
 /// their allowed characters are all URL-safe).
-fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
+pub(crate) fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
     query?
         .split('&')
         .filter_map(|kv| kv.split_once('='))

@@ -100,6 +100,9 @@ impl ReadSource for tokio::net::tcp::OwnedReadHalf {
 
 impl<T: AsyncRead + Unpin> ReadSource for tokio::io::ReadHalf<T> {}
 
+/// In-memory input (the fuzz targets).
+impl ReadSource for &[u8] {}
+
 /// A fragmented data message being reassembled.
 struct Partial {
     opcode: OpCode,

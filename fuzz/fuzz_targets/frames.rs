@@ -1,0 +1,6 @@
+//! The WebSocket frame reader: any bytes a client sends after the upgrade.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    chatd::fuzzing::frames(data);
+});
