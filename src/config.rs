@@ -637,6 +637,15 @@ mod tests {
         assert_eq!(c.shutdown.grace_period, Duration::from_secs(10));
     }
 
+    /// config.example.yaml documents every key with its default: it loads,
+    /// and gives exactly the built-in defaults.
+    #[test]
+    fn the_example_config_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.yaml");
+        let example = Config::load(Some(&path), [], &[]).unwrap();
+        assert_eq!(format!("{example:?}"), format!("{:?}", Config::default()));
+    }
+
     #[test]
     fn file_then_env_then_flags() {
         let dir = std::env::temp_dir().join(format!("chatd-config-{}", std::process::id()));

@@ -69,7 +69,7 @@ impl CloseReason {
 
     pub fn text(self) -> &'static str {
         match self {
-            CloseReason::SlowConsumer => "slow consumer: send queue full",
+            CloseReason::SlowConsumer => "slow consumer: not keeping up with its messages",
             CloseReason::HeartbeatTimeout => "heartbeat timeout",
             CloseReason::Shutdown => "server shutting down",
             CloseReason::TooBig => "message too big",

@@ -422,10 +422,15 @@ async fn dispatch(shard: Rc<Shard>, mut inbox: UnboundedReceiver<ShardMsg>) {
     let mut batch = Vec::with_capacity(64);
     while inbox.recv_many(&mut batch, 64).await > 0 {
         let n = batch.len();
+        let node = &shard.node;
+        // What waited (node-wide) when this batch was taken.
+        node.metrics
+            .inbox_backlog
+            .set(node.registry.backlog() as i64);
         for msg in batch.drain(..) {
             shard.handle(msg);
         }
-        shard.node.registry.handled(n);
+        node.registry.handled(n);
     }
 }
 

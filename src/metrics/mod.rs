@@ -128,6 +128,9 @@ pub struct Metrics {
     pub reader_pauses: Counter,
     /// Failed `accept` calls (typically EMFILE: out of file descriptors).
     pub accept_errors: Counter,
+    /// Messages in shard inboxes (published, not yet fanned out), as of the
+    /// last dispatch.
+    pub inbox_backlog: Gauge,
     rejected: Family<RejectLabel, Counter>,
     /// One recipient's queue depth per fan-out per shard.
     pub queue_depth: Histogram,
@@ -215,6 +218,12 @@ impl Metrics {
             "chatd_accept_errors",
             "Failed accept calls (e.g. out of file descriptors)",
             accept_errors.clone(),
+        );
+        let inbox_backlog = Gauge::default();
+        registry.register(
+            "chatd_inbox_backlog",
+            "Messages published and not yet fanned out, node-wide (readers pause above limits.inbox_high_water)",
+            inbox_backlog.clone(),
         );
         let rejected = Family::<RejectLabel, Counter>::default();
         registry.register(
@@ -306,6 +315,7 @@ impl Metrics {
             presence_suppressed,
             reader_pauses,
             accept_errors,
+            inbox_backlog,
             rejected,
             queue_depth,
             fanout_latency,
