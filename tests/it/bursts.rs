@@ -44,21 +44,33 @@ async fn send_in_one_write(c: &mut Client, msgs: impl IntoIterator<Item = Value>
     c.ws.flush().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_300_chat_burst_reaches_a_20_member_room_and_nobody_is_closed() {
+/// 20 readers and a sender on `path`; the sender writes 300 chats (to
+/// `room`, or room-less) in one write; everyone gets all 300, nobody closed.
+async fn burst_reaches_everyone(path: &str, room: Option<&str>) {
     const BURST: usize = 300;
     let server = start(&[]);
     let mut members = Vec::new();
     for _ in 0..20 {
-        members.push(connect_room(server.addr(), "r").await);
+        members.push(connect(server.addr(), path).await);
     }
-    let mut sender = connect_room(server.addr(), "r").await;
+    let mut sender = connect(server.addr(), path).await;
+    if let Some(room) = room {
+        // The URL joined them: take each one's `joined` first.
+        for m in members.iter_mut().chain([&mut sender]) {
+            assert_eq!(m.recv_type("system").await["room"], room);
+        }
+    }
     let readers: Vec<_> = members
         .into_iter()
         .map(|m| tokio::spawn(read_chats(m, "b", BURST)))
         .collect();
-    let chats =
-        (0..BURST).map(|n| json!({"type":"chat","room":"r","data":{"content":format!("b{n}")}}));
+    let chats = (0..BURST).map(|n| {
+        let mut chat = json!({"type":"chat","data":{"content":format!("b{n}")}});
+        if let Some(room) = room {
+            chat["room"] = room.into();
+        }
+        chat
+    });
     send_in_one_write(&mut sender, chats).await;
     for r in readers {
         assert_eq!(r.await.unwrap(), BURST);
@@ -69,26 +81,14 @@ async fn a_300_chat_burst_reaches_a_20_member_room_and_nobody_is_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_300_chat_burst_reaches_a_20_member_room_and_nobody_is_closed() {
+    burst_reaches_everyone("/ws/r", Some("r")).await;
+}
+
+/// A room-less chat goes to every native client of the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_roomless_burst_reaches_every_native_client() {
-    const BURST: usize = 300;
-    let server = start(&[]);
-    let mut others = Vec::new();
-    for _ in 0..20 {
-        others.push(connect(server.addr(), "/ws").await);
-    }
-    let mut sender = connect(server.addr(), "/ws").await;
-    let readers: Vec<_> = others
-        .into_iter()
-        .map(|m| tokio::spawn(read_chats(m, "g", BURST)))
-        .collect();
-    let chats = (0..BURST).map(|n| json!({"type":"chat","data":{"content":format!("g{n}")}}));
-    send_in_one_write(&mut sender, chats).await;
-    for r in readers {
-        assert_eq!(r.await.unwrap(), BURST);
-    }
-    assert_eq!(read_chats(sender, "g", BURST).await, BURST);
-    assert_eq!(server.node().metrics.slow_consumer_closes.get(), 0);
-    server.shutdown().await;
+    burst_reaches_everyone("/ws", None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

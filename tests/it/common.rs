@@ -226,7 +226,6 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 /// Runs the real binary on 127.0.0.1, any free port, metrics off, plus
 /// `args`; returns it (killed when dropped) and the address it printed.
 pub async fn spawn_chatd(cmd: &mut tokio::process::Command) -> (tokio::process::Child, SocketAddr) {
-    use tokio::io::AsyncBufReadExt;
     let mut child = cmd
         .args([
             "--host",
@@ -240,18 +239,23 @@ pub async fn spawn_chatd(cmd: &mut tokio::process::Command) -> (tokio::process::
         .kill_on_drop(true)
         .spawn()
         .expect("chatd runs");
+    let addr = listening_addr(&mut child).await;
+    (child, addr)
+}
+
+/// The address a chatd process (stdout piped) prints when it listens.
+pub async fn listening_addr(child: &mut tokio::process::Child) -> SocketAddr {
+    use tokio::io::AsyncBufReadExt;
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let line = tokio::time::timeout(WAIT, lines.next_line())
         .await
         .unwrap()
         .unwrap()
         .unwrap();
-    let addr = line
-        .strip_prefix("chatd listening on ")
+    line.strip_prefix("chatd listening on ")
         .expect(&line)
         .parse()
-        .unwrap();
-    (child, addr)
+        .unwrap()
 }
 
 /// The chatd binary, to add arguments to before [`spawn_chatd`].

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 
 use chatd::metrics::RejectReason;
 
-use crate::common::{connect, connect_raw, http_get, start, WAIT};
+use crate::common::{connect, connect_raw, http_get, listening_addr, start, WAIT};
 
 /// Reads until the server closes the socket; everything it sent.
 async fn read_until_closed(stream: &mut TcpStream) -> String {
@@ -155,18 +155,7 @@ async fn out_of_file_descriptors_backs_off_and_recovers() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let addr: SocketAddr = line
-        .strip_prefix("chatd listening on ")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = listening_addr(&mut child).await;
     let mut silent = Vec::new();
     for _ in 0..100 {
         silent.push(TcpStream::connect(addr).await.unwrap());
