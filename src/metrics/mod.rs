@@ -21,7 +21,7 @@ pub enum DisconnectReason {
     ClientClose,
     /// No inbound frame within the idle timeout.
     Timeout,
-    /// Send queue overflowed.
+    /// Closed as a slow consumer (see `queue`).
     SlowConsumer,
     /// Protocol violation, oversize message, or an I/O error.
     Error,
