@@ -62,15 +62,21 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
-    let server = chatd::start(config).context("starting chatd")?;
-    // One plain line on stdout, for scripts that start chatd on port 0.
-    println!("chatd listening on {}", server.addr());
+    // The runtime and signal handlers (which need file descriptors) exist
+    // before the first client can take the last descriptor.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let signals = {
+        let _in_runtime = rt.enter();
+        Signals::new()?
+    };
+    let server = chatd::start(config).context("starting chatd")?;
+    // One plain line on stdout, for scripts that start chatd on port 0.
+    println!("chatd listening on {}", server.addr());
     rt.block_on(async {
         tokio::select! {
-            signal = wait_for_signal() => signal?,
+            () = signals.wait() => {},
             reason = server.failed() => {
                 // A dead shard cannot serve or drain its connections: exit
                 // non-zero so that a supervisor restarts the node.
@@ -101,13 +107,25 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, registered up front.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }
