@@ -263,7 +263,7 @@ async fn read_loop<R: ReadSource, H: Handler>(
     let queue = &conn.state.queue;
     let metrics = &conn.shard.node.metrics;
     let limits = &conn.shard.node.config.limits;
-    let mut budget = Budget::new(limits.read_budget, limits.read_budget_bytes);
+    let mut budget = Budget::full(limits);
     loop {
         let next = tokio::select! {
             biased;
@@ -320,7 +320,7 @@ async fn read_loop<R: ReadSource, H: Handler>(
                 return End::Invalid;
             }
         }
-        if budget.spend(spent) {
+        if budget.spend(spent, limits) {
             // Boxed: rare, and its timer would otherwise sit in every
             // connection's task.
             if let Some(stop) = Box::pin(catch_up(conn)).await {
@@ -342,31 +342,29 @@ impl From<Stop> for End {
 /// How much one reader may handle before the rest of the shard gets a turn.
 /// Without it, a burst in one TCP read (hundreds of messages) was handled
 /// before any writer ran, and landed in every recipient's queue at once.
+/// (What is left, in 8 bytes: it lives in every connection's task.)
 struct Budget {
-    messages: usize,
-    bytes: usize,
-    left_messages: usize,
-    left_bytes: usize,
+    messages: u32,
+    bytes: u32,
 }
 
 impl Budget {
-    fn new(messages: usize, bytes: usize) -> Budget {
+    fn full(limits: &crate::config::LimitsConfig) -> Budget {
         Budget {
-            messages,
-            bytes,
-            left_messages: messages,
-            left_bytes: bytes,
+            messages: u32::try_from(limits.read_budget).unwrap_or(u32::MAX),
+            bytes: u32::try_from(limits.read_budget_bytes).unwrap_or(u32::MAX),
         }
     }
 
     /// Counts one message of `len` bytes; true when the budget is spent
     /// (and refilled for the next turn).
-    fn spend(&mut self, len: usize) -> bool {
-        self.left_messages = self.left_messages.saturating_sub(1);
-        self.left_bytes = self.left_bytes.saturating_sub(len);
-        if self.left_messages == 0 || self.left_bytes == 0 {
-            self.left_messages = self.messages;
-            self.left_bytes = self.bytes;
+    fn spend(&mut self, len: usize, limits: &crate::config::LimitsConfig) -> bool {
+        self.messages = self.messages.saturating_sub(1);
+        self.bytes = self
+            .bytes
+            .saturating_sub(u32::try_from(len).unwrap_or(u32::MAX));
+        if self.messages == 0 || self.bytes == 0 {
+            *self = Budget::full(limits);
             return true;
         }
         false
