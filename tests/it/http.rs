@@ -93,6 +93,38 @@ async fn json_logs_carry_the_connection_id_and_shard() {
     assert!(!stderr.contains("secret content"));
 }
 
+/// Regression (issue 9, finding 5): `CHATD_BIN` in the environment stopped
+/// chatd from starting (`unknown field bin`), and text logs written to a
+/// pipe carried ANSI colour codes.
+#[tokio::test]
+async fn stray_chatd_variables_warn_and_piped_logs_have_no_colour() {
+    let mut cmd = chatd_command();
+    cmd.args(["--log-level", "info"])
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .env("CHATD_BIN", "/usr/local/bin/chatd")
+        .stderr(std::process::Stdio::piped());
+    let (child, addr) = spawn_chatd(&mut cmd).await;
+    assert_eq!(http_get(addr, "/healthz").await.0, 200);
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let out = tokio::time::timeout(crate::common::WAIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("environment variable ignored"), "{stderr}");
+    assert!(stderr.contains("CHATD_BIN"), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "colour codes in a pipe: {stderr:?}"
+    );
+}
+
 /// SO_REUSEPORT must not let a second server share a port by accident.
 #[tokio::test]
 async fn a_port_in_use_stops_the_start() {
