@@ -8,15 +8,19 @@
 //!
 //! - `fuzzing`: entry points for `fuzz/` (hidden; raw input into the parsers).
 //! - [`runtime`]: start and stop; one current-thread runtime and one
-//!   `SO_REUSEPORT` listener per shard; shard inboxes; heartbeat sweep.
+//!   `SO_REUSEPORT` listener per shard; the accept loop; shard inboxes.
 //! - [`http`]: routes, upgrade checks, health and readiness, metrics listener.
-//! - [`conn`]: one connection: read loop, close paths, writer task; the native
-//!   (chat-api) and relay handlers.
-//! - [`shard`]: one shard's connections and rooms, owned by its thread.
+//! - [`conn`]: one connection: read loop (with its read budget), close paths,
+//!   writer task, the held-back 101 (`hold.rs`); the native (chat-api) and
+//!   relay handlers.
+//! - [`shard`]: one shard's connections and rooms, owned by its thread; its
+//!   inbox dispatch and heartbeat sweep.
 //! - [`node`]: what all shards share (config, registry, broker, metrics).
 //! - [`broker`]: the narrow `Broker` trait; `memory.rs` is the in-process default.
 //! - [`rooms`]: node-wide registry (which shards have members of a room) and
 //!   each shard's member queues; fan-out of one frame to many queues.
+//! - [`model`]: a message's route (`Topic`, `Origin`) and the bus's local
+//!   side (`Delivery`), shared by `broker` and `rooms`.
 //! - [`protocol`]: the native JSON protocol: typed commands in, envelopes out.
 //! - [`ws`]: WebSocket frames: server frames encoded once, client frames read.
 //! - [`queue`]: the bounded per-client frame queue (a leaf: `rooms` pushes,
@@ -32,6 +36,7 @@ pub mod conn;
 pub mod fuzzing;
 pub mod http;
 pub mod metrics;
+pub mod model;
 pub mod node;
 pub mod protocol;
 pub mod queue;

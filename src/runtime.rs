@@ -315,9 +315,9 @@ fn run_shard(start: ShardStart) {
         let listener = TcpListener::from_std(listener).expect("registering the listener");
         let shard = Rc::new(Shard::new(index, node.clone()));
         let mut phase = node.shutdown.subscribe();
-        tokio::task::spawn_local(dispatch(shard.clone(), inbox));
+        tokio::task::spawn_local(crate::shard::dispatch(shard.clone(), inbox));
         node.broker.start_shard(index);
-        tokio::task::spawn_local(heartbeat(shard.clone()));
+        tokio::task::spawn_local(crate::shard::heartbeat(shard.clone()));
         if let Some(l) = metrics_listener {
             let l = TcpListener::from_std(l).expect("registering the metrics listener");
             tokio::task::spawn_local(crate::http::metrics::serve(l, node.clone()));
@@ -351,7 +351,7 @@ async fn accept(
                     let shard = shard.clone();
                     match &tls {
                         None => {
-                            let stream = crate::http::hold::HoldUpgrade::new(stream);
+                            let stream = crate::conn::hold::HoldUpgrade::new(stream);
                             let served = crate::http::serve_connection(shard, stream);
                             tokio::task::spawn_local(served.map(move |()| drop(guard)));
                         }
@@ -414,45 +414,6 @@ impl AcceptBackoff {
         }
         self.pause = (self.pause * 2).clamp(Self::FIRST, Self::MAX);
         self.pause
-    }
-}
-
-/// Delivers inbox messages in arrival order, in batches to amortise wake-ups.
-async fn dispatch(shard: Rc<Shard>, mut inbox: UnboundedReceiver<ShardMsg>) {
-    let mut batch = Vec::with_capacity(64);
-    while inbox.recv_many(&mut batch, 64).await > 0 {
-        let n = batch.len();
-        let node = &shard.node;
-        // What waited (node-wide) when this batch was taken.
-        node.metrics
-            .inbox_backlog
-            .set(node.registry.backlog() as i64);
-        for msg in batch.drain(..) {
-            shard.handle(msg);
-        }
-        node.registry.handled(n);
-    }
-}
-
-/// One sweep of the shard's connections per tick (a quarter of the shortest
-/// of the heartbeat intervals and the slow-consumer timeout), pinging every
-/// `ping_interval`.
-async fn heartbeat(shard: Rc<Shard>) {
-    let hb = shard.node.config.heartbeat.clone();
-    let slow = shard.node.config.limits.slow_consumer_timeout;
-    let shortest = hb.ping_interval.min(hb.idle_timeout).min(slow);
-    let tick = (shortest / 4).max(Duration::from_millis(5));
-    let mut interval = tokio::time::interval(tick);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_ping = Instant::now();
-    loop {
-        interval.tick().await;
-        let now = Instant::now();
-        let ping = now.duration_since(last_ping) >= hb.ping_interval;
-        if ping {
-            last_ping = now;
-        }
-        shard.sweep(now, hb.idle_timeout, ping);
     }
 }
 

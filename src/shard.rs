@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::broker::Origin;
 use crate::node::Node;
@@ -155,5 +156,44 @@ impl Shard {
     /// never run them, so the borrow cannot be re-entered.
     fn for_each(&self, f: impl FnMut(&Rc<ConnState>)) {
         self.conns.borrow().values().for_each(f);
+    }
+}
+
+/// Delivers inbox messages in arrival order, in batches to amortise wake-ups.
+pub async fn dispatch(shard: Rc<Shard>, mut inbox: UnboundedReceiver<ShardMsg>) {
+    let mut batch = Vec::with_capacity(64);
+    while inbox.recv_many(&mut batch, 64).await > 0 {
+        let n = batch.len();
+        let node = &shard.node;
+        // What waited (node-wide) when this batch was taken.
+        node.metrics
+            .inbox_backlog
+            .set(node.registry.backlog() as i64);
+        for msg in batch.drain(..) {
+            shard.handle(msg);
+        }
+        node.registry.handled(n);
+    }
+}
+
+/// One sweep of the shard's connections per tick (a quarter of the shortest
+/// of the heartbeat intervals and the slow-consumer timeout), pinging every
+/// `ping_interval`.
+pub async fn heartbeat(shard: Rc<Shard>) {
+    let hb = shard.node.config.heartbeat.clone();
+    let slow = shard.node.config.limits.slow_consumer_timeout;
+    let shortest = hb.ping_interval.min(hb.idle_timeout).min(slow);
+    let tick = (shortest / 4).max(Duration::from_millis(5));
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_ping = Instant::now();
+    loop {
+        interval.tick().await;
+        let now = Instant::now();
+        let ping = now.duration_since(last_ping) >= hb.ping_interval;
+        if ping {
+            last_ping = now;
+        }
+        shard.sweep(now, hb.idle_timeout, ping);
     }
 }

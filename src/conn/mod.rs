@@ -6,6 +6,7 @@
 //! endpoint's [`Handler`]: `native.rs` (the chat-api JSON protocol) or
 //! `relay.rs` (verbatim relay).
 
+pub mod hold;
 pub mod native;
 pub mod relay;
 pub mod writer;
@@ -22,12 +23,12 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
-use crate::http::hold::HoldUpgrade;
 use crate::metrics::DisconnectReason;
 use crate::queue::{ClientQueue, CloseReason, Limits, State, Stop};
 use crate::shard::{ConnState, Shard};
 use crate::ws::frame::{self, OpCode};
 use crate::ws::{FrameReader, Message, ReadError, ReadSource};
+use hold::HoldUpgrade;
 
 /// A connection as its handler sees it.
 pub struct Conn {

@@ -7,7 +7,6 @@
 //! | `/relay` | verbatim relay |
 //! | `/healthz`, `/readyz` | liveness, readiness (JSON) |
 
-pub mod hold;
 pub mod metrics;
 
 use bytes::Bytes;

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Instant;
 
-use crate::broker::Topic;
+use crate::model::Topic;
 use crate::protocol::RoomName;
 use crate::queue::{ClientQueue, PushError};
 

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::broker::{Delivery, Origin, Topic};
+use crate::model::{Delivery, Origin, Topic};
 use crate::protocol::RoomName;
 
 /// Lock stripes for the room map; a power of two well above the core count.
