@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::rc::Rc;
 use std::time::Instant;
 
-use chatd::broker::Topic;
+use chatd::model::{Event, Payload, Topic};
 use chatd::protocol::envelope::ChatData;
 use chatd::protocol::{self, Header, Kind, RoomName};
 use chatd::queue::{ClientQueue, Limits};
@@ -181,14 +181,17 @@ fn fanout(c: &mut Criterion) {
         rooms.join(&room, ConnId(i as u64), q.clone());
     }
     let topic = Topic::Room(room);
-    let frame = Outgoing::from_payload(&[b'x'; 250]).into_frame(OpCode::Text);
+    // An event: the fan-out frames it once (chat-api), then pushes 10k clones.
+    let sender = chatd::protocol::ClientId::parse("alice", 64).unwrap();
+    let event = Event::chat(topic.clone(), sender, &"x".repeat(200));
+    let payload = Payload::Event(std::sync::Arc::new(event));
     let waker = std::task::Waker::noop();
     let mut cx = std::task::Context::from_waker(waker);
     let mut g = c.benchmark_group("fan-out");
     g.throughput(Throughput::Elements(MEMBERS as u64));
-    g.bench_function("one frame to 10k queues", |b| {
+    g.bench_function("one event framed once, to 10k queues", |b| {
         b.iter(|| {
-            let out = rooms.fanout(&topic, black_box(&frame), Instant::now());
+            let out = rooms.fanout(&topic, black_box(&payload), Instant::now());
             // Empty the queues again so they stay the same size between runs.
             let mut sink = VecDeque::new();
             for q in &queues {

@@ -13,6 +13,8 @@
 //! - [`conn`]: one connection: read loop (with its read budget), close paths,
 //!   writer task, the held-back 101 (`hold.rs`); the native (chat-api) and
 //!   relay handlers.
+//! - [`chat`]: the chat service (join, leave, post and their access checks,
+//!   in events): the one caller of local rooms, registry and broker for chat.
 //! - [`shard`]: one shard's connections and rooms, owned by its thread; its
 //!   inbox dispatch and heartbeat sweep.
 //! - [`node`]: what all shards share (config, registry, broker, metrics).
@@ -30,6 +32,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod chat;
 pub mod config;
 pub mod conn;
 #[doc(hidden)]

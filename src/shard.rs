@@ -86,11 +86,11 @@ impl Shard {
         match msg {
             ShardMsg::Deliver {
                 topic,
-                frame,
+                payload,
                 arrived,
             } => {
-                let fanout = self.rooms.fanout(&topic, &frame, arrived);
-                self.count(fanout, frame.len());
+                let fanout = self.rooms.fanout(&topic, &payload, arrived);
+                self.count(fanout);
             }
             ShardMsg::Drain => self.for_each(|c| c.queue.close(CloseReason::Shutdown)),
             ShardMsg::Failed(origin) => self.publish_failed(origin),
@@ -121,7 +121,8 @@ impl Shard {
         }
     }
 
-    fn count(&self, fanout: Fanout, len: usize) {
+    fn count(&self, fanout: Fanout) {
+        let len = fanout.frame_len;
         let m = &self.node.metrics;
         if fanout.delivered > 0 {
             m.messages_out.inc_by(fanout.delivered);

@@ -21,7 +21,7 @@ impl MemoryBroker {
 impl Broker for MemoryBroker {
     fn publish(&self, _shard: usize, p: Publish) -> Result<(), PublishError> {
         self.metrics.publishes.inc();
-        self.delivery.deliver(p.topic, p.msg.into_frame(p.opcode));
+        self.delivery.deliver(p.topic, p.payload);
         Ok(())
     }
 

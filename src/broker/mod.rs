@@ -12,9 +12,8 @@ pub mod redis;
 use std::future::Future;
 use std::pin::Pin;
 
-pub use crate::model::{Delivery, Origin, Topic};
+pub use crate::model::{Delivery, Origin, Payload, Topic};
 use crate::protocol::RoomName;
-use crate::ws::{OpCode, Outgoing};
 
 pub use memory::MemoryBroker;
 pub use redis::RedisBroker;
@@ -22,8 +21,7 @@ pub use redis::RedisBroker;
 /// One message to publish.
 pub struct Publish<'a> {
     pub topic: &'a Topic,
-    pub msg: Outgoing,
-    pub opcode: OpCode,
+    pub payload: Payload,
     /// Whom to tell if the message is lost after it was accepted.
     pub origin: Option<Origin>,
 }

@@ -13,8 +13,10 @@
 //!   publishes fail at once (`MESSAGE_FAILED`) instead of queueing without
 //!   bound; on recovery every wanted channel is subscribed again.
 //!
-//! The bus payload is the encoded message with its WebSocket opcode in front
-//! (one byte); the receiving node frames it once and fans it out locally.
+//! The bus payload is one tag byte and the message: `E` and an event in its
+//! compact encoding (`model::Event::encode`; the receiving node frames it
+//! once per wire protocol), or `F` and a finished relay frame (passed on as
+//! it is).
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -29,11 +31,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-use super::{Broker, Delivery, Origin, Publish, PublishError, Topic};
+use super::{Broker, Delivery, Origin, Payload, Publish, PublishError, Topic};
 use crate::config::RedisConfig;
 use crate::metrics::BrokerMetrics;
+use crate::model::Event;
 use crate::protocol::RoomName;
-use crate::ws::{OpCode, Outgoing};
 
 /// Longest wait between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -130,12 +132,10 @@ impl Broker for RedisBroker {
             self.shared.metrics.publish_errors.inc();
             return Err(PublishError::Disconnected);
         }
-        let mut payload = Vec::with_capacity(1 + p.msg.payload().len());
-        payload.push(p.opcode as u8);
-        payload.extend_from_slice(p.msg.payload());
+        let payload = bus_payload(&p.payload);
         let out = Outbound {
             channel: self.channel(p.topic),
-            payload: payload.into(),
+            payload,
             origin: p.origin,
         };
         self.shared.pending.fetch_add(1, Ordering::AcqRel);
@@ -326,6 +326,26 @@ impl Bus {
     }
 }
 
+const TAG_EVENT: u8 = b'E';
+const TAG_FRAME: u8 = b'F';
+
+fn bus_payload(payload: &Payload) -> Bytes {
+    match payload {
+        Payload::Event(event) => {
+            let mut out = Vec::with_capacity(64 + event.body.len());
+            out.push(TAG_EVENT);
+            event.encode(&mut out);
+            out.into()
+        }
+        Payload::Frame(frame) => {
+            let mut out = Vec::with_capacity(1 + frame.len());
+            out.push(TAG_FRAME);
+            out.extend_from_slice(frame);
+            out.into()
+        }
+    }
+}
+
 fn with_resp3(url: &str) -> String {
     if url.contains("protocol=") {
         url.to_owned()
@@ -380,16 +400,15 @@ impl Shared {
                 }
             }
         };
-        let Some((&op, data)) = payload.split_first() else {
-            return;
+        let payload = match payload.split_first() {
+            Some((&TAG_EVENT, data)) => match Event::decode(data, self.max_name) {
+                Ok(event) if event.topic == topic => Payload::Event(Arc::new(event)),
+                _ => return,
+            },
+            Some((&TAG_FRAME, frame)) => Payload::Frame(Bytes::copy_from_slice(frame)),
+            _ => return,
         };
-        let Some(opcode) =
-            OpCode::from_u8(op).filter(|o| matches!(o, OpCode::Text | OpCode::Binary))
-        else {
-            return;
-        };
-        self.delivery
-            .deliver(&topic, Outgoing::from_payload(data).into_frame(opcode));
+        self.delivery.deliver(&topic, payload);
     }
 }
 

@@ -1,30 +1,25 @@
-//! The native (chat-api) protocol on a connection: chat, join, leave, ping.
+//! The native (chat-api) protocol on a connection: translates its JSON
+//! commands into chat service calls and their results into envelopes.
+//! (Events from others reach the connection through the fan-out, framed
+//! once per message in `rooms::encode`.)
 
 use bytes::Bytes;
 use serde::Serialize;
 
 use super::{Conn, Handler};
-use crate::broker::{Origin, Publish, Topic};
-use crate::protocol::envelope::{
-    ChatData, Empty, ErrorData, Event, PresenceData, Status, SystemData,
-};
+use crate::chat::{ChatError, Joined, Session};
+use crate::protocol::envelope::{Empty, ErrorData, Event, SystemData};
 use crate::protocol::{self, ClientId, Command, ErrorCode, Header, Kind, ParseLimits, RoomName};
 use crate::ws::OpCode;
 
 pub struct Native {
-    client_id: ClientId,
-    /// The room from the URL: the target of a chat that names no room.
-    url_room: Option<RoomName>,
-    /// Rooms joined, in join order (at most `max_rooms_per_connection`).
-    rooms: Vec<RoomName>,
+    session: Session,
 }
 
 impl Native {
     pub fn new(client_id: ClientId, url_room: Option<RoomName>) -> Native {
         Native {
-            client_id,
-            url_room,
-            rooms: Vec::new(),
+            session: Session::new(client_id, url_room),
         }
     }
 
@@ -37,125 +32,45 @@ impl Native {
         conn.reply(protocol::encode(header, data).into_frame(OpCode::Text));
     }
 
-    fn error(&self, conn: &Conn, code: ErrorCode, message: &str) {
+    fn error(&self, conn: &Conn, code: ErrorCode, message: &str, client_msg_id: Option<&str>) {
         let data = ErrorData {
             code,
             message,
-            client_msg_id: None,
+            client_msg_id,
         };
         self.reply(conn, Kind::Error, None, &data);
     }
 
+    /// A refusal of the chat service, in this protocol's terms.
+    fn refused(&self, conn: &Conn, e: &ChatError, client_msg_id: Option<&RoomName>) {
+        let code = match e {
+            ChatError::NotMember(_) | ChatError::NotIn(_) => ErrorCode::NotMember,
+            ChatError::RoomLimit(_) => ErrorCode::RoomLimit,
+            ChatError::NotDelivered(_) => ErrorCode::MessageFailed,
+        };
+        let id = client_msg_id.map(RoomName::as_str);
+        self.error(conn, code, &e.to_string(), id);
+    }
+
     fn system(&self, conn: &Conn, event: Event, room: Option<&RoomName>) {
-        let client_id = (event == Event::Connected).then(|| self.client_id.as_str());
+        let client_id = (event == Event::Connected).then(|| self.session.client().as_str());
         self.reply(conn, Kind::System, room, &SystemData { event, client_id });
     }
 
-    fn presence(&self, conn: &Conn, room: &RoomName, status: Status) {
-        if !conn.shard.presence.allow(room, std::time::Instant::now()) {
-            conn.shard.node.metrics.presence_suppressed.inc();
-            return;
-        }
-        let header = Header {
-            kind: Kind::Presence,
-            room: Some(room.as_str()),
-            from: Some(self.client_id.as_str()),
-        };
-        let publish = Publish {
-            topic: &Topic::Room(room.clone()),
-            msg: protocol::encode(header, &PresenceData { status }),
-            opcode: OpCode::Text,
-            origin: None,
-        };
-        if let Err(e) = conn.shard.node.broker.publish(conn.shard.index, publish) {
-            tracing::debug!(room = %room, error = %e, "presence not published");
-        }
-    }
-
     fn join(&mut self, conn: &Conn, room: RoomName) {
-        if self.rooms.contains(&room) {
-            return self.system(conn, Event::Joined, Some(&room));
-        }
-        let node = &conn.shard.node;
-        if self.rooms.len() >= node.config.limits.max_rooms_per_connection {
-            let limit = node.config.limits.max_rooms_per_connection;
-            return self.error(
-                conn,
-                ErrorCode::RoomLimit,
-                &format!("a connection may be in at most {limit} rooms"),
-            );
-        }
-        conn.shard
-            .rooms
-            .join(&room, conn.state.id, conn.state.queue.clone());
-        if node.registry.join(&room, conn.shard.index) {
-            node.broker.subscribe(&room);
-        }
-        self.system(conn, Event::Joined, Some(&room));
-        self.presence(conn, &room, Status::Online);
-        self.rooms.push(room);
-    }
-
-    /// Removes the membership everywhere and tells the room.
-    fn leave_room(&self, conn: &Conn, room: &RoomName) {
-        let node = &conn.shard.node;
-        conn.shard.rooms.leave(room, conn.state.id);
-        if node.registry.leave(room, conn.shard.index) {
-            node.broker.unsubscribe(room);
-        }
-        self.presence(conn, room, Status::Offline);
-    }
-
-    fn chat(
-        &self,
-        conn: &Conn,
-        room: Option<RoomName>,
-        content: &str,
-        client_msg_id: Option<RoomName>,
-    ) {
-        let room = match room.or_else(|| self.url_room.clone()) {
-            Some(room) if !self.rooms.contains(&room) => {
-                let message = format!("join room {room} before posting to it");
-                return self.error(conn, ErrorCode::NotMember, &message);
-            }
-            room => room,
-        };
-        let header = Header {
-            kind: Kind::Chat,
-            room: room.as_ref().map(RoomName::as_str),
-            from: Some(self.client_id.as_str()),
-        };
-        let msg = protocol::encode(header, &ChatData { content });
-        let topic = room.map_or(Topic::Global, Topic::Room);
-        let publish = Publish {
-            topic: &topic,
-            msg,
-            opcode: OpCode::Text,
-            origin: Some(Origin {
-                shard: conn.shard.index,
-                conn: conn.state.id.0,
-                client_msg_id: client_msg_id.clone(),
-            }),
-        };
-        if let Err(e) = conn.shard.node.broker.publish(conn.shard.index, publish) {
-            let message = format!("message not delivered: {e}");
-            let data = ErrorData {
-                code: ErrorCode::MessageFailed,
-                message: &message,
-                client_msg_id: client_msg_id.as_ref().map(RoomName::as_str),
-            };
-            self.reply(conn, Kind::Error, None, &data);
+        match self.session.join(&conn.shard, &conn.state, room.clone()) {
+            Ok(Joined::Now | Joined::Already) => self.system(conn, Event::Joined, Some(&room)),
+            Err(e) => self.refused(conn, &e, None),
         }
     }
 }
 
 impl Handler for Native {
     fn on_open(&mut self, conn: &Conn) {
-        conn.shard
-            .rooms
-            .add_native(conn.state.id, conn.state.queue.clone());
-        self.system(conn, Event::Connected, self.url_room.as_ref());
-        if let Some(room) = self.url_room.clone() {
+        self.session.open(&conn.shard, &conn.state);
+        let url_room = self.session.url_room().cloned();
+        self.system(conn, Event::Connected, url_room.as_ref());
+        if let Some(room) = url_room {
             self.join(conn, room);
         }
     }
@@ -163,7 +78,7 @@ impl Handler for Native {
     fn on_data(&mut self, conn: &Conn, opcode: OpCode, payload: Bytes) {
         if opcode == OpCode::Binary {
             let message = "binary frames are not part of this protocol; send JSON text";
-            return self.error(conn, ErrorCode::Unsupported, message);
+            return self.error(conn, ErrorCode::Unsupported, message, None);
         }
         let l = &conn.shard.node.config.limits;
         let limits = ParseLimits {
@@ -171,29 +86,33 @@ impl Handler for Native {
             max_depth: l.max_json_depth,
         };
         match protocol::parse(&payload, limits) {
-            Err(e) => self.error(conn, ErrorCode::Validation, &e.to_string()),
+            Err(e) => self.error(conn, ErrorCode::Validation, &e.to_string(), None),
             Ok(Command::Chat {
                 room,
                 content,
                 client_msg_id,
-            }) => self.chat(conn, room, &content, client_msg_id),
-            Ok(Command::Join(room)) => self.join(conn, room),
-            Ok(Command::Leave(room)) => match self.rooms.iter().position(|r| *r == room) {
-                None => self.error(conn, ErrorCode::NotMember, &format!("not in room {room}")),
-                Some(i) => {
-                    let room = self.rooms.remove(i);
-                    self.leave_room(conn, &room);
-                    self.system(conn, Event::Left, Some(&room));
+            }) => {
+                let posted = self.session.post(
+                    &conn.shard,
+                    &conn.state,
+                    room,
+                    &content,
+                    client_msg_id.clone(),
+                );
+                if let Err(e) = posted {
+                    self.refused(conn, &e, client_msg_id.as_ref());
                 }
+            }
+            Ok(Command::Join(room)) => self.join(conn, room),
+            Ok(Command::Leave(room)) => match self.session.leave(&conn.shard, &conn.state, &room) {
+                Ok(()) => self.system(conn, Event::Left, Some(&room)),
+                Err(e) => self.refused(conn, &e, None),
             },
             Ok(Command::Ping) => self.reply(conn, Kind::Pong, None, &Empty {}),
         }
     }
 
     fn on_close(&mut self, conn: &Conn) {
-        for room in std::mem::take(&mut self.rooms) {
-            self.leave_room(conn, &room);
-        }
-        conn.shard.rooms.remove_native(conn.state.id);
+        self.session.close(&conn.shard, &conn.state);
     }
 }

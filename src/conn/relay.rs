@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::{Conn, Handler};
-use crate::broker::{Publish, Topic};
+use crate::broker::{Payload, Publish, Topic};
 use crate::ws::{OpCode, Outgoing};
 
 pub struct Relay;
@@ -17,11 +17,11 @@ impl Handler for Relay {
     }
 
     fn on_data(&mut self, conn: &Conn, opcode: OpCode, payload: Bytes) {
-        let msg = Outgoing::from_payload(&payload);
+        // Framed once here; every relay client on every node gets this frame.
+        let frame = Outgoing::from_payload(&payload).into_frame(opcode);
         let publish = Publish {
             topic: &Topic::Relay,
-            msg,
-            opcode,
+            payload: Payload::Frame(frame),
             origin: None,
         };
         if let Err(e) = conn.shard.node.broker.publish(conn.shard.index, publish) {

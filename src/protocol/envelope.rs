@@ -103,12 +103,23 @@ struct Envelope<'a, D> {
     timestamp: &'a str,
 }
 
-/// Serialises one envelope with a fresh time-ordered id and the current time.
+/// Serialises one envelope with a fresh time-ordered id and the current time
+/// (a reply to one connection: it is not an event).
 pub fn encode<D: Serialize>(header: Header<'_>, data: &D) -> Outgoing {
+    encode_as(header, data, uuid::Uuid::now_v7(), SystemTime::now())
+}
+
+/// Serialises one envelope with the id and time of the event it carries.
+pub fn encode_as<D: Serialize>(
+    header: Header<'_>,
+    data: &D,
+    id: uuid::Uuid,
+    at: SystemTime,
+) -> Outgoing {
     let mut id_buf = uuid::Uuid::encode_buffer();
-    let id = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut id_buf);
+    let id = id.hyphenated().encode_lower(&mut id_buf);
     let mut ts_buf = [0u8; 32];
-    let timestamp = timestamp(SystemTime::now(), &mut ts_buf);
+    let timestamp = timestamp(at, &mut ts_buf);
     let env = Envelope {
         id,
         kind: header.kind,

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Instant;
 
-use crate::model::Topic;
+use super::encode;
+use crate::model::{Payload, Topic};
 use crate::protocol::RoomName;
 use crate::queue::{ClientQueue, PushError};
 
@@ -28,6 +29,8 @@ pub struct Members {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Fanout {
     pub delivered: u64,
+    /// Bytes of the frame each recipient got.
+    pub frame_len: usize,
     /// Depth of the last queue pushed to: one sample per fan-out.
     pub sample_depth: Option<usize>,
 }
@@ -126,18 +129,40 @@ impl LocalRooms {
         self.relay.borrow_mut().remove(id);
     }
 
-    /// Fans `frame` out to this shard's audience of `topic`.
-    pub fn fanout(&self, topic: &Topic, frame: &Bytes, arrived: Instant) -> Fanout {
-        match topic {
+    /// Fans `payload` out to this shard's audience of `topic`: an event is
+    /// framed once (per wire protocol) only if someone here is to get it.
+    pub fn fanout(&self, topic: &Topic, payload: &Payload, arrived: Instant) -> Fanout {
+        let rooms;
+        let native;
+        let relay;
+        let members = match topic {
             Topic::Room(room) => {
-                let rooms = self.rooms.borrow();
-                let members = rooms.get(room.as_str());
-                members
-                    .map(|m| m.fanout(frame, arrived))
-                    .unwrap_or_default()
+                rooms = self.rooms.borrow();
+                match rooms.get(room.as_str()) {
+                    Some(members) => members,
+                    None => return Fanout::default(),
+                }
             }
-            Topic::Global => self.native.borrow().fanout(frame, arrived),
-            Topic::Relay => self.relay.borrow().fanout(frame, arrived),
+            Topic::Global => {
+                native = self.native.borrow();
+                &*native
+            }
+            Topic::Relay => {
+                relay = self.relay.borrow();
+                &*relay
+            }
+        };
+        if members.is_empty() {
+            return Fanout::default();
+        }
+        let frame = match payload {
+            Payload::Event(event) => encode::chat_api(event),
+            Payload::Frame(frame) => frame.clone(),
+        };
+        let out = members.fanout(&frame, arrived);
+        Fanout {
+            frame_len: frame.len(),
+            ..out
         }
     }
 
@@ -187,11 +212,12 @@ mod tests {
         let rooms = LocalRooms::default();
         let room = RoomName::parse("r", 64).unwrap();
         rooms.join(&room, ConnId(1), queue());
-        let (frame, now) = (Bytes::from_static(b"x"), Instant::now());
+        let (frame, now) = (Payload::Frame(Bytes::from_static(b"x")), Instant::now());
         let topic = Topic::Room(room.clone());
         assert_eq!(rooms.fanout(&topic, &frame, now).delivered, 1);
         assert_eq!(rooms.fanout(&topic, &frame, now).sample_depth, Some(2));
-        assert_eq!(rooms.fanout(&topic, &frame, now), Fanout::default());
+        let skipped = rooms.fanout(&topic, &frame, now);
+        assert_eq!((skipped.delivered, skipped.sample_depth), (0, None));
         assert!(rooms.leave(&room, ConnId(1)));
         assert_eq!(rooms.room_count(), 0);
     }

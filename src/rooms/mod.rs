@@ -1,6 +1,7 @@
 //! Room membership and fan-out: the node-wide [`Registry`] (which shards
 //! have members) and each shard's [`LocalRooms`] (which queues).
 
+pub mod encode;
 pub mod local;
 pub mod presence;
 pub mod registry;

@@ -6,7 +6,6 @@
 //! recipient). Sending under the lock makes every shard see a room's messages
 //! in one order, whichever shard published them.
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -14,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::model::{Delivery, Origin, Topic};
+use crate::model::{Delivery, Origin, Payload, Topic};
 use crate::protocol::RoomName;
 
 /// Lock stripes for the room map; a power of two well above the core count.
@@ -27,7 +26,7 @@ pub enum ShardMsg {
     /// node at `arrived`.
     Deliver {
         topic: Topic,
-        frame: Bytes,
+        payload: Payload,
         arrived: Instant,
     },
     /// Shutdown: every message published before this one has been delivered;
@@ -148,11 +147,11 @@ impl Delivery for Registry {
         }
     }
 
-    fn deliver(&self, topic: &Topic, frame: Bytes) {
+    fn deliver(&self, topic: &Topic, payload: Payload) {
         let arrived = Instant::now();
         let msg = || ShardMsg::Deliver {
             topic: topic.clone(),
-            frame: frame.clone(),
+            payload: payload.clone(),
             arrived,
         };
         match topic {
@@ -178,6 +177,7 @@ impl Delivery for Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use tokio::sync::mpsc::unbounded_channel;
 
     #[test]
@@ -189,15 +189,16 @@ mod tests {
         assert!(reg.join(&room, 1));
         assert!(!reg.join(&room, 1));
         assert_eq!(reg.room_count(), 1);
-        reg.deliver(&Topic::Room(room.clone()), Bytes::from_static(b"x"));
+        let x = Payload::Frame(Bytes::from_static(b"x"));
+        reg.deliver(&Topic::Room(room.clone()), x);
         assert!(rx0.try_recv().is_err());
         assert!(
-            matches!(rx1.try_recv(), Ok(ShardMsg::Deliver { topic: Topic::Room(r), frame, .. }) if r == room && &frame[..] == b"x")
+            matches!(rx1.try_recv(), Ok(ShardMsg::Deliver { topic: Topic::Room(r), payload: Payload::Frame(f), .. }) if r == room && &f[..] == b"x")
         );
         assert!(!reg.leave(&room, 1));
         assert!(reg.leave(&room, 1));
         assert_eq!(reg.room_count(), 0);
-        reg.deliver(&Topic::Room(room), Bytes::from_static(b"y"));
+        reg.deliver(&Topic::Room(room), Payload::Frame(Bytes::from_static(b"y")));
         assert!(rx1.try_recv().is_err());
     }
 }

@@ -1,11 +1,27 @@
-//! What the layers below the connection share about a message's route:
-//! where it goes ([`Topic`]), who sent it ([`Origin`]), and the local side of
-//! the bus ([`Delivery`]). Kept below `broker` and `rooms` so that neither
-//! has to import the other.
+//! What the layers below the connection share about a message: the
+//! protocol-neutral [`Event`], where it goes ([`Topic`]), who sent it
+//! ([`Origin`]), what the bus carries ([`Payload`]) and the bus's local side
+//! ([`Delivery`]). Kept below `broker` and `rooms` so that neither has to
+//! import the other.
+
+pub mod event;
 
 use bytes::Bytes;
+use std::sync::Arc;
 
 use crate::protocol::RoomName;
+
+pub use event::{Event, EventKind};
+
+/// What the bus carries.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// A chat-level event; each node frames it once per wire protocol.
+    Event(Arc<Event>),
+    /// A finished server frame passed on verbatim (`/relay`). Server frames
+    /// are unmasked, so one node's frame is valid on every node's sockets.
+    Frame(Bytes),
+}
 
 /// Where a message goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -30,10 +46,10 @@ pub struct Origin {
     pub client_msg_id: Option<RoomName>,
 }
 
-/// The local side of the bus: receives framed messages for this node.
+/// The local side of the bus: receives every message for this node.
 pub trait Delivery: Send + Sync + 'static {
-    /// `frame` is a complete WebSocket frame, identical for every recipient.
-    fn deliver(&self, topic: &Topic, frame: Bytes);
+    /// One message for this node's audience of `topic`.
+    fn deliver(&self, topic: &Topic, payload: Payload);
 
     /// A message accepted from `origin` was finally not published (the bus
     /// failed after `publish` returned Ok): tell its sender.

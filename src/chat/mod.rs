@@ -1,0 +1,174 @@
+//! The chat service: what a connection may do in the chat (join, leave,
+//! post), with its access checks, in terms of events rather than any wire
+//! format. It is the one caller of the shard's local rooms, the node's
+//! registry and the broker for chat traffic; a protocol handler (`conn`)
+//! only translates its wire format to these calls and their results back.
+//! (`/relay` stays raw and does not pass through here.)
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::broker::{Origin, Payload, Publish, PublishError};
+use crate::model::{Event, Topic};
+use crate::protocol::{ClientId, RoomName};
+use crate::shard::{ConnState, Shard};
+
+/// Why the service refused a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChatError {
+    #[error("join room {0} before posting to it")]
+    NotMember(RoomName),
+    #[error("not in room {0}")]
+    NotIn(RoomName),
+    #[error("a connection may be in at most {0} rooms")]
+    RoomLimit(usize),
+    #[error("message not delivered: {0}")]
+    NotDelivered(PublishError),
+}
+
+/// What a join did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joined {
+    Now,
+    Already,
+}
+
+/// One connection's part in the chat: who it is and where it is.
+pub struct Session {
+    client: ClientId,
+    /// The room from the URL: the target of a chat that names no room.
+    url_room: Option<RoomName>,
+    /// Rooms joined, in join order (at most `max_rooms_per_connection`).
+    rooms: Vec<RoomName>,
+}
+
+impl Session {
+    pub fn new(client: ClientId, url_room: Option<RoomName>) -> Session {
+        Session {
+            client,
+            url_room,
+            rooms: Vec::new(),
+        }
+    }
+
+    pub fn client(&self) -> &ClientId {
+        &self.client
+    }
+
+    pub fn url_room(&self) -> Option<&RoomName> {
+        self.url_room.as_ref()
+    }
+
+    /// The connection is open: it hears room-less (global) chats.
+    pub fn open(&self, shard: &Shard, conn: &ConnState) {
+        shard.rooms.add_native(conn.id, conn.queue.clone());
+    }
+
+    pub fn join(
+        &mut self,
+        shard: &Shard,
+        conn: &ConnState,
+        room: RoomName,
+    ) -> Result<Joined, ChatError> {
+        if self.rooms.contains(&room) {
+            return Ok(Joined::Already);
+        }
+        let node = &shard.node;
+        let limit = node.config.limits.max_rooms_per_connection;
+        if self.rooms.len() >= limit {
+            return Err(ChatError::RoomLimit(limit));
+        }
+        shard.rooms.join(&room, conn.id, conn.queue.clone());
+        if node.registry.join(&room, shard.index) {
+            node.broker.subscribe(&room);
+        }
+        self.presence(shard, &room, true);
+        self.rooms.push(room);
+        Ok(Joined::Now)
+    }
+
+    pub fn leave(
+        &mut self,
+        shard: &Shard,
+        conn: &ConnState,
+        room: &RoomName,
+    ) -> Result<(), ChatError> {
+        let i = self
+            .rooms
+            .iter()
+            .position(|r| r == room)
+            .ok_or_else(|| ChatError::NotIn(room.clone()))?;
+        let room = self.rooms.remove(i);
+        self.leave_room(shard, conn, &room);
+        Ok(())
+    }
+
+    /// Posts a chat to `room`, or (without one) to the URL room, or (without
+    /// that) to every native client of every node.
+    pub fn post(
+        &self,
+        shard: &Shard,
+        conn: &ConnState,
+        room: Option<RoomName>,
+        body: &str,
+        client_msg_id: Option<RoomName>,
+    ) -> Result<(), ChatError> {
+        let topic = match room.or_else(|| self.url_room.clone()) {
+            Some(room) if !self.rooms.contains(&room) => return Err(ChatError::NotMember(room)),
+            Some(room) => Topic::Room(room),
+            None => Topic::Global,
+        };
+        let event = Event::chat(topic.clone(), self.client.clone(), body);
+        let publish = Publish {
+            topic: &topic,
+            payload: Payload::Event(Arc::new(event)),
+            origin: Some(Origin {
+                shard: shard.index,
+                conn: conn.id.0,
+                client_msg_id,
+            }),
+        };
+        shard
+            .node
+            .broker
+            .publish(shard.index, publish)
+            .map_err(ChatError::NotDelivered)
+    }
+
+    /// The connection is going: leave every room, stop hearing global chats.
+    pub fn close(&mut self, shard: &Shard, conn: &ConnState) {
+        for room in std::mem::take(&mut self.rooms) {
+            self.leave_room(shard, conn, &room);
+        }
+        shard.rooms.remove_native(conn.id);
+    }
+
+    /// Removes the membership everywhere and tells the room.
+    fn leave_room(&self, shard: &Shard, conn: &ConnState, room: &RoomName) {
+        let node = &shard.node;
+        shard.rooms.leave(room, conn.id);
+        if node.registry.leave(room, shard.index) {
+            node.broker.unsubscribe(room);
+        }
+        self.presence(shard, room, false);
+    }
+
+    /// Announces this client in `room` (capped per room: a join storm is not
+    /// N² messages; see `rooms::presence`).
+    fn presence(&self, shard: &Shard, room: &RoomName, online: bool) {
+        if !shard.presence.allow(room, Instant::now()) {
+            shard.node.metrics.presence_suppressed.inc();
+            return;
+        }
+        let topic = Topic::Room(room.clone());
+        let event = Event::presence(room.clone(), self.client.clone(), online);
+        let publish = Publish {
+            topic: &topic,
+            payload: Payload::Event(Arc::new(event)),
+            origin: None,
+        };
+        if let Err(e) = shard.node.broker.publish(shard.index, publish) {
+            tracing::debug!(room = %room, error = %e, "presence not published");
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! One message as a protocol-neutral fact: made once by the chat service,
+//! carried by the broker in a compact binary encoding, and framed by each
+//! node once per wire protocol present in its audience.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use uuid::Uuid;
+
+use super::Topic;
+use crate::protocol::{ClientId, RoomName};
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// A chat message; `body` is its content.
+    Chat,
+    /// The sender came online in (joined) or went offline from (left) the room.
+    Presence { online: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Time-ordered (UUID v7), made once where the event is made.
+    pub id: Uuid,
+    /// The conversation: a room, or every native client (room-less chats).
+    pub topic: Topic,
+    /// The position in its conversation, once the event is stored (durable
+    /// history); `None` for ephemeral events.
+    pub seq: Option<u64>,
+    pub sender: ClientId,
+    pub kind: EventKind,
+    /// The chat content (empty for presence).
+    pub body: Box<str>,
+    /// When the event was made.
+    pub ts: SystemTime,
+}
+
+impl Event {
+    /// A new chat event from `sender` to `topic`.
+    pub fn chat(topic: Topic, sender: ClientId, body: &str) -> Event {
+        Event::new(topic, sender, EventKind::Chat, body)
+    }
+
+    /// A new presence event about `sender` in `room`.
+    pub fn presence(room: RoomName, sender: ClientId, online: bool) -> Event {
+        Event::new(
+            Topic::Room(room),
+            sender,
+            EventKind::Presence { online },
+            "",
+        )
+    }
+
+    fn new(topic: Topic, sender: ClientId, kind: EventKind, body: &str) -> Event {
+        Event {
+            id: Uuid::now_v7(),
+            topic,
+            seq: None,
+            sender,
+            kind,
+            body: body.into(),
+            ts: SystemTime::now(),
+        }
+    }
+
+    /// The compact encoding the broker carries between nodes:
+    /// `version kind(1) id(16) ts_ms(8) seq(8, 0 = none) topic(1 tag, 1 len,
+    /// name) sender(1 len, name) body(4 len, utf-8)`, integers big-endian.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.push(VERSION);
+        out.push(match self.kind {
+            EventKind::Chat => KIND_CHAT,
+            EventKind::Presence { online: true } => KIND_ONLINE,
+            EventKind::Presence { online: false } => KIND_OFFLINE,
+        });
+        out.extend_from_slice(self.id.as_bytes());
+        let ms = self.ts.duration_since(UNIX_EPOCH).unwrap_or_default();
+        out.extend_from_slice(&(ms.as_millis() as u64).to_be_bytes());
+        out.extend_from_slice(&self.seq.unwrap_or(0).to_be_bytes());
+        let (tag, name) = match &self.topic {
+            Topic::Room(room) => (TOPIC_ROOM, room.as_str()),
+            Topic::Global => (TOPIC_GLOBAL, ""),
+            Topic::Relay => (TOPIC_RELAY, ""),
+        };
+        out.push(tag);
+        short_str(out, name);
+        short_str(out, self.sender.as_str());
+        out.extend_from_slice(&(self.body.len() as u32).to_be_bytes());
+        out.extend_from_slice(self.body.as_bytes());
+    }
+
+    /// Reads [`Event::encode`]'s output; names are validated again with
+    /// `max_name` (the bus is another process's input).
+    pub fn decode(data: &[u8], max_name: usize) -> Result<Event, DecodeError> {
+        let mut r = Reader(data);
+        if r.u8()? != VERSION {
+            return Err(DecodeError::Version);
+        }
+        let kind = match r.u8()? {
+            KIND_CHAT => EventKind::Chat,
+            KIND_ONLINE => EventKind::Presence { online: true },
+            KIND_OFFLINE => EventKind::Presence { online: false },
+            _ => return Err(DecodeError::Invalid),
+        };
+        let id = Uuid::from_bytes(r.take(16)?.try_into().expect("16 bytes"));
+        let ts = UNIX_EPOCH + Duration::from_millis(r.u64()?);
+        let seq = Some(r.u64()?).filter(|&s| s != 0);
+        let tag = r.u8()?;
+        let len = r.u8()? as usize;
+        let name = r.str(len)?;
+        let topic = match tag {
+            TOPIC_ROOM => Topic::Room(RoomName::parse(name, max_name)?),
+            TOPIC_GLOBAL => Topic::Global,
+            TOPIC_RELAY => Topic::Relay,
+            _ => return Err(DecodeError::Invalid),
+        };
+        let len = r.u8()? as usize;
+        let sender = ClientId::parse(r.str(len)?, max_name)?;
+        let len = r.u32()? as usize;
+        let body = r.str(len)?.into();
+        if !r.0.is_empty() {
+            return Err(DecodeError::Invalid);
+        }
+        Ok(Event {
+            id,
+            topic,
+            seq,
+            sender,
+            kind,
+            body,
+            ts,
+        })
+    }
+}
+
+const VERSION: u8 = 1;
+const KIND_CHAT: u8 = 1;
+const KIND_ONLINE: u8 = 2;
+const KIND_OFFLINE: u8 = 3;
+const TOPIC_ROOM: u8 = 1;
+const TOPIC_GLOBAL: u8 = 2;
+const TOPIC_RELAY: u8 = 3;
+
+/// Names are at most 255 bytes on the bus (they are far shorter: validated
+/// names, `limits.max_name_length`).
+fn short_str(out: &mut Vec<u8>, s: &str) {
+    let len = s.len().min(u8::MAX as usize);
+    out.push(len as u8);
+    out.extend_from_slice(&s.as_bytes()[..len]);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown event encoding version")]
+    Version,
+    #[error("truncated or malformed event")]
+    Invalid,
+    #[error("invalid name in event: {0}")]
+    Name(#[from] crate::protocol::NameError),
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.0.len() < n {
+            return Err(DecodeError::Invalid);
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4")))
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("8")))
+    }
+
+    fn str(&mut self, n: usize) -> Result<&'a str, DecodeError> {
+        std::str::from_utf8(self.take(n)?).map_err(|_| DecodeError::Invalid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_every_kind_and_topic() {
+        let alice = ClientId::parse("alice", 64).unwrap();
+        let room = RoomName::parse("lobby", 64).unwrap();
+        let mut stored = Event::chat(Topic::Room(room.clone()), alice.clone(), "hi \u{e9}");
+        stored.seq = Some(42);
+        for event in [
+            stored,
+            Event::chat(Topic::Global, alice.clone(), "to all"),
+            Event::presence(room, alice, false),
+        ] {
+            let mut buf = Vec::new();
+            event.encode(&mut buf);
+            let back = Event::decode(&buf, 64).unwrap();
+            // The wire keeps milliseconds.
+            let ms = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_millis();
+            assert_eq!(ms(back.ts), ms(event.ts));
+            assert_eq!(
+                Event {
+                    ts: event.ts,
+                    ..back
+                },
+                event
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_truncated_and_trailing_input() {
+        let event = Event::chat(Topic::Global, ClientId::generate(), "x");
+        let mut buf = Vec::new();
+        event.encode(&mut buf);
+        for n in 0..buf.len() {
+            assert!(Event::decode(&buf[..n], 64).is_err(), "prefix {n}");
+        }
+        buf.push(0);
+        assert_eq!(Event::decode(&buf, 64), Err(DecodeError::Invalid));
+    }
+}

@@ -1,0 +1,72 @@
+//! An event in each wire protocol, made once per message and protocol on
+//! each node that has an audience for it, never once per recipient.
+//! (Only the native chat-api protocol exists so far; the FastChat and
+//! redis-chat-demo dialects will add their encoders here.)
+
+use bytes::Bytes;
+
+use crate::model::{Event, EventKind, Topic};
+use crate::protocol::envelope::{encode_as, ChatData, PresenceData, Status};
+use crate::protocol::{Header, Kind};
+use crate::ws::OpCode;
+
+/// The chat-api envelope of `event`, framed: what every native member gets.
+pub fn chat_api(event: &Event) -> Bytes {
+    let room = match &event.topic {
+        Topic::Room(room) => Some(room.as_str()),
+        Topic::Global | Topic::Relay => None,
+    };
+    let from = Some(event.sender.as_str());
+    let out = match event.kind {
+        EventKind::Chat => {
+            let header = Header {
+                kind: Kind::Chat,
+                room,
+                from,
+            };
+            let data = ChatData {
+                content: &event.body,
+            };
+            encode_as(header, &data, event.id, event.ts)
+        }
+        EventKind::Presence { online } => {
+            let header = Header {
+                kind: Kind::Presence,
+                room,
+                from,
+            };
+            let status = if online {
+                Status::Online
+            } else {
+                Status::Offline
+            };
+            encode_as(header, &PresenceData { status }, event.id, event.ts)
+        }
+    };
+    out.into_frame(OpCode::Text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{ClientId, RoomName};
+
+    #[test]
+    fn the_envelope_carries_the_event_s_own_id_and_time() {
+        let room = RoomName::parse("r", 64).unwrap();
+        let event = Event::chat(
+            Topic::Room(room),
+            ClientId::parse("alice", 64).unwrap(),
+            "hi",
+        );
+        let frame = chat_api(&event);
+        let start = frame.iter().position(|&b| b == b'{').unwrap();
+        let text = std::str::from_utf8(&frame[start..]).unwrap();
+        assert!(text.contains(&event.id.to_string()), "{text}");
+        assert!(
+            text.contains(r#""type":"chat","room":"r","from":"alice""#),
+            "{text}"
+        );
+        assert!(text.contains(r#""data":{"content":"hi"}"#), "{text}");
+    }
+}
