@@ -55,3 +55,14 @@ pub fn request<B>(req: &Request<B>, auth: &crate::auth::Authenticator) {
     let _ = http::check_handshake(req);
     let _ = auth.subject(req.headers(), http::query_param(query, "token"));
 }
+
+/// The broker's event decoding (what another node, or anything that can
+/// publish on the bus's channels, sends): never panics, and what decodes
+/// encodes back to the same bytes.
+pub fn event(data: &[u8]) {
+    if let Ok(event) = crate::model::Event::decode(data, 64) {
+        let mut again = Vec::new();
+        event.encode(&mut again);
+        assert_eq!(again, data);
+    }
+}

@@ -107,10 +107,11 @@ impl Event {
         let tag = r.u8()?;
         let len = r.u8()? as usize;
         let name = r.str(len)?;
-        let topic = match tag {
-            TOPIC_ROOM => Topic::Room(RoomName::parse(name, max_name)?),
-            TOPIC_GLOBAL => Topic::Global,
-            TOPIC_RELAY => Topic::Relay,
+        let topic = match (tag, name) {
+            (TOPIC_ROOM, name) => Topic::Room(RoomName::parse(name, max_name)?),
+            // Only a room has a name (one encoding per event).
+            (TOPIC_GLOBAL, "") => Topic::Global,
+            (TOPIC_RELAY, "") => Topic::Relay,
             _ => return Err(DecodeError::Invalid),
         };
         let len = r.u8()? as usize;
@@ -228,5 +229,20 @@ mod tests {
         }
         buf.push(0);
         assert_eq!(Event::decode(&buf, 64), Err(DecodeError::Invalid));
+    }
+
+    /// Found by the `event` fuzz target: a global event with a room name
+    /// decoded, and re-encoded differently (the name dropped).
+    #[test]
+    fn only_a_room_topic_carries_a_name() {
+        let event = Event::chat(Topic::Global, ClientId::generate(), "x");
+        let mut buf = Vec::new();
+        event.encode(&mut buf);
+        let tag = 1 + 1 + 16 + 8 + 8;
+        assert_eq!(buf[tag..tag + 2], [TOPIC_GLOBAL, 0]);
+        let mut named = buf[..tag + 1].to_vec();
+        named.extend_from_slice(&[1, b'r']);
+        named.extend_from_slice(&buf[tag + 2..]);
+        assert_eq!(Event::decode(&named, 64), Err(DecodeError::Invalid));
     }
 }
