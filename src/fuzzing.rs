@@ -5,13 +5,21 @@
 use bytes::Bytes;
 use futures_util::FutureExt;
 use hyper::Request;
+use parking_lot::Mutex;
+use std::sync::{mpsc, OnceLock};
 
 use crate::http;
 use crate::protocol::{self, ClientId, ParseLimits, RoomName};
 use crate::ws::FrameReader;
 
-/// The native command parser with the default limits.
+/// The native command parser with the default limits, run on a thread with
+/// a shard's stack: the main thread's 8 MiB would hide a stack overflow that
+/// kills a shard (10,000 nested `[` fit in 8 MiB, not in 2).
 pub fn command(data: &[u8]) {
+    on_shard_stack(data, parse_command);
+}
+
+fn parse_command(data: &[u8]) {
     let limits = ParseLimits {
         max_name: 64,
         max_depth: 32,
@@ -22,6 +30,34 @@ pub fn command(data: &[u8]) {
     {
         assert!(room.as_str().len() <= 64);
     }
+}
+
+/// Runs `f(data)` on one long-lived thread with `runtime::SHARD_STACK`; a
+/// panic there is re-raised here (an overflow aborts the process, which the
+/// fuzzer reports too).
+fn on_shard_stack(data: &[u8], f: fn(&[u8])) {
+    type Job = (Vec<u8>, fn(&[u8]), mpsc::SyncSender<bool>);
+    static WORKER: OnceLock<Mutex<mpsc::SyncSender<Job>>> = OnceLock::new();
+    let worker = WORKER.get_or_init(|| {
+        let (tx, rx) = mpsc::sync_channel::<Job>(0);
+        std::thread::Builder::new()
+            .stack_size(crate::runtime::SHARD_STACK)
+            .spawn(move || {
+                for (data, f, done) in rx {
+                    let ok = std::panic::catch_unwind(|| f(&data)).is_ok();
+                    let _ = done.send(ok);
+                }
+            })
+            .expect("fuzz worker thread");
+        Mutex::new(tx)
+    });
+    let (done_tx, done_rx) = mpsc::sync_channel(1);
+    let job = (data.to_vec(), f, done_tx);
+    worker.lock().send(job).expect("worker alive");
+    assert!(
+        done_rx.recv().expect("worker alive"),
+        "panicked on the shard stack"
+    );
 }
 
 /// The frame reader over one read-ahead buffer (as after an upgrade), with a

@@ -37,6 +37,10 @@ pub enum StartError {
     Tls(#[from] crate::tls::TlsError),
 }
 
+/// Stack of a shard thread (Rust's default for spawned threads, written
+/// out so that the fuzz targets parse with the same stack as the server).
+pub const SHARD_STACK: usize = 2 << 20;
+
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
@@ -173,6 +177,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         let failed = failure.clone();
         let thread = std::thread::Builder::new()
             .name(format!("chatd-shard-{index}"))
+            .stack_size(SHARD_STACK)
             .spawn(move || supervised(index, failed, || run_shard(start)))
             .map_err(StartError::Thread)?;
         threads.push(thread);
