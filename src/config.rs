@@ -36,6 +36,7 @@ pub struct Config {
     pub log: LogConfig,
     pub broker: BrokerConfig,
     pub auth: AuthConfig,
+    pub store: StoreConfig,
     /// `CHATD_*` environment variables that were not read as config (no
     /// `__` in the name, e.g. `CHATD_BIN` of a script): logged as a warning
     /// at start, never an error.
@@ -75,6 +76,57 @@ impl std::fmt::Debug for AuthConfig {
             .field("jwt_secret", &"<redacted>")
             .field("leeway", &self.leeway)
             .finish()
+    }
+}
+
+/// Which store keeps the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// No history: messages are delivered and forgotten.
+    None,
+    /// One SQLite file on this node.
+    Sqlite,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `none` or `sqlite`. Default `none` (for now: `sqlite` becomes the
+    /// default once recovery after a reconnect is in place).
+    pub backend: StoreBackend,
+    pub sqlite: SqliteConfig,
+    /// Messages waiting for the store before further chats get
+    /// `MESSAGE_FAILED`. Default 10000.
+    pub max_pending: usize,
+    /// Most messages in one transaction (group commit). Default 1024.
+    pub max_batch: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: StoreBackend::None,
+            sqlite: SqliteConfig::default(),
+            max_pending: 10_000,
+            max_batch: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqliteConfig {
+    /// The database file, created (with its directory) on first start.
+    /// Default `data/chatd.db`.
+    pub path: PathBuf,
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        SqliteConfig {
+            path: "data/chatd.db".into(),
+        }
     }
 }
 
@@ -509,6 +561,8 @@ impl Config {
         positive("limits.queue_bytes", self.limits.queue_bytes)?;
         positive("limits.read_budget", self.limits.read_budget)?;
         positive("server.max_handshakes", self.server.max_handshakes)?;
+        positive("store.max_pending", self.store.max_pending)?;
+        positive("store.max_batch", self.store.max_batch)?;
         positive("limits.read_budget_bytes", self.limits.read_budget_bytes)?;
         positive("limits.inbox_high_water", self.limits.inbox_high_water)?;
         positive(

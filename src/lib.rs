@@ -18,6 +18,8 @@
 //! - [`shard`]: one shard's connections and rooms, owned by its thread; its
 //!   inbox dispatch and heartbeat sweep.
 //! - [`node`]: what all shards share (config, registry, broker, metrics).
+//! - [`store`]: durable history: a store thread with a bounded queue and
+//!   group commit, per-room `seq`, acks, idempotent send; `sqlite.rs`.
 //! - [`broker`]: the narrow `Broker` trait; `memory.rs` is the in-process default.
 //! - [`rooms`]: node-wide registry (which shards have members of a room) and
 //!   each shard's member queues; fan-out of one frame to many queues.
@@ -47,6 +49,7 @@ pub mod rooms;
 pub mod runtime;
 pub mod shard;
 pub mod shutdown;
+pub mod store;
 pub mod tls;
 pub mod ws;
 

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::rooms::Registry;
 use crate::shutdown::Shutdown;
+use crate::store::StoreHandle;
 
 pub struct Node {
     pub config: Config,
@@ -22,4 +23,6 @@ pub struct Node {
     /// Connections accepted and not yet upgraded or done (bounded by
     /// `server.max_handshakes`).
     pub handshakes: AtomicUsize,
+    /// Durable history, with `store.backend` other than `none`.
+    pub store: Option<StoreHandle>,
 }

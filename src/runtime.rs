@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::broker::{Broker, MemoryBroker, RedisBroker};
-use crate::config::Config;
+use crate::config::{Config, StoreBackend};
 use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::rooms::{Registry, ShardMsg};
@@ -35,6 +35,8 @@ pub enum StartError {
     Thread(std::io::Error),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error("invalid config: store.sqlite.path: {0}")]
+    Store(crate::store::StoreError),
 }
 
 /// Stack of a shard thread (Rust's default for spawned threads, written
@@ -146,6 +148,25 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         metrics_listener = Some(l);
     }
 
+    let store = match config.store.backend {
+        StoreBackend::None => None,
+        StoreBackend::Sqlite => {
+            if config.broker.redis.enabled() {
+                tracing::warn!(
+                    "store.backend sqlite with a Redis broker: each node numbers its own \
+                     messages; do not share rooms between nodes until the PostgreSQL store"
+                );
+            }
+            let settings = crate::store::Settings {
+                sqlite_path: config.store.sqlite.path.clone(),
+                max_pending: config.store.max_pending,
+                max_batch: config.store.max_batch,
+                max_name: config.limits.max_name_length,
+            };
+            let store = crate::store::start_sqlite(settings, registry.clone(), broker.clone());
+            Some(store.map_err(StartError::Store)?)
+        }
+    };
     let auth = config
         .auth
         .enabled
@@ -158,6 +179,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         shutdown: Shutdown::new(),
         auth,
         handshakes: AtomicUsize::new(0),
+        store,
     });
     let failure = Arc::new(Failure::default());
     let mut threads = Vec::with_capacity(shards);
@@ -224,6 +246,13 @@ impl Server {
                 readers = shutdown.readers(),
                 "readers still running at the end of the grace period"
             );
+        }
+        // Messages accepted by the store are written, published and acked.
+        if let Some(store) = &self.node.store {
+            let left = grace.saturating_sub(started.elapsed());
+            if tokio::time::timeout(left, store.flush()).await.is_err() {
+                tracing::warn!("store did not flush within the grace period");
+            }
         }
         // Messages already accepted may still be on their way through the bus.
         let left = grace.saturating_sub(started.elapsed());

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::broker::Origin;
+use crate::model::Ack;
 use crate::node::Node;
-use crate::protocol::envelope::ErrorData;
+use crate::protocol::envelope::{AckData, ErrorData};
 use crate::protocol::{self, ErrorCode, Header, Kind, RoomName};
 use crate::queue::{ClientQueue, CloseReason};
 use crate::rooms::{ConnId, Fanout, LocalRooms, PresenceLimiter, ShardMsg};
@@ -94,6 +95,7 @@ impl Shard {
             }
             ShardMsg::Drain => self.for_each(|c| c.queue.close(CloseReason::Shutdown)),
             ShardMsg::Failed(origin) => self.publish_failed(origin),
+            ShardMsg::Acked(ack) => self.acked(ack),
         }
     }
 
@@ -112,6 +114,31 @@ impl Shard {
             code: ErrorCode::MessageFailed,
             message: "message not delivered: the message bus failed",
             client_msg_id: origin.client_msg_id.as_ref().map(RoomName::as_str),
+        };
+        let frame = protocol::encode(header, &data).into_frame(OpCode::Text);
+        let len = frame.len() as u64;
+        if conn.queue.push(frame, Instant::now()).is_ok() {
+            self.node.metrics.messages_out.inc();
+            self.node.metrics.bytes_out.inc_by(len);
+        }
+    }
+
+    /// `{"type":"ack","room":R,"data":{"client_msg_id","id","seq"}}` to the
+    /// sender of a stored message, if still connected.
+    fn acked(&self, ack: Ack) {
+        let Some(conn) = self.conns.borrow().get(&ConnId(ack.origin.conn)).cloned() else {
+            return;
+        };
+        let header = Header {
+            kind: Kind::Ack,
+            room: Some(ack.room.as_str()),
+            from: None,
+        };
+        let mut id = uuid::Uuid::encode_buffer();
+        let data = AckData {
+            client_msg_id: ack.origin.client_msg_id.as_ref().map(RoomName::as_str),
+            id: ack.id.hyphenated().encode_lower(&mut id),
+            seq: ack.seq,
         };
         let frame = protocol::encode(header, &data).into_frame(OpCode::Text);
         let len = frame.len() as u64;

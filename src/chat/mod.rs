@@ -12,6 +12,8 @@ use crate::broker::{Origin, Payload, Publish, PublishError};
 use crate::model::{Event, Topic};
 use crate::protocol::{ClientId, RoomName};
 use crate::shard::{ConnState, Shard};
+use crate::store::{Busy, StoreError, StoreHandle};
+use tokio::sync::oneshot;
 
 /// Why the service refused a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,6 +26,36 @@ pub enum ChatError {
     RoomLimit(usize),
     #[error("message not delivered: {0}")]
     NotDelivered(PublishError),
+    #[error("message not stored: {0}")]
+    NotStored(Busy),
+    #[error("history needs a store (store.backend is none)")]
+    NoHistory,
+    #[error("history limit must be 1 to {0}")]
+    BadLimit(u32),
+}
+
+/// Most messages one history page may ask for.
+pub const MAX_HISTORY_LIMIT: u32 = 100;
+/// A history page without a `limit`.
+pub const DEFAULT_HISTORY_LIMIT: u32 = 10;
+
+/// Asks the store for a page of `room`'s history (newest first, `seq <
+/// before_seq`); any client may read a room's history (rooms are public).
+pub fn history(
+    store: Option<&StoreHandle>,
+    room: RoomName,
+    before_seq: Option<u64>,
+    limit: Option<u64>,
+) -> Result<oneshot::Receiver<Result<Vec<Event>, StoreError>>, ChatError> {
+    let limit = match limit {
+        None => DEFAULT_HISTORY_LIMIT,
+        Some(n) if (1..=u64::from(MAX_HISTORY_LIMIT)).contains(&n) => n as u32,
+        Some(_) => return Err(ChatError::BadLimit(MAX_HISTORY_LIMIT)),
+    };
+    let store = store.ok_or(ChatError::NoHistory)?;
+    store
+        .history(room, before_seq, limit)
+        .map_err(ChatError::NotStored)
 }
 
 /// What a join did.
@@ -119,14 +151,20 @@ impl Session {
             None => Topic::Global,
         };
         let event = Event::chat(topic.clone(), self.client.clone(), body);
+        let origin = Origin {
+            shard: shard.index,
+            conn: conn.id.0,
+            client_msg_id,
+        };
+        // Room chats are stored first (then delivered and acked by the
+        // store); room-less global chats stay ephemeral.
+        if let (Some(store), Topic::Room(_)) = (&shard.node.store, &topic) {
+            return store.append(event, origin).map_err(ChatError::NotStored);
+        }
         let publish = Publish {
             topic: &topic,
             payload: Payload::Event(Arc::new(event)),
-            origin: Some(Origin {
-                shard: shard.index,
-                conn: conn.id.0,
-                client_msg_id,
-            }),
+            origin: Some(origin),
         };
         shard
             .node

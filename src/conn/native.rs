@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::{Conn, Handler};
-use crate::chat::{ChatError, Joined, Session};
+use crate::chat::{self, ChatError, Joined, Session};
 use crate::protocol::envelope::{Empty, ErrorData, Event, SystemData};
 use crate::protocol::{self, ClientId, Command, ErrorCode, Header, Kind, ParseLimits, RoomName};
 use crate::ws::OpCode;
@@ -46,7 +46,9 @@ impl Native {
         let code = match e {
             ChatError::NotMember(_) | ChatError::NotIn(_) => ErrorCode::NotMember,
             ChatError::RoomLimit(_) => ErrorCode::RoomLimit,
-            ChatError::NotDelivered(_) => ErrorCode::MessageFailed,
+            ChatError::NotDelivered(_) | ChatError::NotStored(_) => ErrorCode::MessageFailed,
+            ChatError::BadLimit(_) => ErrorCode::Validation,
+            ChatError::NoHistory => ErrorCode::Unsupported,
         };
         let id = client_msg_id.map(RoomName::as_str);
         self.error(conn, code, &e.to_string(), id);
@@ -63,6 +65,66 @@ impl Native {
             Err(e) => self.refused(conn, &e, None),
         }
     }
+}
+
+impl Native {
+    /// Answers with one `history` message once the store has the page.
+    fn history(&self, conn: &Conn, room: RoomName, before_seq: Option<u64>, limit: Option<u64>) {
+        let store = conn.shard.node.store.as_ref();
+        let page = match chat::history(store, room.clone(), before_seq, limit) {
+            Ok(page) => page,
+            Err(e) => return self.refused(conn, &e, None),
+        };
+        let conn = Conn {
+            shard: conn.shard.clone(),
+            state: conn.state.clone(),
+        };
+        tokio::task::spawn_local(async move {
+            let header = Header {
+                kind: Kind::History,
+                room: Some(room.as_str()),
+                from: None,
+            };
+            let frame = match page.await {
+                Ok(Ok(events)) => {
+                    let data = HistoryData {
+                        messages: events.iter().map(envelope_value).collect(),
+                    };
+                    protocol::encode(header, &data)
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "history read failed");
+                    let data = ErrorData {
+                        code: ErrorCode::MessageFailed,
+                        message: "history could not be read",
+                        client_msg_id: None,
+                    };
+                    protocol::encode(
+                        Header {
+                            kind: Kind::Error,
+                            ..header
+                        },
+                        &data,
+                    )
+                }
+                Err(_) => return,
+            };
+            conn.reply(frame.into_frame(OpCode::Text));
+        });
+    }
+}
+
+/// A `history` answer: the messages as live delivery frames them, newest
+/// first.
+#[derive(Serialize)]
+pub struct HistoryData {
+    pub messages: Vec<sonic_rs::Value>,
+}
+
+/// One stored event as the JSON value of its live envelope.
+pub fn envelope_value(event: &crate::model::Event) -> sonic_rs::Value {
+    let json = crate::rooms::encode::chat_api_json(event);
+    sonic_rs::from_slice(json.payload()).expect("an envelope is JSON")
 }
 
 impl Handler for Native {
@@ -108,6 +170,11 @@ impl Handler for Native {
                 Ok(()) => self.system(conn, Event::Left, Some(&room)),
                 Err(e) => self.refused(conn, &e, None),
             },
+            Ok(Command::History {
+                room,
+                before_seq,
+                limit,
+            }) => self.history(conn, room, before_seq, limit),
             Ok(Command::Ping) => self.reply(conn, Kind::Pong, None, &Empty {}),
         }
     }

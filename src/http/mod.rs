@@ -24,7 +24,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::conn::{self, native::Native, relay::Relay, ConnLimits};
+use crate::conn::native::{envelope_value, Native};
+use crate::conn::{self, relay::Relay, ConnLimits};
 use crate::metrics::RejectReason;
 use crate::node::Node;
 use crate::protocol::{ClientId, RoomName};
@@ -55,7 +56,7 @@ where
         seen.at.set(Some(Instant::now()));
         seen.changed.notify_one();
         let shard = shard.clone();
-        async move { Ok::<_, Infallible>(handle(req, shard)) }
+        async move { Ok::<_, Infallible>(handle(req, shard).await) }
     });
     let accepted = Instant::now();
     let served = hyper::server::conn::http1::Builder::new()
@@ -124,7 +125,13 @@ impl Drop for HandshakeGuard {
 /// Which endpoint a path names.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Route<'a> {
-    Native { room: Option<&'a str> },
+    Native {
+        room: Option<&'a str>,
+    },
+    /// `/api/chat-api/rooms/{room}/messages`: a page of stored history.
+    History {
+        room: &'a str,
+    },
     Relay,
     Health,
     Ready,
@@ -137,6 +144,12 @@ pub(crate) fn route(path: &str) -> Route<'_> {
         "/readyz" => return Route::Ready,
         "/relay" => return Route::Relay,
         _ => {}
+    }
+    if let Some(rest) = path.strip_prefix("/api/chat-api/rooms/") {
+        return match rest.strip_suffix("/messages") {
+            Some(room) if !room.is_empty() && !room.contains('/') => Route::History { room },
+            _ => Route::NotFound,
+        };
     }
     for prefix in ["/api/chat-api/ws", "/ws"] {
         if let Some(rest) = path.strip_prefix(prefix) {
@@ -190,7 +203,7 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
     json(status, to_json(&ErrorBody { error: message }))
 }
 
-fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> {
+async fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
     let route = route(&path);
@@ -200,6 +213,12 @@ fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> {
     let node = &shard.node;
     match route {
         Route::NotFound => error(StatusCode::NOT_FOUND, "no such endpoint"),
+        Route::History { room } => {
+            if let Err(e) = authenticate(&req, node, query.as_deref()) {
+                return unauthorized(e);
+            }
+            history_page(node, room, query.as_deref()).await
+        }
         Route::Health => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
         Route::Ready => {
             let reason = if node.shutdown.phase() != Phase::Running {
@@ -335,6 +354,57 @@ fn is_base64_of_16_bytes(key: &[u8]) -> bool {
         && key[..22]
             .iter()
             .all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+}
+
+/// `GET /api/chat-api/rooms/{room}/messages?before_seq=&limit=`: the room's
+/// stored messages, newest first, each as live delivery frames it.
+async fn history_page(node: &Node, room: &str, query: Option<&str>) -> Response<Body> {
+    let room = match RoomName::parse(room, node.config.limits.max_name_length) {
+        Ok(room) => room,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid room name: {e}")),
+    };
+    // The name of a parameter that is not a number.
+    let number = |key: &'static str| -> Result<Option<u64>, &'static str> {
+        query_param(query, key)
+            .map(|v| v.parse().map_err(|_| key))
+            .transpose()
+    };
+    let (before_seq, limit) = match (number("before_seq"), number("limit")) {
+        (Ok(b), Ok(l)) => (b, l),
+        (Err(key), _) | (_, Err(key)) => {
+            let message = format!("{key} must be a non-negative integer");
+            return error(StatusCode::BAD_REQUEST, &message);
+        }
+    };
+    let page = match crate::chat::history(node.store.as_ref(), room.clone(), before_seq, limit) {
+        Ok(page) => page,
+        Err(e @ crate::chat::ChatError::BadLimit(_)) => {
+            return error(StatusCode::BAD_REQUEST, &e.to_string())
+        }
+        Err(e @ crate::chat::ChatError::NoHistory) => {
+            return error(StatusCode::NOT_FOUND, &e.to_string())
+        }
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    };
+    match page.await {
+        Ok(Ok(events)) => {
+            let page = HistoryPage {
+                room: room.as_str(),
+                messages: events.iter().map(envelope_value).collect(),
+            };
+            json(StatusCode::OK, to_json(&page))
+        }
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "history could not be read; try again",
+        ),
+    }
+}
+
+#[derive(serde::Serialize)]
+struct HistoryPage<'a> {
+    room: &'a str,
+    messages: Vec<sonic_rs::Value>,
 }
 
 /// With `auth.enabled`, the verified token subject; without, `None`.

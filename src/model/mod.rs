@@ -46,6 +46,15 @@ pub struct Origin {
     pub client_msg_id: Option<RoomName>,
 }
 
+/// A stored message's acknowledgement, for its sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub origin: Origin,
+    pub room: RoomName,
+    pub id: uuid::Uuid,
+    pub seq: u64,
+}
+
 /// The local side of the bus: receives every message for this node.
 pub trait Delivery: Send + Sync + 'static {
     /// One message for this node's audience of `topic`.

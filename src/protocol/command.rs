@@ -21,6 +21,12 @@ pub enum Command<'a> {
     },
     Join(RoomName),
     Leave(RoomName),
+    /// A page of the room's stored messages, newest first.
+    History {
+        room: RoomName,
+        before_seq: Option<u64>,
+        limit: Option<u64>,
+    },
     Ping,
 }
 
@@ -47,7 +53,7 @@ pub enum ParseError {
     WrongShape,
     #[error("missing field \"type\"")]
     MissingType,
-    #[error("unknown type {0:?}; expected chat, join, leave or ping")]
+    #[error("unknown type {0:?}; expected chat, join, leave, history or ping")]
     UnknownType(String),
     #[error("type {0} needs a \"room\"")]
     MissingRoom(&'static str),
@@ -75,6 +81,10 @@ struct Raw<'a> {
 struct RawData<'a> {
     #[serde(borrow, default)]
     content: Option<Cow<'a, str>>,
+    #[serde(default)]
+    before_seq: Option<u64>,
+    #[serde(default)]
+    limit: Option<u64>,
 }
 
 /// Parses one text message. Fields the server assigns itself (`id`, `from`,
@@ -117,6 +127,11 @@ pub fn parse(text: &[u8], limits: ParseLimits) -> Result<Command<'_>, ParseError
         }
         "join" => Ok(Command::Join(room("join")?)),
         "leave" => Ok(Command::Leave(room("leave")?)),
+        "history" => Ok(Command::History {
+            room: room("history")?,
+            before_seq: raw.data.as_ref().and_then(|d| d.before_seq),
+            limit: raw.data.as_ref().and_then(|d| d.limit),
+        }),
         "ping" => Ok(Command::Ping),
         other => Err(ParseError::UnknownType(short(other.to_string()))),
     }

@@ -18,6 +18,8 @@ pub enum Kind {
     System,
     Error,
     Pong,
+    Ack,
+    History,
 }
 
 /// Error codes carried in `data.code` of an `error` message.
@@ -79,6 +81,15 @@ pub struct ErrorData<'a> {
     pub client_msg_id: Option<&'a str>,
 }
 
+/// A stored message's acknowledgement.
+#[derive(Serialize)]
+pub struct AckData<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_msg_id: Option<&'a str>,
+    pub id: &'a str,
+    pub seq: u64,
+}
+
 #[derive(Serialize)]
 pub struct Empty {}
 
@@ -99,6 +110,9 @@ struct Envelope<'a, D> {
     room: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     from: Option<&'a str>,
+    /// A stored message's place in its room.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
     data: &'a D,
     timestamp: &'a str,
 }
@@ -106,16 +120,25 @@ struct Envelope<'a, D> {
 /// Serialises one envelope with a fresh time-ordered id and the current time
 /// (a reply to one connection: it is not an event).
 pub fn encode<D: Serialize>(header: Header<'_>, data: &D) -> Outgoing {
-    encode_as(header, data, uuid::Uuid::now_v7(), SystemTime::now())
+    let now = Stamp {
+        id: uuid::Uuid::now_v7(),
+        at: SystemTime::now(),
+        seq: None,
+    };
+    encode_as(header, data, now)
 }
 
-/// Serialises one envelope with the id and time of the event it carries.
-pub fn encode_as<D: Serialize>(
-    header: Header<'_>,
-    data: &D,
-    id: uuid::Uuid,
-    at: SystemTime,
-) -> Outgoing {
+/// The identity of the event an envelope carries.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp {
+    pub id: uuid::Uuid,
+    pub at: SystemTime,
+    pub seq: Option<u64>,
+}
+
+/// Serialises one envelope with the id, time and `seq` of its event.
+pub fn encode_as<D: Serialize>(header: Header<'_>, data: &D, stamp: Stamp) -> Outgoing {
+    let Stamp { id, at, seq } = stamp;
     let mut id_buf = uuid::Uuid::encode_buffer();
     let id = id.hyphenated().encode_lower(&mut id_buf);
     let mut ts_buf = [0u8; 32];
@@ -125,6 +148,7 @@ pub fn encode_as<D: Serialize>(
         kind: header.kind,
         room: header.room,
         from: header.from,
+        seq,
         data,
         timestamp,
     };

@@ -6,18 +6,28 @@
 use bytes::Bytes;
 
 use crate::model::{Event, EventKind, Topic};
-use crate::protocol::envelope::{encode_as, ChatData, PresenceData, Status};
+use crate::protocol::envelope::{encode_as, ChatData, PresenceData, Stamp, Status};
 use crate::protocol::{Header, Kind};
-use crate::ws::OpCode;
+use crate::ws::{OpCode, Outgoing};
 
 /// The chat-api envelope of `event`, framed: what every native member gets.
 pub fn chat_api(event: &Event) -> Bytes {
+    chat_api_json(event).into_frame(OpCode::Text)
+}
+
+/// The same, unframed (history pages collect several).
+pub fn chat_api_json(event: &Event) -> Outgoing {
     let room = match &event.topic {
         Topic::Room(room) => Some(room.as_str()),
         Topic::Global | Topic::Relay => None,
     };
     let from = Some(event.sender.as_str());
-    let out = match event.kind {
+    let stamp = Stamp {
+        id: event.id,
+        at: event.ts,
+        seq: event.seq,
+    };
+    match event.kind {
         EventKind::Chat => {
             let header = Header {
                 kind: Kind::Chat,
@@ -27,7 +37,7 @@ pub fn chat_api(event: &Event) -> Bytes {
             let data = ChatData {
                 content: &event.body,
             };
-            encode_as(header, &data, event.id, event.ts)
+            encode_as(header, &data, stamp)
         }
         EventKind::Presence { online } => {
             let header = Header {
@@ -40,10 +50,9 @@ pub fn chat_api(event: &Event) -> Bytes {
             } else {
                 Status::Offline
             };
-            encode_as(header, &PresenceData { status }, event.id, event.ts)
+            encode_as(header, &PresenceData { status }, stamp)
         }
-    };
-    out.into_frame(OpCode::Text)
+    }
 }
 
 #[cfg(test)]

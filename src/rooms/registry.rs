@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::model::{Delivery, Origin, Payload, Topic};
+use crate::model::{Ack, Delivery, Origin, Payload, Topic};
 use crate::protocol::RoomName;
 
 /// Lock stripes for the room map; a power of two well above the core count.
@@ -34,6 +34,8 @@ pub enum ShardMsg {
     Drain,
     /// A message this shard's connection published was lost on the bus.
     Failed(Origin),
+    /// A message this shard's connection posted is stored.
+    Acked(Ack),
 }
 
 struct RoomEntry {
@@ -128,6 +130,13 @@ impl Registry {
         self.backlog.fetch_add(1, Ordering::Relaxed);
         if self.inboxes[shard].send(msg).is_err() {
             self.backlog.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Tells the sender's shard that its message is stored.
+    pub fn acked(&self, ack: Ack) {
+        if ack.origin.shard < self.inboxes.len() {
+            self.send(ack.origin.shard, ShardMsg::Acked(ack));
         }
     }
 

@@ -12,4 +12,5 @@ mod native;
 mod redis;
 mod redis_harness;
 mod relay;
+mod store;
 mod tls;

@@ -1,0 +1,384 @@
+//! Durable history: a narrow [`Backend`] per database (`sqlite.rs`, the
+//! embedded one; PostgreSQL comes next) run by one store thread beside the
+//! shards, so that no write ever blocks a shard.
+//!
+//! A chat to a room goes from the chat service into the store's bounded
+//! queue (full: the sender gets `MESSAGE_FAILED` at once). The store thread
+//! takes everything queued (at most `store.max_batch`), gives each message
+//! the next `seq` of its room, writes them in one transaction (group
+//! commit), and only then publishes them, in `seq` order, and acks each
+//! sender. So an ack means the message is on disk, and a message that was
+//! not stored is neither delivered nor acked. A retry with the same
+//! `client_msg_id` (same sender and room) gets the original ack and is not
+//! stored or delivered again.
+
+pub mod sqlite;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::broker::{Broker, Delivery, Origin, Payload, Publish};
+use crate::model::{Ack, Event, Topic};
+use crate::protocol::{ClientId, RoomName};
+use crate::rooms::Registry;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store: {0}")]
+    Open(String),
+    #[error("store query failed: {0}")]
+    Query(String),
+    #[error("stored data is not valid: {0}")]
+    Corrupt(String),
+    #[error("the store is not running")]
+    Stopped,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        StoreError::Query(e.to_string())
+    }
+}
+
+/// One message to store (its `seq` is set by the store thread).
+pub struct Row {
+    pub event: Event,
+    pub client_msg_id: Option<RoomName>,
+}
+
+/// What a database must do. Called only on the store thread, one call at a
+/// time.
+pub(crate) trait Backend {
+    /// The highest `seq` stored in `room` (0 if none).
+    async fn last_seq(&mut self, room: &RoomName) -> Result<u64, StoreError>;
+    /// The id and `seq` of the message `sender` posted with `client_msg_id`.
+    async fn find(
+        &mut self,
+        room: &RoomName,
+        sender: &ClientId,
+        client_msg_id: &RoomName,
+    ) -> Result<Option<(uuid::Uuid, u64)>, StoreError>;
+    /// Writes `rows` in one transaction.
+    async fn append(&mut self, rows: &[Row]) -> Result<(), StoreError>;
+    /// Up to `limit` messages of `room` with `seq < before_seq`, newest first.
+    async fn history(
+        &mut self,
+        room: &RoomName,
+        before_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError>;
+}
+
+/// Where the store is and how it batches.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub sqlite_path: PathBuf,
+    pub max_pending: usize,
+    pub max_batch: usize,
+    pub max_name: usize,
+}
+
+enum Request {
+    Append {
+        row: Row,
+        origin: Origin,
+    },
+    History {
+        room: RoomName,
+        before_seq: Option<u64>,
+        limit: u32,
+        reply: oneshot::Sender<Result<Vec<Event>, StoreError>>,
+    },
+    /// Answered once everything queued before it is written, published and
+    /// acked (shutdown).
+    Flush(oneshot::Sender<()>),
+}
+
+/// The shards' side of the store: submits without waiting.
+pub struct StoreHandle {
+    tx: mpsc::Sender<Request>,
+}
+
+/// The store queue is full (or the store stopped): the message was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the store is busy; try again")]
+pub struct Busy;
+
+impl StoreHandle {
+    /// Queues a chat for storing, then delivery and an ack to `origin`.
+    pub fn append(&self, event: Event, origin: Origin) -> Result<(), Busy> {
+        let row = Row {
+            event,
+            client_msg_id: origin.client_msg_id.clone(),
+        };
+        self.tx
+            .try_send(Request::Append { row, origin })
+            .map_err(|_| Busy)
+    }
+
+    /// Resolves once every message queued so far is stored, published and
+    /// acked (called at shutdown, after the readers stopped).
+    pub async fn flush(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Request::Flush(done)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Asks for a page of history; the answer comes on the receiver.
+    pub fn history(
+        &self,
+        room: RoomName,
+        before_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<oneshot::Receiver<Result<Vec<Event>, StoreError>>, Busy> {
+        let (reply, rx) = oneshot::channel();
+        let request = Request::History {
+            room,
+            before_seq,
+            limit,
+            reply,
+        };
+        self.tx.try_send(request).map_err(|_| Busy)?;
+        Ok(rx)
+    }
+}
+
+/// Opens the SQLite store and starts its thread; fails (naming the cause)
+/// if the database cannot be opened or migrated.
+pub fn start_sqlite(
+    settings: Settings,
+    registry: Arc<Registry>,
+    broker: Arc<dyn Broker>,
+) -> Result<StoreHandle, StoreError> {
+    let (tx, rx) = mpsc::channel(settings.max_pending);
+    let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("chatd-store".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = opened_tx.send(Err(StoreError::Open(e.to_string())));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let backend = sqlite::Sqlite::open(&settings.sqlite_path, settings.max_name).await;
+                let backend = match backend {
+                    Ok(b) => {
+                        let _ = opened_tx.send(Ok(()));
+                        b
+                    }
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let writer = Writer {
+                    backend,
+                    registry,
+                    broker,
+                    seqs: HashMap::new(),
+                };
+                writer.run(rx, settings.max_batch).await;
+            });
+        })
+        .map_err(|e| StoreError::Open(e.to_string()))?;
+    opened_rx.recv().map_err(|_| StoreError::Stopped)??;
+    Ok(StoreHandle { tx })
+}
+
+/// The store thread's state.
+struct Writer<B> {
+    backend: B,
+    registry: Arc<Registry>,
+    broker: Arc<dyn Broker>,
+    /// The last `seq` given out per room (loaded from the database on first
+    /// use; forgotten after a failed write, so it is reloaded).
+    seqs: HashMap<RoomName, u64>,
+}
+
+/// What became of one append.
+enum Outcome {
+    /// Stored at this index of the group's rows.
+    New { row: usize, origin: Origin },
+    /// A retry of the message at this index of the same group.
+    SameAs { row: usize, origin: Origin },
+    /// A retry of an already stored message: ack it again.
+    Stored { ack: Ack },
+    /// Failed before the write (a query error): tell the sender.
+    Failed { origin: Origin },
+}
+
+/// What a message is, before the write.
+enum Prepared {
+    New,
+    SameAs(usize),
+    Stored(uuid::Uuid, u64),
+}
+
+type RetryKey = (RoomName, ClientId, RoomName);
+
+impl<B: Backend> Writer<B> {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>, max_batch: usize) {
+        let mut batch = Vec::with_capacity(max_batch);
+        while rx.recv_many(&mut batch, max_batch).await > 0 {
+            let mut appends = Vec::new();
+            for request in batch.drain(..) {
+                match request {
+                    Request::Append { row, origin } => appends.push((row, origin)),
+                    Request::History {
+                        room,
+                        before_seq,
+                        limit,
+                        reply,
+                    } => {
+                        // Read after the writes queued before it.
+                        self.write(std::mem::take(&mut appends)).await;
+                        let page = self.backend.history(&room, before_seq, limit).await;
+                        let _ = reply.send(page);
+                    }
+                    Request::Flush(done) => {
+                        self.write(std::mem::take(&mut appends)).await;
+                        let _ = done.send(());
+                    }
+                }
+            }
+            self.write(appends).await;
+        }
+    }
+
+    /// Stores one group in one transaction, then publishes and acks it in
+    /// order; if the write fails, every sender of the group is told.
+    async fn write(&mut self, appends: Vec<(Row, Origin)>) {
+        if appends.is_empty() {
+            return;
+        }
+        let mut rows: Vec<Row> = Vec::with_capacity(appends.len());
+        let mut outcomes = Vec::with_capacity(appends.len());
+        let mut in_group: HashMap<RetryKey, usize> = HashMap::new();
+        for (mut row, origin) in appends {
+            let Topic::Room(room) = row.event.topic.clone() else {
+                continue;
+            };
+            match self.prepare(&room, &mut row, &in_group).await {
+                Ok(Prepared::Stored(id, seq)) => outcomes.push(Outcome::Stored {
+                    ack: Ack {
+                        origin,
+                        room,
+                        id,
+                        seq,
+                    },
+                }),
+                Ok(Prepared::SameAs(row)) => outcomes.push(Outcome::SameAs { row, origin }),
+                Ok(Prepared::New) => {
+                    if let Some(key) = row.client_msg_id.clone() {
+                        in_group.insert((room, row.event.sender.clone(), key), rows.len());
+                    }
+                    outcomes.push(Outcome::New {
+                        row: rows.len(),
+                        origin,
+                    });
+                    rows.push(row);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "store lookup failed");
+                    outcomes.push(Outcome::Failed { origin });
+                }
+            }
+        }
+        let written = if rows.is_empty() {
+            Ok(())
+        } else {
+            self.backend.append(&rows).await
+        };
+        if let Err(e) = &written {
+            tracing::warn!(error = %e, messages = rows.len(), "store write failed; senders told");
+            self.seqs.clear();
+        }
+        let ack_of = |row: &Row, origin: Origin| Ack {
+            origin,
+            room: match &row.event.topic {
+                Topic::Room(room) => room.clone(),
+                _ => unreachable!("only room messages are stored"),
+            },
+            id: row.event.id,
+            seq: row.event.seq.unwrap_or(0),
+        };
+        let acks: Vec<Option<Ack>> = outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
+                Outcome::Stored { ack } => Some(ack),
+                Outcome::Failed { origin } => {
+                    self.registry.failed(origin);
+                    None
+                }
+                Outcome::New { origin, .. } | Outcome::SameAs { origin, .. }
+                    if written.is_err() =>
+                {
+                    self.registry.failed(origin);
+                    None
+                }
+                Outcome::New { row, origin } | Outcome::SameAs { row, origin } => {
+                    Some(ack_of(&rows[row], origin))
+                }
+            })
+            .collect();
+        if written.is_ok() {
+            for row in rows {
+                self.publish(row.event);
+            }
+        }
+        for ack in acks.into_iter().flatten() {
+            self.registry.acked(ack);
+        }
+    }
+
+    /// Gives `row` its `seq`, unless it retries a message stored before or
+    /// earlier in this group.
+    async fn prepare(
+        &mut self,
+        room: &RoomName,
+        row: &mut Row,
+        in_group: &HashMap<RetryKey, usize>,
+    ) -> Result<Prepared, StoreError> {
+        if let Some(key) = &row.client_msg_id {
+            let sender = &row.event.sender;
+            if let Some(&first) = in_group.get(&(room.clone(), sender.clone(), key.clone())) {
+                return Ok(Prepared::SameAs(first));
+            }
+            if let Some((id, seq)) = self.backend.find(room, sender, key).await? {
+                return Ok(Prepared::Stored(id, seq));
+            }
+        }
+        let seq = match self.seqs.get(room) {
+            Some(&seq) => seq,
+            None => self.backend.last_seq(room).await?,
+        };
+        self.seqs.insert(room.clone(), seq + 1);
+        row.event.seq = Some(seq + 1);
+        Ok(Prepared::New)
+    }
+
+    /// Delivers a stored event to every node. Through shard 0's publisher
+    /// whatever the sender's shard, so that a bus keeps the store's order.
+    fn publish(&self, event: Event) {
+        let topic = event.topic.clone();
+        let publish = Publish {
+            topic: &topic,
+            payload: Payload::Event(Arc::new(event)),
+            // Acked already: a bus failure now is not the sender's to retry.
+            origin: None,
+        };
+        if let Err(e) = self.broker.publish(0, publish) {
+            // Stored and acked: it is in the history; only live delivery failed.
+            tracing::warn!(error = %e, "stored message not published");
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The embedded store: one SQLite file (WAL, `synchronous=FULL`, so a
+//! committed message survives a power loss, not only a crash), one
+//! connection owned by the store thread.
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{Connection, Row as _, SqliteConnection};
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::{Backend, Row, StoreError};
+use crate::model::{Event, EventKind, Topic};
+use crate::protocol::{ClientId, RoomName};
+
+/// Versioned migrations, applied in order at start (kept in `migrations/`).
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../../migrations/sqlite/0001_messages.sql"))];
+
+pub struct Sqlite {
+    conn: SqliteConnection,
+    max_name: usize,
+}
+
+impl Sqlite {
+    /// Opens (creating it and its directory if missing) and migrates.
+    pub async fn open(path: &Path, max_name: usize) -> Result<Sqlite, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open(e.to_string()))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5));
+        let mut conn = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(|e| StoreError::Open(e.to_string()))?;
+        migrate(&mut conn)
+            .await
+            .map_err(|e| StoreError::Open(e.to_string()))?;
+        Ok(Sqlite { conn, max_name })
+    }
+}
+
+async fn migrate(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
+        .execute(&mut *conn)
+        .await?;
+    for &(version, sql) in MIGRATIONS {
+        let done = sqlx::query("SELECT 1 FROM schema_migrations WHERE version = ?")
+            .bind(version)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if done.is_some() {
+            continue;
+        }
+        let mut tx = conn.begin().await?;
+        sqlx::raw_sql(sql).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO schema_migrations (version) VALUES (?)")
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+impl Backend for Sqlite {
+    async fn last_seq(&mut self, room: &RoomName) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room = ?")
+            .bind(room.as_str())
+            .fetch_one(&mut self.conn)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)? as u64)
+    }
+
+    async fn find(
+        &mut self,
+        room: &RoomName,
+        sender: &ClientId,
+        client_msg_id: &RoomName,
+    ) -> Result<Option<(uuid::Uuid, u64)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, seq FROM messages WHERE room = ? AND sender = ? AND client_msg_id = ?",
+        )
+        .bind(room.as_str())
+        .bind(sender.as_str())
+        .bind(client_msg_id.as_str())
+        .fetch_optional(&mut self.conn)
+        .await?;
+        row.map(|r| {
+            let id: Vec<u8> = r.try_get(0)?;
+            let seq: i64 = r.try_get(1)?;
+            let id = uuid::Uuid::from_slice(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Ok((id, seq as u64))
+        })
+        .transpose()
+    }
+
+    async fn append(&mut self, rows: &[Row]) -> Result<(), StoreError> {
+        let mut tx = self.conn.begin().await?;
+        for row in rows {
+            let Topic::Room(room) = &row.event.topic else {
+                continue;
+            };
+            let ts = row.event.ts.duration_since(UNIX_EPOCH).unwrap_or_default();
+            sqlx::query(
+                "INSERT INTO messages (room, seq, id, sender, client_msg_id, body, ts_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(room.as_str())
+            .bind(row.event.seq.unwrap_or(0) as i64)
+            .bind(&row.event.id.as_bytes()[..])
+            .bind(row.event.sender.as_str())
+            .bind(row.client_msg_id.as_ref().map(RoomName::as_str))
+            .bind(&*row.event.body)
+            .bind(ts.as_millis() as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn history(
+        &mut self,
+        room: &RoomName,
+        before_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        let before = before_seq.map_or(i64::MAX, |s| s.min(i64::MAX as u64) as i64);
+        let rows = sqlx::query(
+            "SELECT seq, id, sender, body, ts_ms FROM messages \
+             WHERE room = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(room.as_str())
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&mut self.conn)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let seq: i64 = r.try_get(0)?;
+                let id: Vec<u8> = r.try_get(1)?;
+                let sender: String = r.try_get(2)?;
+                let body: String = r.try_get(3)?;
+                let ts_ms: i64 = r.try_get(4)?;
+                let corrupt = |e: String| StoreError::Corrupt(e);
+                Ok(Event {
+                    id: uuid::Uuid::from_slice(&id).map_err(|e| corrupt(e.to_string()))?,
+                    topic: Topic::Room(room.clone()),
+                    seq: Some(seq as u64),
+                    sender: ClientId::parse(&sender, self.max_name)
+                        .map_err(|e| corrupt(e.to_string()))?,
+                    kind: EventKind::Chat,
+                    body: body.into(),
+                    ts: UNIX_EPOCH + Duration::from_millis(ts_ms.max(0) as u64),
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,249 @@
+//! Durable history on SQLite (`store.backend: sqlite`): acks after commit,
+//! per-room `seq`, idempotent send, history pages over the WebSocket and
+//! REST, restarts and `kill -9`. Every test uses its own database file.
+
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+use crate::common::{chatd_command, connect_room, http_get, spawn_chatd, start, Client};
+
+/// A fresh database path in a temp directory of its own.
+fn db_path(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("chatd-store-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir.join("chatd.db")
+}
+
+fn store_overrides(path: &std::path::Path) -> [String; 2] {
+    [
+        "store.backend=sqlite".into(),
+        format!("store.sqlite.path={}", path.display()),
+    ]
+}
+
+/// A client with a fixed id in room `r`, so that a reconnect is the same
+/// sender (idempotency is per sender).
+async fn alice(addr: std::net::SocketAddr) -> Client {
+    let mut c = crate::common::connect(addr, "/ws/r?client_id=alice").await;
+    assert_eq!(c.recv_type("system").await["data"]["event"], "joined");
+    c
+}
+
+async fn chat_with_id(c: &mut Client, room: &str, content: &str, id: &str) {
+    c.send_json(json!({"type":"chat","room":room,"client_msg_id":id,"data":{"content":content}}))
+        .await;
+}
+
+#[tokio::test]
+async fn acks_carry_seq_after_commit_and_history_pages_newest_first() {
+    let path = db_path("acks");
+    let overrides = store_overrides(&path);
+    let server = start(&[&overrides[0], &overrides[1]]);
+    let mut a = connect_room(server.addr(), "r").await;
+    let mut b = connect_room(server.addr(), "r").await;
+    for n in 1..=15 {
+        chat_with_id(&mut a, "r", &format!("m{n}"), &format!("id-{n}")).await;
+        let ack = a.recv_type("ack").await;
+        assert_eq!(ack["room"], "r");
+        assert_eq!(ack["data"]["client_msg_id"], format!("id-{n}"));
+        assert_eq!(ack["data"]["seq"], n);
+        let live = b.recv_type("chat").await;
+        assert_eq!(live["seq"], n, "live envelopes carry seq");
+        assert_eq!(live["id"], ack["data"]["id"]);
+    }
+    // Over the WebSocket: default limit 10, newest first, then the page before.
+    b.send_json(json!({"type":"history","room":"r"})).await;
+    let page = b.recv_type("history").await;
+    let seqs: Vec<u64> = page["data"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (6..=15).rev().collect::<Vec<_>>());
+    assert_eq!(page["data"]["messages"][0]["data"]["content"], "m15");
+    b.send_json(json!({"type":"history","room":"r","data":{"before_seq":6,"limit":100}}))
+        .await;
+    let older = b.recv_type("history").await;
+    assert_eq!(older["data"]["messages"].as_array().unwrap().len(), 5);
+    b.send_json(json!({"type":"history","room":"r","data":{"limit":101}}))
+        .await;
+    let refused = b.recv_type("error").await;
+    assert_eq!(refused["data"]["code"], "VALIDATION");
+    // Over REST, the same envelopes.
+    let (status, body) = http_get(server.addr(), "/api/chat-api/rooms/r/messages?limit=3").await;
+    assert_eq!(status, 200, "{body}");
+    let rest: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(rest["room"], "r");
+    assert_eq!(rest["messages"][0], page["data"]["messages"][0]);
+    assert_eq!(rest["messages"].as_array().unwrap().len(), 3);
+    let (status, body) = http_get(server.addr(), "/api/chat-api/rooms/r/messages?limit=101").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = http_get(server.addr(), "/api/chat-api/rooms/r/messages?before_seq=x").await;
+    assert_eq!(status, 400);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_client_msg_id_is_acked_again_and_stored_once() {
+    let path = db_path("retry");
+    let overrides = store_overrides(&path);
+    let server = start(&[&overrides[0], &overrides[1]]);
+    let mut a = alice(server.addr()).await;
+    let mut b = connect_room(server.addr(), "r").await;
+    chat_with_id(&mut a, "r", "once", "k1").await;
+    let first = a.recv_type("ack").await;
+    chat_with_id(&mut a, "r", "once", "k1").await;
+    // Twice in one group too (no wait between).
+    chat_with_id(&mut a, "r", "twice", "k2").await;
+    chat_with_id(&mut a, "r", "twice", "k2").await;
+    let again = a.recv_type("ack").await;
+    assert_eq!(again["data"], first["data"], "the original ack");
+    let k2a = a.recv_type("ack").await;
+    let k2b = a.recv_type("ack").await;
+    assert_eq!(k2a["data"], k2b["data"]);
+    assert_eq!(k2a["data"]["seq"], 2);
+    // The other member got each message once.
+    assert_eq!(b.recv_type("chat").await["data"]["content"], "once");
+    assert_eq!(b.recv_type("chat").await["data"]["content"], "twice");
+    // After a reconnect, still the original.
+    a.close().await;
+    let mut a = alice(server.addr()).await;
+    chat_with_id(&mut a, "r", "once", "k1").await;
+    assert_eq!(a.recv_type("ack").await["data"], first["data"]);
+    let (_, body) = http_get(server.addr(), "/api/chat-api/rooms/r/messages").await;
+    let rest: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(rest["messages"].as_array().unwrap().len(), 2);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restart_keeps_history_and_continues_seq() {
+    let path = db_path("restart");
+    let overrides = store_overrides(&path);
+    let server = start(&[&overrides[0], &overrides[1]]);
+    let mut a = alice(server.addr()).await;
+    for n in 1..=3 {
+        chat_with_id(&mut a, "r", &format!("before {n}"), &format!("b{n}")).await;
+        a.recv_type("ack").await;
+    }
+    server.shutdown().await;
+    let server = start(&[&overrides[0], &overrides[1]]);
+    let mut a = alice(server.addr()).await;
+    chat_with_id(&mut a, "r", "after", "a1").await;
+    assert_eq!(a.recv_type("ack").await["data"]["seq"], 4);
+    // A retry from before the restart is still recognised.
+    chat_with_id(&mut a, "r", "before 2", "b2").await;
+    assert_eq!(a.recv_type("ack").await["data"]["seq"], 2);
+    let (_, body) = http_get(server.addr(), "/api/chat-api/rooms/r/messages").await;
+    let rest: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(rest["messages"].as_array().unwrap().len(), 4);
+    server.shutdown().await;
+}
+
+/// The real binary, killed with SIGKILL right after the last ack: every
+/// acked message is in the history after a restart.
+#[tokio::test]
+async fn kill_9_after_acks_loses_no_acked_message() {
+    const N: usize = 200;
+    let path = db_path("kill9");
+    let overrides = store_overrides(&path);
+    let start_binary = || {
+        let mut cmd = chatd_command();
+        cmd.args(["--set", &overrides[0], "--set", &overrides[1]]);
+        cmd
+    };
+    let (mut child, addr) = spawn_chatd(&mut start_binary()).await;
+    let mut a = connect_room(addr, "r").await;
+    for n in 0..N {
+        chat_with_id(&mut a, "r", &format!("m{n}"), &format!("k{n}")).await;
+    }
+    for _ in 0..N {
+        a.recv_type("ack").await;
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let (_child, addr) = spawn_chatd(&mut start_binary()).await;
+    let mut seen = 0;
+    let mut before = String::new();
+    loop {
+        let (status, body) = http_get(
+            addr,
+            &format!("/api/chat-api/rooms/r/messages?limit=100{before}"),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let page: Value = serde_json::from_str(&body).unwrap();
+        let messages = page["messages"].as_array().unwrap();
+        if messages.is_empty() {
+            break;
+        }
+        seen += messages.len();
+        let oldest = messages.last().unwrap()["seq"].as_u64().unwrap();
+        before = format!("&before_seq={oldest}");
+    }
+    assert_eq!(seen, N);
+}
+
+/// A store queue of 1 and 50 chats in one write: every chat is answered,
+/// either acked or refused with MESSAGE_FAILED (never silence).
+#[tokio::test]
+async fn a_full_store_queue_answers_message_failed() {
+    use futures_util::SinkExt;
+    let path = db_path("full");
+    let overrides = store_overrides(&path);
+    let server = start(&[&overrides[0], &overrides[1], "store.max_pending=1"]);
+    let mut a = alice(server.addr()).await;
+    for n in 0..50 {
+        let chat = json!({"type":"chat","room":"r","client_msg_id":format!("f{n}"),"data":{"content":"x"}});
+        a.ws.feed(tokio_tungstenite::tungstenite::Message::text(
+            chat.to_string(),
+        ))
+        .await
+        .unwrap();
+    }
+    a.ws.flush().await.unwrap();
+    let (mut acked, mut failed) = (0, 0);
+    while acked + failed < 50 {
+        let m = a.recv().await;
+        match m["type"].as_str() {
+            Some("ack") => acked += 1,
+            Some("error") => {
+                assert_eq!(m["data"]["code"], "MESSAGE_FAILED", "{m}");
+                assert!(m["data"]["client_msg_id"].is_string(), "{m}");
+                failed += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(failed > 0, "the queue of 1 overflowed");
+    assert!(acked > 0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unusable_database_path_stops_the_start_naming_the_key() {
+    // A directory where the file should be.
+    let dir = std::env::temp_dir().join(format!("chatd-store-{}-isdir", std::process::id()));
+    std::fs::create_dir_all(dir.join("chatd.db")).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
+        .args([
+            "--port",
+            "0",
+            "--set",
+            "metrics.enabled=false",
+            "--set",
+            "store.backend=sqlite",
+            "--set",
+        ])
+        .arg(format!(
+            "store.sqlite.path={}",
+            dir.join("chatd.db").display()
+        ))
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("store.sqlite.path"), "{stderr}");
+}
