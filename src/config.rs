@@ -101,6 +101,9 @@ pub struct StoreConfig {
     pub max_pending: usize,
     /// Most messages in one transaction (group commit). Default 1024.
     pub max_batch: usize,
+    /// Most messages a join with `since_seq` replays; a longer gap gets
+    /// `recovered: false` and the client pages the history. Default 1000.
+    pub max_recover: u32,
 }
 
 impl Default for StoreConfig {
@@ -110,6 +113,7 @@ impl Default for StoreConfig {
             sqlite: SqliteConfig::default(),
             max_pending: 10_000,
             max_batch: 1024,
+            max_recover: 1000,
         }
     }
 }

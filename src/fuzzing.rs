@@ -25,7 +25,7 @@ fn parse_command(data: &[u8]) {
         max_depth: 32,
     };
     // Whatever parsed must be within the limits.
-    if let Ok(protocol::Command::Join(room) | protocol::Command::Leave(room)) =
+    if let Ok(protocol::Command::Join { room, .. } | protocol::Command::Leave(room)) =
         protocol::parse(data, limits)
     {
         assert!(room.as_str().len() <= 64);

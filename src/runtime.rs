@@ -162,6 +162,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
                 max_pending: config.store.max_pending,
                 max_batch: config.store.max_batch,
                 max_name: config.limits.max_name_length,
+                max_recover: config.store.max_recover,
             };
             let store = crate::store::start_sqlite(settings, registry.clone(), broker.clone());
             Some(store.map_err(StartError::Store)?)

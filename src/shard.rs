@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::broker::Origin;
-use crate::model::Ack;
+use crate::model::{Ack, Recovery};
 use crate::node::Node;
-use crate::protocol::envelope::{AckData, ErrorData};
+use crate::protocol::envelope::{AckData, ErrorData, Event as SystemEvent, RecoveredData};
 use crate::protocol::{self, ErrorCode, Header, Kind, RoomName};
 use crate::queue::{ClientQueue, CloseReason};
 use crate::rooms::{ConnId, Fanout, LocalRooms, PresenceLimiter, ShardMsg};
@@ -96,6 +96,7 @@ impl Shard {
             ShardMsg::Drain => self.for_each(|c| c.queue.close(CloseReason::Shutdown)),
             ShardMsg::Failed(origin) => self.publish_failed(origin),
             ShardMsg::Acked(ack) => self.acked(ack),
+            ShardMsg::Recovered(recovery) => self.recovered(recovery),
         }
     }
 
@@ -146,6 +147,42 @@ impl Shard {
             self.node.metrics.messages_out.inc();
             self.node.metrics.bytes_out.inc_by(len);
         }
+    }
+
+    /// A joining member's catch-up: the stored messages after its
+    /// `since_seq` in order, then `recovered`, then (from here on) the live
+    /// ones it does not have yet. All in this one turn, so nothing slips
+    /// between them.
+    fn recovered(&self, recovery: Recovery) {
+        let Some(queue) =
+            self.rooms
+                .caught_up(&recovery.room, ConnId(recovery.conn), recovery.up_to)
+        else {
+            return; // left (or disconnected) meanwhile
+        };
+        let now = Instant::now();
+        let mut sent = 0u64;
+        for event in &recovery.events {
+            let frame = crate::rooms::encode::chat_api(event);
+            sent += frame.len() as u64;
+            let _ = queue.push(frame, now);
+        }
+        let header = Header {
+            kind: Kind::System,
+            room: Some(recovery.room.as_str()),
+            from: None,
+        };
+        let data = RecoveredData {
+            event: SystemEvent::Recovered,
+            recovered: recovery.complete,
+            oldest_seq: recovery.oldest,
+        };
+        let frame = protocol::encode(header, &data).into_frame(OpCode::Text);
+        sent += frame.len() as u64;
+        let _ = queue.push(frame, now);
+        let m = &self.node.metrics;
+        m.messages_out.inc_by(recovery.events.len() as u64 + 1);
+        m.bytes_out.inc_by(sent);
     }
 
     fn count(&self, fanout: Fanout) {

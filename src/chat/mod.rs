@@ -63,6 +63,10 @@ pub fn history(
 pub enum Joined {
     Now,
     Already,
+    /// Joined; the catch-up from the store (then `recovered`) follows.
+    Recovering,
+    /// Joined; there is no store to catch up from.
+    NoStore,
 }
 
 /// One connection's part in the chat: who it is and where it is.
@@ -96,11 +100,16 @@ impl Session {
         shard.rooms.add_native(conn.id, conn.queue.clone());
     }
 
+    /// Joins `room`; with `since_seq`, the stored messages after it come
+    /// first (from the store, through the shard's inbox), then
+    /// `recovered`, then live ones: no gap and no duplicate, even while
+    /// others keep posting.
     pub fn join(
         &mut self,
         shard: &Shard,
         conn: &ConnState,
         room: RoomName,
+        since_seq: Option<u64>,
     ) -> Result<Joined, ChatError> {
         if self.rooms.contains(&room) {
             return Ok(Joined::Already);
@@ -110,13 +119,35 @@ impl Session {
         if self.rooms.len() >= limit {
             return Err(ChatError::RoomLimit(limit));
         }
-        shard.rooms.join(&room, conn.id, conn.queue.clone());
+        let joined = match (since_seq, &node.store) {
+            (None, _) => {
+                shard.rooms.join(&room, conn.id, conn.queue.clone());
+                Joined::Now
+            }
+            (Some(_), None) => {
+                shard.rooms.join(&room, conn.id, conn.queue.clone());
+                Joined::NoStore
+            }
+            (Some(since), Some(store)) => {
+                shard
+                    .rooms
+                    .join_catching_up(&room, conn.id, conn.queue.clone());
+                match store.recover(room.clone(), since, shard.index, conn.id.0) {
+                    Ok(()) => Joined::Recovering,
+                    Err(Busy) => {
+                        // No catch-up: live from here on.
+                        shard.rooms.caught_up(&room, conn.id, 0);
+                        Joined::NoStore
+                    }
+                }
+            }
+        };
         if node.registry.join(&room, shard.index) {
             node.broker.subscribe(&room);
         }
         self.presence(shard, &room, true);
         self.rooms.push(room);
-        Ok(Joined::Now)
+        Ok(joined)
     }
 
     pub fn leave(

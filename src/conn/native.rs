@@ -8,18 +8,21 @@ use serde::Serialize;
 
 use super::{Conn, Handler};
 use crate::chat::{self, ChatError, Joined, Session};
-use crate::protocol::envelope::{Empty, ErrorData, Event, SystemData};
+use crate::protocol::envelope::{Empty, ErrorData, Event, RecoveredData, SystemData};
 use crate::protocol::{self, ClientId, Command, ErrorCode, Header, Kind, ParseLimits, RoomName};
 use crate::ws::OpCode;
 
 pub struct Native {
     session: Session,
+    /// `?since_seq=` on the room URL: recover the URL room from there.
+    url_since_seq: Option<u64>,
 }
 
 impl Native {
-    pub fn new(client_id: ClientId, url_room: Option<RoomName>) -> Native {
+    pub fn new(client_id: ClientId, url_room: Option<RoomName>, since_seq: Option<u64>) -> Native {
         Native {
             session: Session::new(client_id, url_room),
+            url_since_seq: since_seq,
         }
     }
 
@@ -59,9 +62,23 @@ impl Native {
         self.reply(conn, Kind::System, room, &SystemData { event, client_id });
     }
 
-    fn join(&mut self, conn: &Conn, room: RoomName) {
-        match self.session.join(&conn.shard, &conn.state, room.clone()) {
-            Ok(Joined::Now | Joined::Already) => self.system(conn, Event::Joined, Some(&room)),
+    fn join(&mut self, conn: &Conn, room: RoomName, since_seq: Option<u64>) {
+        match self
+            .session
+            .join(&conn.shard, &conn.state, room.clone(), since_seq)
+        {
+            Ok(Joined::Now | Joined::Already | Joined::Recovering) => {
+                self.system(conn, Event::Joined, Some(&room))
+            }
+            Ok(Joined::NoStore) => {
+                self.system(conn, Event::Joined, Some(&room));
+                let data = RecoveredData {
+                    event: Event::Recovered,
+                    recovered: false,
+                    oldest_seq: None,
+                };
+                self.reply(conn, Kind::System, Some(&room), &data);
+            }
             Err(e) => self.refused(conn, &e, None),
         }
     }
@@ -133,7 +150,7 @@ impl Handler for Native {
         let url_room = self.session.url_room().cloned();
         self.system(conn, Event::Connected, url_room.as_ref());
         if let Some(room) = url_room {
-            self.join(conn, room);
+            self.join(conn, room, self.url_since_seq);
         }
     }
 
@@ -165,7 +182,7 @@ impl Handler for Native {
                     self.refused(conn, &e, client_msg_id.as_ref());
                 }
             }
-            Ok(Command::Join(room)) => self.join(conn, room),
+            Ok(Command::Join { room, since_seq }) => self.join(conn, room, since_seq),
             Ok(Command::Leave(room)) => match self.session.leave(&conn.shard, &conn.state, &room) {
                 Ok(()) => self.system(conn, Event::Left, Some(&room)),
                 Err(e) => self.refused(conn, &e, None),

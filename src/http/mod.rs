@@ -268,6 +268,14 @@ async fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> 
                     return error(StatusCode::BAD_REQUEST, &format!("invalid room name: {e}"))
                 }
             };
+            let since_seq = match query_param(query.as_deref(), "since_seq").map(str::parse) {
+                None => None,
+                Some(Ok(seq)) => Some(seq),
+                Some(Err(_)) => {
+                    let message = "since_seq must be a non-negative integer";
+                    return error(StatusCode::BAD_REQUEST, message);
+                }
+            };
             let client_id = match authenticate(&req, node, query.as_deref()) {
                 Err(e) => return unauthorized(e),
                 // With authentication on, the token's subject is the id.
@@ -308,7 +316,7 @@ async fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> 
                 &mut req,
                 shard.clone(),
                 limits,
-                Native::new(client_id, room),
+                Native::new(client_id, room, since_seq),
             )
         }
     }

@@ -55,6 +55,22 @@ pub struct Ack {
     pub seq: u64,
 }
 
+/// A joining member's catch-up from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    pub shard: usize,
+    pub conn: u64,
+    pub room: RoomName,
+    /// The stored messages after the member's `since_seq`, in order.
+    pub events: Vec<Event>,
+    /// Everything up to this `seq` is in `events` or was before `since_seq`.
+    pub up_to: u64,
+    /// False when the store could not give every message after `since_seq`.
+    pub complete: bool,
+    /// The oldest `seq` the store has for the room (when incomplete).
+    pub oldest: Option<u64>,
+}
+
 /// The local side of the bus: receives every message for this node.
 pub trait Delivery: Send + Sync + 'static {
     /// One message for this node's audience of `topic`.

@@ -19,7 +19,11 @@ pub enum Command<'a> {
         /// `MESSAGE_FAILED` error so the client knows which one failed.
         client_msg_id: Option<RoomName>,
     },
-    Join(RoomName),
+    /// `since_seq` (in `data`): replay the stored messages after it first.
+    Join {
+        room: RoomName,
+        since_seq: Option<u64>,
+    },
     Leave(RoomName),
     /// A page of the room's stored messages, newest first.
     History {
@@ -84,6 +88,8 @@ struct RawData<'a> {
     #[serde(default)]
     before_seq: Option<u64>,
     #[serde(default)]
+    since_seq: Option<u64>,
+    #[serde(default)]
     limit: Option<u64>,
 }
 
@@ -125,7 +131,10 @@ pub fn parse(text: &[u8], limits: ParseLimits) -> Result<Command<'_>, ParseError
                 client_msg_id,
             })
         }
-        "join" => Ok(Command::Join(room("join")?)),
+        "join" => Ok(Command::Join {
+            room: room("join")?,
+            since_seq: raw.data.as_ref().and_then(|d| d.since_seq),
+        }),
         "leave" => Ok(Command::Leave(room("leave")?)),
         "history" => Ok(Command::History {
             room: room("history")?,
@@ -186,7 +195,10 @@ mod tests {
         );
         assert_eq!(
             parse(br#"{"type":"join","room":"a"}"#, L),
-            Ok(Command::Join(room("a")))
+            Ok(Command::Join {
+                room: room("a"),
+                since_seq: None
+            })
         );
         assert_eq!(
             parse(br#"{"type":"leave","room":"a"}"#, L),

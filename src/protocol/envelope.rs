@@ -63,6 +63,8 @@ pub enum Event {
     Connected,
     Joined,
     Left,
+    /// After a join with `since_seq`: the catch-up is complete (or not).
+    Recovered,
 }
 
 #[derive(Serialize)]
@@ -70,6 +72,16 @@ pub struct SystemData<'a> {
     pub event: Event,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<&'a str>,
+}
+
+/// `{"event":"recovered","recovered":bool,"oldest_seq":N}`.
+#[derive(Serialize)]
+pub struct RecoveredData {
+    pub event: Event,
+    pub recovered: bool,
+    /// The oldest `seq` still stored, when the catch-up is incomplete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_seq: Option<u64>,
 }
 
 #[derive(Serialize)]

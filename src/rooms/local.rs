@@ -4,7 +4,7 @@
 //! it to fan out, the shard's connections change it on join and leave.
 
 use bytes::Bytes;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Instant;
@@ -21,9 +21,22 @@ pub struct ConnId(pub u64);
 /// A set of queues with O(1) insert and remove and a dense list to iterate.
 #[derive(Default)]
 pub struct Members {
-    list: Vec<(ConnId, Rc<ClientQueue>)>,
+    list: Vec<Member>,
     index: HashMap<ConnId, usize>,
 }
+
+/// One member's queue, and which stored messages it already has.
+struct Member {
+    id: ConnId,
+    queue: Rc<ClientQueue>,
+    /// Stored messages (`seq`) up to this one are not pushed: the member
+    /// got them from the store in its catch-up (`CATCHING_UP`: it is
+    /// catching up now, so every stored message is in its catch-up).
+    has_up_to: Cell<u64>,
+}
+
+/// `has_up_to` of a member whose catch-up from the store is on its way.
+const CATCHING_UP: u64 = u64::MAX;
 
 /// What one fan-out did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -37,11 +50,19 @@ pub struct Fanout {
 
 impl Members {
     pub fn insert(&mut self, id: ConnId, queue: Rc<ClientQueue>) -> bool {
+        self.insert_member(id, queue, 0)
+    }
+
+    fn insert_member(&mut self, id: ConnId, queue: Rc<ClientQueue>, has_up_to: u64) -> bool {
         if self.index.contains_key(&id) {
             return false;
         }
         self.index.insert(id, self.list.len());
-        self.list.push((id, queue));
+        self.list.push(Member {
+            id,
+            queue,
+            has_up_to: Cell::new(has_up_to),
+        });
         true
     }
 
@@ -50,8 +71,8 @@ impl Members {
             return false;
         };
         self.list.swap_remove(i);
-        if let Some((moved, _)) = self.list.get(i) {
-            self.index.insert(*moved, i);
+        if let Some(moved) = self.list.get(i) {
+            self.index.insert(moved.id, i);
         }
         true
     }
@@ -64,11 +85,15 @@ impl Members {
         self.list.is_empty()
     }
 
-    /// Pushes a refcount clone of `frame` to every member's queue.
-    pub fn fanout(&self, frame: &Bytes, arrived: Instant) -> Fanout {
+    /// Pushes a refcount clone of `frame` to every member's queue (of a
+    /// stored message, `seq`: to every member that does not have it yet).
+    pub fn fanout(&self, frame: &Bytes, arrived: Instant, seq: Option<u64>) -> Fanout {
         let mut out = Fanout::default();
-        for (_, queue) in &self.list {
-            match queue.push(frame.clone(), arrived) {
+        for member in &self.list {
+            if seq.is_some_and(|seq| seq <= member.has_up_to.get()) {
+                continue;
+            }
+            match member.queue.push(frame.clone(), arrived) {
                 Ok(depth) => {
                     out.delivered += 1;
                     out.sample_depth = Some(depth);
@@ -99,6 +124,27 @@ impl LocalRooms {
             .entry(room.clone())
             .or_default()
             .insert(id, queue)
+    }
+
+    /// Joins a member whose catch-up from the store is on its way: until
+    /// [`LocalRooms::caught_up`], stored messages are not pushed to it (the
+    /// catch-up has them), other events are.
+    pub fn join_catching_up(&self, room: &RoomName, id: ConnId, queue: Rc<ClientQueue>) -> bool {
+        self.rooms
+            .borrow_mut()
+            .entry(room.clone())
+            .or_default()
+            .insert_member(id, queue, CATCHING_UP)
+    }
+
+    /// The member's catch-up went out with everything up to `seq`: live
+    /// stored messages after it are pushed again. Its queue, if a member.
+    pub fn caught_up(&self, room: &RoomName, id: ConnId, seq: u64) -> Option<Rc<ClientQueue>> {
+        let rooms = self.rooms.borrow();
+        let members = rooms.get(room.as_str())?;
+        let member = &members.list[*members.index.get(&id)?];
+        member.has_up_to.set(seq);
+        Some(member.queue.clone())
     }
 
     pub fn leave(&self, room: &RoomName, id: ConnId) -> bool {
@@ -155,11 +201,11 @@ impl LocalRooms {
         if members.is_empty() {
             return Fanout::default();
         }
-        let frame = match payload {
-            Payload::Event(event) => encode::chat_api(event),
-            Payload::Frame(frame) => frame.clone(),
+        let (frame, seq) = match payload {
+            Payload::Event(event) => (encode::chat_api(event), event.seq),
+            Payload::Frame(frame) => (frame.clone(), None),
         };
-        let out = members.fanout(&frame, arrived);
+        let out = members.fanout(&frame, arrived, seq);
         Fanout {
             frame_len: frame.len(),
             ..out
@@ -195,7 +241,7 @@ mod tests {
         assert!(m.remove(ConnId(1)));
         assert!(!m.remove(ConnId(1)));
         assert_eq!(
-            m.fanout(&Bytes::from_static(b"x"), Instant::now())
+            m.fanout(&Bytes::from_static(b"x"), Instant::now(), None)
                 .delivered,
             3
         );

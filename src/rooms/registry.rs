@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::model::{Ack, Delivery, Origin, Payload, Topic};
+use crate::model::{Ack, Delivery, Origin, Payload, Recovery, Topic};
 use crate::protocol::RoomName;
 
 /// Lock stripes for the room map; a power of two well above the core count.
@@ -36,6 +36,8 @@ pub enum ShardMsg {
     Failed(Origin),
     /// A message this shard's connection posted is stored.
     Acked(Ack),
+    /// A joining member's catch-up.
+    Recovered(Recovery),
 }
 
 struct RoomEntry {
@@ -137,6 +139,14 @@ impl Registry {
     pub fn acked(&self, ack: Ack) {
         if ack.origin.shard < self.inboxes.len() {
             self.send(ack.origin.shard, ShardMsg::Acked(ack));
+        }
+    }
+
+    /// Hands a joining member its catch-up (through its shard's inbox, so it
+    /// is ordered with the live messages published before and after it).
+    pub fn recovered(&self, recovery: Recovery) {
+        if recovery.shard < self.inboxes.len() {
+            self.send(recovery.shard, ShardMsg::Recovered(recovery));
         }
     }
 

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::broker::{Broker, Delivery, Origin, Payload, Publish};
-use crate::model::{Ack, Event, Topic};
+use crate::model::{Ack, Event, Recovery, Topic};
 use crate::protocol::{ClientId, RoomName};
 use crate::rooms::Registry;
 
@@ -62,6 +62,13 @@ pub(crate) trait Backend {
     ) -> Result<Option<(uuid::Uuid, u64)>, StoreError>;
     /// Writes `rows` in one transaction.
     async fn append(&mut self, rows: &[Row]) -> Result<(), StoreError>;
+    /// Up to `limit` messages of `room` with `seq > after`, oldest first.
+    async fn since(
+        &mut self,
+        room: &RoomName,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError>;
     /// Up to `limit` messages of `room` with `seq < before_seq`, newest first.
     async fn history(
         &mut self,
@@ -78,6 +85,8 @@ pub struct Settings {
     pub max_pending: usize,
     pub max_batch: usize,
     pub max_name: usize,
+    /// Most messages one catch-up carries.
+    pub max_recover: u32,
 }
 
 enum Request {
@@ -94,6 +103,13 @@ enum Request {
     /// Answered once everything queued before it is written, published and
     /// acked (shutdown).
     Flush(oneshot::Sender<()>),
+    /// A member joined `room` on `shard` with `since_seq`.
+    Recover {
+        room: RoomName,
+        since: u64,
+        shard: usize,
+        conn: u64,
+    },
 }
 
 /// The shards' side of the store: submits without waiting.
@@ -116,6 +132,17 @@ impl StoreHandle {
         self.tx
             .try_send(Request::Append { row, origin })
             .map_err(|_| Busy)
+    }
+
+    /// Asks for a joining member's catch-up (sent to its shard's inbox).
+    pub fn recover(&self, room: RoomName, since: u64, shard: usize, conn: u64) -> Result<(), Busy> {
+        let request = Request::Recover {
+            room,
+            since,
+            shard,
+            conn,
+        };
+        self.tx.try_send(request).map_err(|_| Busy)
     }
 
     /// Resolves once every message queued so far is stored, published and
@@ -185,6 +212,7 @@ pub fn start_sqlite(
                     registry,
                     broker,
                     seqs: HashMap::new(),
+                    max_recover: settings.max_recover,
                 };
                 writer.run(rx, settings.max_batch).await;
             });
@@ -202,6 +230,7 @@ struct Writer<B> {
     /// The last `seq` given out per room (loaded from the database on first
     /// use; forgotten after a failed write, so it is reloaded).
     seqs: HashMap<RoomName, u64>,
+    max_recover: u32,
 }
 
 /// What became of one append.
@@ -247,6 +276,20 @@ impl<B: Backend> Writer<B> {
                     Request::Flush(done) => {
                         self.write(std::mem::take(&mut appends)).await;
                         let _ = done.send(());
+                    }
+                    Request::Recover {
+                        room,
+                        since,
+                        shard,
+                        conn,
+                    } => {
+                        // Everything written before is published before the
+                        // catch-up is read: the member's shard gets the
+                        // live messages up to `up_to` before the catch-up
+                        // (and skips them), and every later one after it.
+                        self.write(std::mem::take(&mut appends)).await;
+                        let recovery = self.recovery(room, since, shard, conn).await;
+                        self.registry.recovered(recovery);
                     }
                 }
             }
@@ -338,6 +381,46 @@ impl<B: Backend> Writer<B> {
         for ack in acks.into_iter().flatten() {
             self.registry.acked(ack);
         }
+    }
+
+    /// The stored messages of `room` after `since`, if the store has them all
+    /// and they are at most `max_recover`.
+    async fn recovery(&mut self, room: RoomName, since: u64, shard: usize, conn: u64) -> Recovery {
+        let mut recovery = Recovery {
+            shard,
+            conn,
+            room,
+            events: Vec::new(),
+            up_to: 0,
+            complete: false,
+            oldest: None,
+        };
+        let room = &recovery.room;
+        let up_to = match self.seqs.get(room) {
+            Some(&seq) => Ok(seq),
+            None => self.backend.last_seq(room).await,
+        };
+        let Ok(up_to) = up_to else {
+            return recovery;
+        };
+        recovery.up_to = up_to;
+        if since >= up_to {
+            recovery.complete = true;
+            return recovery;
+        }
+        let Ok(events) = self.backend.since(room, since, self.max_recover + 1).await else {
+            return recovery;
+        };
+        let first = events.first().and_then(|e| e.seq);
+        if events.len() > self.max_recover as usize || first != Some(since + 1) {
+            // Too many to replay, or some are gone (retention): the client
+            // pages the history itself.
+            recovery.oldest = first;
+            return recovery;
+        }
+        recovery.events = events;
+        recovery.complete = true;
+        recovery
     }
 
     /// Gives `row` its `seq`, unless it retries a message stored before or

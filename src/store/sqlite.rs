@@ -122,6 +122,24 @@ impl Backend for Sqlite {
         Ok(())
     }
 
+    async fn since(
+        &mut self,
+        room: &RoomName,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, id, sender, body, ts_ms FROM messages \
+             WHERE room = ? AND seq > ? ORDER BY seq ASC LIMIT ?",
+        )
+        .bind(room.as_str())
+        .bind(after.min(i64::MAX as u64) as i64)
+        .bind(i64::from(limit))
+        .fetch_all(&mut self.conn)
+        .await?;
+        rows.into_iter().map(|r| self.event(room, r)).collect()
+    }
+
     async fn history(
         &mut self,
         room: &RoomName,
@@ -138,25 +156,27 @@ impl Backend for Sqlite {
         .bind(i64::from(limit))
         .fetch_all(&mut self.conn)
         .await?;
-        rows.into_iter()
-            .map(|r| {
-                let seq: i64 = r.try_get(0)?;
-                let id: Vec<u8> = r.try_get(1)?;
-                let sender: String = r.try_get(2)?;
-                let body: String = r.try_get(3)?;
-                let ts_ms: i64 = r.try_get(4)?;
-                let corrupt = |e: String| StoreError::Corrupt(e);
-                Ok(Event {
-                    id: uuid::Uuid::from_slice(&id).map_err(|e| corrupt(e.to_string()))?,
-                    topic: Topic::Room(room.clone()),
-                    seq: Some(seq as u64),
-                    sender: ClientId::parse(&sender, self.max_name)
-                        .map_err(|e| corrupt(e.to_string()))?,
-                    kind: EventKind::Chat,
-                    body: body.into(),
-                    ts: UNIX_EPOCH + Duration::from_millis(ts_ms.max(0) as u64),
-                })
-            })
-            .collect()
+        rows.into_iter().map(|r| self.event(room, r)).collect()
+    }
+}
+
+impl Sqlite {
+    /// One row of `SELECT seq, id, sender, body, ts_ms` as an event.
+    fn event(&self, room: &RoomName, r: sqlx::sqlite::SqliteRow) -> Result<Event, StoreError> {
+        let seq: i64 = r.try_get(0)?;
+        let id: Vec<u8> = r.try_get(1)?;
+        let sender: String = r.try_get(2)?;
+        let body: String = r.try_get(3)?;
+        let ts_ms: i64 = r.try_get(4)?;
+        let corrupt = |e: String| StoreError::Corrupt(e);
+        Ok(Event {
+            id: uuid::Uuid::from_slice(&id).map_err(|e| corrupt(e.to_string()))?,
+            topic: Topic::Room(room.clone()),
+            seq: Some(seq as u64),
+            sender: ClientId::parse(&sender, self.max_name).map_err(|e| corrupt(e.to_string()))?,
+            kind: EventKind::Chat,
+            body: body.into(),
+            ts: UNIX_EPOCH + Duration::from_millis(ts_ms.max(0) as u64),
+        })
     }
 }

@@ -247,3 +247,112 @@ async fn an_unusable_database_path_stops_the_start_naming_the_key() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("store.sqlite.path"), "{stderr}");
 }
+
+/// A member joins with `since_seq` while another keeps posting: it gets
+/// exactly the messages after `since_seq`, in order, then the live ones, with
+/// no gap and no duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_with_since_seq_recovers_without_gap_or_duplicate_during_traffic() {
+    use futures_util::SinkExt;
+    const TOTAL: u64 = 300;
+    let path = db_path("recover");
+    let overrides = store_overrides(&path);
+    let server = start(&[&overrides[0], &overrides[1]]);
+    let addr = server.addr();
+    let mut sender = alice(addr).await;
+    for n in 1..=30 {
+        chat_with_id(&mut sender, "r", &format!("m{n}"), &format!("k{n}")).await;
+        sender.recv_type("ack").await;
+    }
+    let sending = tokio::spawn(async move {
+        for n in 31..=TOTAL {
+            let chat = json!({"type":"chat","room":"r","data":{"content":format!("m{n}")}});
+            sender
+                .ws
+                .send(tokio_tungstenite::tungstenite::Message::text(
+                    chat.to_string(),
+                ))
+                .await
+                .unwrap();
+            if n % 10 == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        }
+        sender
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let mut late = crate::common::connect(addr, "/ws/r?since_seq=10").await;
+    let mut seqs = Vec::new();
+    let mut recovered = None;
+    while seqs.last() != Some(&TOTAL) {
+        let m = late.recv().await;
+        match m["type"].as_str() {
+            Some("chat") => seqs.push(m["seq"].as_u64().unwrap()),
+            Some("system") if m["data"]["event"] == "recovered" => {
+                recovered = Some((m["data"]["recovered"].clone(), seqs.len()))
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        seqs,
+        (11..=TOTAL).collect::<Vec<_>>(),
+        "no gap, no duplicate"
+    );
+    let (complete, at) = recovered.expect("a recovered message");
+    assert_eq!(complete, true);
+    assert!(at >= 20, "the catch-up (11..=30 at least) came before it");
+    sending.await.unwrap().close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn recovery_edges_nothing_missed_too_much_missed_and_no_store() {
+    let path = db_path("edges");
+    let overrides = store_overrides(&path);
+    let server = start(&[&overrides[0], &overrides[1], "store.max_recover=5"]);
+    let mut a = alice(server.addr()).await;
+    for n in 1..=10 {
+        chat_with_id(&mut a, "r", &format!("m{n}"), &format!("k{n}")).await;
+        a.recv_type("ack").await;
+    }
+    let mut b = crate::common::connect(server.addr(), "/ws").await;
+    // Up to date: nothing to replay.
+    b.send_json(json!({"type":"join","room":"r","data":{"since_seq":10}}))
+        .await;
+    let done = b.recv_type("system").await;
+    let done = if done["data"]["event"] == "joined" {
+        b.recv_type("system").await
+    } else {
+        done
+    };
+    assert_eq!(done["data"]["event"], "recovered");
+    assert_eq!(done["data"]["recovered"], true);
+    // More missed than store.max_recover: not replayed; page the history.
+    let mut c = crate::common::connect(server.addr(), "/ws").await;
+    c.send_json(json!({"type":"join","room":"r","data":{"since_seq":0}}))
+        .await;
+    loop {
+        let m = c.recv().await;
+        assert_ne!(m["type"], "chat", "nothing replayed: {m}");
+        if m["data"]["event"] == "recovered" {
+            assert_eq!(m["data"]["recovered"], false);
+            assert_eq!(m["data"]["oldest_seq"], 1);
+            break;
+        }
+    }
+    server.shutdown().await;
+    // No store: joined, then recovered:false.
+    let plain = start(&[]);
+    let mut d = crate::common::connect(plain.addr(), "/ws/r?since_seq=3").await;
+    assert_eq!(d.recv_type("system").await["data"]["event"], "joined");
+    let m = d.recv_type("system").await;
+    assert_eq!(
+        (
+            m["data"]["event"].as_str(),
+            m["data"]["recovered"].as_bool()
+        ),
+        (Some("recovered"), Some(false))
+    );
+    plain.shutdown().await;
+}
