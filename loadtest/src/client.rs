@@ -116,6 +116,7 @@ pub async fn connect(server: SocketAddr, path: &str, source: Option<IpAddr>) -> 
         writer: Writer {
             io: write,
             out: Vec::new(),
+            acked: false,
         },
     })
 }
@@ -124,6 +125,8 @@ pub async fn connect(server: SocketAddr, path: &str, source: Option<IpAddr>) -> 
 pub enum Frame {
     /// A text message; `Some` is the intended send time of a chat.
     Text(Option<u64>),
+    /// A store's ack of a chat sent with its intended time as client_msg_id.
+    Ack(u64),
     Close(Option<u16>, String),
     Other,
 }
@@ -172,7 +175,10 @@ fn parse(b: &[u8]) -> Option<(Frame, usize)> {
     };
     let payload = b.get(header..header + len)?;
     let frame = match opcode {
-        0x1 => Frame::Text(intended_ns(payload)),
+        0x1 => match acked_ns(payload) {
+            Some(ns) => Frame::Ack(ns),
+            None => Frame::Text(intended_ns(payload)),
+        },
         0x8 => {
             let code = (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
             Frame::Close(
@@ -188,6 +194,8 @@ fn parse(b: &[u8]) -> Option<(Frame, usize)> {
 pub struct Writer {
     io: OwnedWriteHalf,
     out: Vec<u8>,
+    /// Chats carry their intended time as `client_msg_id` (durable scenario).
+    pub acked: bool,
 }
 
 impl Writer {
@@ -195,7 +203,11 @@ impl Writer {
     /// client that batches its output sends), each starting with the
     /// intended send time and padded to `size` bytes.
     pub async fn burst(&mut self, intended_ns: u64, size: usize, n: usize) -> std::io::Result<()> {
-        let text = chat_text(intended_ns, size);
+        let text = if self.acked {
+            acked_chat_text(intended_ns, size)
+        } else {
+            chat_text(intended_ns, size)
+        };
         self.out.clear();
         for _ in 0..n {
             self.frame(&text);
@@ -231,6 +243,34 @@ pub fn chat_text(intended_ns: u64, size: usize) -> String {
     )
 }
 
+/// The same with the intended time as `client_msg_id`, so that the store's
+/// ack carries it back (ack latency).
+pub fn acked_chat_text(intended_ns: u64, size: usize) -> String {
+    let head = format!("{intended_ns}:");
+    let pad = size.saturating_sub(head.len());
+    format!(
+        r#"{{"type":"chat","client_msg_id":"{intended_ns}","data":{{"content":"{head}{}"}}}}"#,
+        "x".repeat(pad)
+    )
+}
+
+/// The intended send time in an ack, without a JSON parse.
+pub fn acked_ns(text: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = br#""client_msg_id":""#;
+    if !contains(text, br#""type":"ack""#) {
+        return None;
+    }
+    let start = find(text, KEY)? + KEY.len();
+    let digits = text[start..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    std::str::from_utf8(&text[start..start + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// The intended send time in a delivered chat, without a JSON parse.
 pub fn intended_ns(text: &[u8]) -> Option<u64> {
     const KEY: &[u8] = br#""content":""#;
@@ -259,6 +299,13 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ack_carries_the_intended_time_back() {
+        let ack = br#"{"id":"x","type":"ack","room":"r","data":{"client_msg_id":"987654321","id":"y","seq":3}}"#;
+        assert_eq!(acked_ns(ack), Some(987654321));
+        assert_eq!(acked_ns(acked_chat_text(5, 40).as_bytes()), None, "a chat is not an ack");
+    }
 
     #[test]
     fn intended_time_round_trips_through_an_envelope() {

@@ -6,6 +6,7 @@
 //! loadtest connect --clients 10000 --concurrency 200
 //! loadtest idle    --clients 19000 --server-pid PID --sources 4
 //! loadtest burst   --clients 100 --senders 1 --rate 10 --burst 300
+//! loadtest durable --clients 100 --senders 10 --rate 10000   # chatd with store.backend=sqlite
 //! loadtest cross-node --url 127.0.0.1:8080 --url 127.0.0.1:8081 --clients 1000 --senders 10 --rate 200
 //! ```
 //!
@@ -40,6 +41,9 @@ pub enum Scenario {
     /// TCP write, --rate bursts per second in all. Every reader is prompt:
     /// any close is a failure of the server's backpressure.
     Burst,
+    /// Fan-out whose chats carry a client_msg_id: against a server with a
+    /// store, also reports acks and ack latency (send to ack).
+    Durable,
 }
 
 #[derive(Debug, Clone, Parser)]

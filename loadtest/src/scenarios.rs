@@ -37,6 +37,9 @@ struct Shared {
     errors: AtomicU64,
     closes: Mutex<BTreeMap<String, u64>>,
     latency: Mutex<Histogram<u64>>,
+    /// Acks of chats sent in the window (durable scenario), and their latency.
+    acks: AtomicU64,
+    ack_latency: Mutex<Histogram<u64>>,
 }
 
 impl Shared {
@@ -50,6 +53,8 @@ impl Shared {
             errors: AtomicU64::new(0),
             closes: Mutex::new(BTreeMap::new()),
             latency: Mutex::new(histogram()),
+            acks: AtomicU64::new(0),
+            ack_latency: Mutex::new(histogram()),
         })
     }
 
@@ -65,7 +70,7 @@ impl Shared {
 pub async fn run(args: &Args) -> anyhow::Result<Report> {
     let servers = args.servers()?;
     match args.scenario {
-        Scenario::Fanout | Scenario::CrossNode | Scenario::Burst => {
+        Scenario::Fanout | Scenario::CrossNode | Scenario::Burst | Scenario::Durable => {
             messaging(args, &servers, Layout::Fanout).await
         }
         Scenario::Rooms => messaging(args, &servers, Layout::Rooms).await,
@@ -209,7 +214,8 @@ async fn messaging(args: &Args, servers: &[SocketAddr], layout: Layout) -> anyho
         if is_sender.contains(&i) {
             // Spread the senders' first sends over one interval.
             let offset = interval_ns * (i as u64 % n_senders) / n_senders;
-            let writer = ws.writer;
+            let mut writer = ws.writer;
+            writer.acked = args.scenario == Scenario::Durable;
             sender_tasks.push(tokio::spawn(send(
                 writer,
                 shared.clone(),
@@ -277,6 +283,20 @@ async fn messaging(args: &Args, servers: &[SocketAddr], layout: Layout) -> anyho
     };
     report.latency(&shared.latency.lock());
     cpu_figures(&mut report, &cpu, received);
+    let acks = shared.acks.load(Ordering::Relaxed);
+    if acks > 0 {
+        let h = shared.ack_latency.lock();
+        report.extra.insert("acks".into(), acks as f64);
+        report
+            .extra
+            .insert("acks_per_s".into(), acks as f64 / args.duration.as_secs_f64());
+        report
+            .extra
+            .insert("ack_p50_us".into(), h.value_at_quantile(0.5) as f64);
+        report
+            .extra
+            .insert("ack_p99_us".into(), h.value_at_quantile(0.99) as f64);
+    }
     if let Some(first) = failures.first() {
         report.notes.push(format!(
             "{} clients failed to connect; first: {first}",
@@ -327,6 +347,8 @@ async fn send(
 
 async fn receive(mut reader: client::Reader, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut h = histogram();
+    let mut acks_h = histogram();
+    let mut acks = 0u64;
     let mut received = 0u64;
     let mut seen = 0u64;
     loop {
@@ -346,6 +368,13 @@ async fn receive(mut reader: client::Reader, shared: Arc<Shared>, mut stop: watc
                     h.saturating_record(latency_us.max(1));
                 }
             }
+            Ok(Some(client::Frame::Ack(intended))) => {
+                if shared.in_window(intended) {
+                    acks += 1;
+                    let latency_us = client::now_ns().saturating_sub(intended) / 1000;
+                    acks_h.saturating_record(latency_us.max(1));
+                }
+            }
             Ok(Some(client::Frame::Close(code, reason))) => {
                 shared.close(code.map_or("no code".into(), |c| format!("{c} {reason}")));
                 break;
@@ -361,6 +390,8 @@ async fn receive(mut reader: client::Reader, shared: Arc<Shared>, mut stop: watc
     }
     shared.received.fetch_add(received, Ordering::Relaxed);
     shared.latency.lock().add(&h).expect("same bounds");
+    shared.acks.fetch_add(acks, Ordering::Relaxed);
+    shared.ack_latency.lock().add(&acks_h).expect("same bounds");
 }
 
 async fn connect_storm(args: &Args, server: SocketAddr) -> anyhow::Result<Report> {
