@@ -304,7 +304,11 @@ mod tests {
     fn an_ack_carries_the_intended_time_back() {
         let ack = br#"{"id":"x","type":"ack","room":"r","data":{"client_msg_id":"987654321","id":"y","seq":3}}"#;
         assert_eq!(acked_ns(ack), Some(987654321));
-        assert_eq!(acked_ns(acked_chat_text(5, 40).as_bytes()), None, "a chat is not an ack");
+        assert_eq!(
+            acked_ns(acked_chat_text(5, 40).as_bytes()),
+            None,
+            "a chat is not an ack"
+        );
     }
 
     #[test]

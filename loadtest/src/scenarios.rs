@@ -287,9 +287,10 @@ async fn messaging(args: &Args, servers: &[SocketAddr], layout: Layout) -> anyho
     if acks > 0 {
         let h = shared.ack_latency.lock();
         report.extra.insert("acks".into(), acks as f64);
-        report
-            .extra
-            .insert("acks_per_s".into(), acks as f64 / args.duration.as_secs_f64());
+        report.extra.insert(
+            "acks_per_s".into(),
+            acks as f64 / args.duration.as_secs_f64(),
+        );
         report
             .extra
             .insert("ack_p50_us".into(), h.value_at_quantile(0.5) as f64);

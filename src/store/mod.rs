@@ -53,13 +53,12 @@ pub struct Row {
 pub(crate) trait Backend {
     /// The highest `seq` stored in `room` (0 if none).
     async fn last_seq(&mut self, room: &RoomName) -> Result<u64, StoreError>;
-    /// The id and `seq` of the message `sender` posted with `client_msg_id`.
+    /// The id and `seq` of each already stored message among `keys`
+    /// (room, sender, client_msg_id); one query for all of them.
     async fn find(
         &mut self,
-        room: &RoomName,
-        sender: &ClientId,
-        client_msg_id: &RoomName,
-    ) -> Result<Option<(uuid::Uuid, u64)>, StoreError>;
+        keys: &[RetryKey],
+    ) -> Result<HashMap<RetryKey, (uuid::Uuid, u64)>, StoreError>;
     /// Writes `rows` in one transaction.
     async fn append(&mut self, rows: &[Row]) -> Result<(), StoreError>;
     /// Up to `limit` messages of `room` with `seq > after`, oldest first.
@@ -76,6 +75,14 @@ pub(crate) trait Backend {
         before_seq: Option<u64>,
         limit: u32,
     ) -> Result<Vec<Event>, StoreError>;
+}
+
+fn retry_key(row: &Row) -> Option<RetryKey> {
+    let Topic::Room(room) = &row.event.topic else {
+        return None;
+    };
+    let id = row.client_msg_id.clone()?;
+    Some((room.clone(), row.event.sender.clone(), id))
 }
 
 /// Where the store is and how it batches.
@@ -252,7 +259,8 @@ enum Prepared {
     Stored(uuid::Uuid, u64),
 }
 
-type RetryKey = (RoomName, ClientId, RoomName);
+/// What makes a send idempotent: (room, sender, client_msg_id).
+pub type RetryKey = (RoomName, ClientId, RoomName);
 
 impl<B: Backend> Writer<B> {
     async fn run(mut self, mut rx: mpsc::Receiver<Request>, max_batch: usize) {
@@ -303,6 +311,26 @@ impl<B: Backend> Writer<B> {
         if appends.is_empty() {
             return;
         }
+        // Which of the group's client_msg_ids are stored already: one query.
+        let keys: Vec<RetryKey> = appends
+            .iter()
+            .filter_map(|(row, _)| retry_key(row))
+            .collect();
+        let stored = if keys.is_empty() {
+            Ok(HashMap::new())
+        } else {
+            self.backend.find(&keys).await
+        };
+        let stored = match stored {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(error = %e, "store lookup failed; senders told");
+                for (_, origin) in appends {
+                    self.registry.failed(origin);
+                }
+                return;
+            }
+        };
         let mut rows: Vec<Row> = Vec::with_capacity(appends.len());
         let mut outcomes = Vec::with_capacity(appends.len());
         let mut in_group: HashMap<RetryKey, usize> = HashMap::new();
@@ -310,7 +338,7 @@ impl<B: Backend> Writer<B> {
             let Topic::Room(room) = row.event.topic.clone() else {
                 continue;
             };
-            match self.prepare(&room, &mut row, &in_group).await {
+            match self.prepare(&room, &mut row, &stored, &in_group).await {
                 Ok(Prepared::Stored(id, seq)) => outcomes.push(Outcome::Stored {
                     ack: Ack {
                         origin,
@@ -429,15 +457,15 @@ impl<B: Backend> Writer<B> {
         &mut self,
         room: &RoomName,
         row: &mut Row,
+        stored: &HashMap<RetryKey, (uuid::Uuid, u64)>,
         in_group: &HashMap<RetryKey, usize>,
     ) -> Result<Prepared, StoreError> {
-        if let Some(key) = &row.client_msg_id {
-            let sender = &row.event.sender;
-            if let Some(&first) = in_group.get(&(room.clone(), sender.clone(), key.clone())) {
-                return Ok(Prepared::SameAs(first));
-            }
-            if let Some((id, seq)) = self.backend.find(room, sender, key).await? {
+        if let Some(key) = retry_key(row) {
+            if let Some(&(id, seq)) = stored.get(&key) {
                 return Ok(Prepared::Stored(id, seq));
+            }
+            if let Some(&first) = in_group.get(&key) {
+                return Ok(Prepared::SameAs(first));
             }
         }
         let seq = match self.seqs.get(room) {

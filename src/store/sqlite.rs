@@ -7,9 +7,15 @@ use sqlx::{Connection, Row as _, SqliteConnection};
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::{Backend, Row, StoreError};
+use super::{Backend, RetryKey, Row, StoreError};
 use crate::model::{Event, EventKind, Topic};
 use crate::protocol::{ClientId, RoomName};
+use std::collections::HashMap;
+
+/// Rows per INSERT (and keys per lookup): one statement, one round trip to
+/// the SQLite worker, for many messages. 100 × 7 parameters stays far under
+/// SQLite's limit.
+const ROWS_PER_STATEMENT: usize = 100;
 
 /// Versioned migrations, applied in order at start (kept in `migrations/`).
 const MIGRATIONS: &[(i64, &str)] =
@@ -76,47 +82,68 @@ impl Backend for Sqlite {
 
     async fn find(
         &mut self,
-        room: &RoomName,
-        sender: &ClientId,
-        client_msg_id: &RoomName,
-    ) -> Result<Option<(uuid::Uuid, u64)>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, seq FROM messages WHERE room = ? AND sender = ? AND client_msg_id = ?",
-        )
-        .bind(room.as_str())
-        .bind(sender.as_str())
-        .bind(client_msg_id.as_str())
-        .fetch_optional(&mut self.conn)
-        .await?;
-        row.map(|r| {
-            let id: Vec<u8> = r.try_get(0)?;
-            let seq: i64 = r.try_get(1)?;
-            let id = uuid::Uuid::from_slice(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            Ok((id, seq as u64))
-        })
-        .transpose()
+        keys: &[RetryKey],
+    ) -> Result<HashMap<RetryKey, (uuid::Uuid, u64)>, StoreError> {
+        let mut found = HashMap::new();
+        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            // An OR of index lookups (SQLite plans each on the unique index;
+            // a row-value `IN (VALUES ...)` scanned the table).
+            let terms =
+                vec!["(room = ? AND sender = ? AND client_msg_id = ?)"; chunk.len()].join(" OR ");
+            let sql = format!(
+                "SELECT room, sender, client_msg_id, id, seq FROM messages WHERE {terms}"
+            );
+            // Audited: `sql` is fixed text and placeholders; the data is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (room, sender, id) in chunk {
+                query = query
+                    .bind(room.as_str())
+                    .bind(sender.as_str())
+                    .bind(id.as_str());
+            }
+            for r in query.fetch_all(&mut self.conn).await? {
+                let (room, sender, key): (String, String, String) =
+                    (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+                let id: Vec<u8> = r.try_get(3)?;
+                let seq: i64 = r.try_get(4)?;
+                let id =
+                    uuid::Uuid::from_slice(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                // Keys come back exactly as they were bound.
+                if let Some(k) = chunk.iter().find(|(r, s, c)| {
+                    r.as_str() == room && s.as_str() == sender && c.as_str() == key
+                }) {
+                    found.insert(k.clone(), (id, seq as u64));
+                }
+            }
+        }
+        Ok(found)
     }
 
     async fn append(&mut self, rows: &[Row]) -> Result<(), StoreError> {
         let mut tx = self.conn.begin().await?;
-        for row in rows {
-            let Topic::Room(room) = &row.event.topic else {
-                continue;
-            };
-            let ts = row.event.ts.duration_since(UNIX_EPOCH).unwrap_or_default();
-            sqlx::query(
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let tuples = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
                 "INSERT INTO messages (room, seq, id, sender, client_msg_id, body, ts_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(room.as_str())
-            .bind(row.event.seq.unwrap_or(0) as i64)
-            .bind(&row.event.id.as_bytes()[..])
-            .bind(row.event.sender.as_str())
-            .bind(row.client_msg_id.as_ref().map(RoomName::as_str))
-            .bind(&*row.event.body)
-            .bind(ts.as_millis() as i64)
-            .execute(&mut *tx)
-            .await?;
+                 VALUES {tuples}"
+            );
+            // Audited: `sql` is fixed text and placeholders; the data is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for row in chunk {
+                let Topic::Room(room) = &row.event.topic else {
+                    return Err(StoreError::Query("only room messages are stored".into()));
+                };
+                let ts = row.event.ts.duration_since(UNIX_EPOCH).unwrap_or_default();
+                query = query
+                    .bind(room.as_str())
+                    .bind(row.event.seq.unwrap_or(0) as i64)
+                    .bind(&row.event.id.as_bytes()[..])
+                    .bind(row.event.sender.as_str())
+                    .bind(row.client_msg_id.as_ref().map(RoomName::as_str))
+                    .bind(&*row.event.body)
+                    .bind(ts.as_millis() as i64);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
