@@ -101,6 +101,16 @@ for kind in chatd baseline; do
   stop "$PID"
 done
 
+# durable: chats stored (SQLite, fsync per commit) before delivery; acks timed.
+dbdir=$(mktemp -d)
+for rate in $([ "$QUICK" = 1 ] && echo 1000 || echo "10000 40000 100000"); do
+  rm -rf "$dbdir"/*
+  start chatd 18080 --set store.backend=sqlite --set "store.sqlite.path=$dbdir/chatd.db"
+  run chatd "durable-$rate" durable --url 127.0.0.1:18080 --clients 2 --senders 2 --rate "$rate" "${DUR[@]}" --server-pid "$PID"
+  stop "$PID"
+done
+rm -rf "$dbdir"
+
 # cross-node: the same fan-out through Redis (receivers on two nodes, senders
 # on the first) against one node, at a fixed rate.
 if command -v redis-server >/dev/null; then

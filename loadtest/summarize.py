@@ -63,6 +63,18 @@ for kind in ("chatd", "baseline"):
               r["p99_us"] / 1000, "%.2f" % r["server_cpu_us_per_delivery"] if r["server_cpu_us_per_delivery"] else "-", r["closes"] or "none"))
 print()
 
+durable = sorted(((int(l.split("-")[1]), r) for (k, l), r in by.items() if l.startswith("durable-")))
+if durable:
+    print("### durable (SQLite store, 2 clients, chats timed to their ack)\n")
+    print("| offered chats/s | delivered | acks/s | ack p50 ms | ack p99 ms | server CPU us/delivery |")
+    print("|---|---|---|---|---|---|")
+    for rate, r in durable:
+        e = r["extra"]
+        print("| %d | %.1f %% | %.0f | %.2f | %.2f | %s |" % (rate, r["delivered_pct"], e.get("acks_per_s", 0),
+              e.get("ack_p50_us", 0) / 1000, e.get("ack_p99_us", 0) / 1000,
+              "%.2f" % r["server_cpu_us_per_delivery"] if r["server_cpu_us_per_delivery"] else "-"))
+    print()
+
 print("### connect (connection storm, 200 handshakes in flight)\n")
 print("| server | connections | connects/s | handshake p50 ms | p99 ms | server CPU us/connect | errors |")
 print("|---|---|---|---|---|---|---|")
