@@ -104,6 +104,31 @@ pub struct StoreConfig {
     /// Most messages a join with `since_seq` replays; a longer gap gets
     /// `recovered: false` and the client pages the history. Default 1000.
     pub max_recover: u32,
+    pub retention: RetentionConfig,
+}
+
+/// What the store keeps; enforced in the background. Default: everything.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Delete messages older than this; `0s` keeps them. Default `0s`.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Keep at most this many (the newest) per room; 0 keeps all. Default 0.
+    pub max_messages: u64,
+    /// How often the limits are enforced. Default `1m`.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            max_age: Duration::ZERO,
+            max_messages: 0,
+            interval: Duration::from_secs(60),
+        }
+    }
 }
 
 impl Default for StoreConfig {
@@ -114,6 +139,7 @@ impl Default for StoreConfig {
             max_pending: 10_000,
             max_batch: 1024,
             max_recover: 1000,
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -567,6 +593,12 @@ impl Config {
         positive("server.max_handshakes", self.server.max_handshakes)?;
         positive("store.max_pending", self.store.max_pending)?;
         positive("store.max_batch", self.store.max_batch)?;
+        if self.store.retention.interval.is_zero() {
+            return Err(ConfigError::Invalid {
+                field: "store.retention.interval",
+                reason: "must be greater than 0".into(),
+            });
+        }
         positive("limits.read_budget_bytes", self.limits.read_budget_bytes)?;
         positive("limits.inbox_high_water", self.limits.inbox_high_water)?;
         positive(

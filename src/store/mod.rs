@@ -61,6 +61,13 @@ pub(crate) trait Backend {
     ) -> Result<HashMap<RetryKey, (uuid::Uuid, u64)>, StoreError>;
     /// Writes `rows` in one transaction.
     async fn append(&mut self, rows: &[Row]) -> Result<(), StoreError>;
+    /// Deletes messages older than `max_age` and, per room, all but the
+    /// newest `max_messages` (each: `None` keeps everything).
+    async fn trim(
+        &mut self,
+        max_age: Option<std::time::Duration>,
+        max_messages: Option<u64>,
+    ) -> Result<(), StoreError>;
     /// Up to `limit` messages of `room` with `seq > after`, oldest first.
     async fn since(
         &mut self,
@@ -94,6 +101,24 @@ pub struct Settings {
     pub max_name: usize,
     /// Most messages one catch-up carries.
     pub max_recover: u32,
+    pub retention: Retention,
+}
+
+/// What the store keeps (enforced in the background).
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Delete messages older than this.
+    pub max_age: Option<std::time::Duration>,
+    /// Keep at most this many messages per room (the newest).
+    pub max_messages: Option<u64>,
+    /// How often the limits are enforced.
+    pub interval: std::time::Duration,
+}
+
+impl Retention {
+    fn enabled(&self) -> bool {
+        self.max_age.is_some() || self.max_messages.is_some()
+    }
 }
 
 enum Request {
@@ -220,6 +245,7 @@ pub fn start_sqlite(
                     broker,
                     seqs: HashMap::new(),
                     max_recover: settings.max_recover,
+                    retention: settings.retention,
                 };
                 writer.run(rx, settings.max_batch).await;
             });
@@ -238,6 +264,7 @@ struct Writer<B> {
     /// use; forgotten after a failed write, so it is reloaded).
     seqs: HashMap<RoomName, u64>,
     max_recover: u32,
+    retention: Retention,
 }
 
 /// What became of one append.
@@ -265,7 +292,22 @@ pub type RetryKey = (RoomName, ClientId, RoomName);
 impl<B: Backend> Writer<B> {
     async fn run(mut self, mut rx: mpsc::Receiver<Request>, max_batch: usize) {
         let mut batch = Vec::with_capacity(max_batch);
-        while rx.recv_many(&mut batch, max_batch).await > 0 {
+        let retention = self.retention;
+        let mut tick = tokio::time::interval(retention.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let received = tokio::select! {
+                n = rx.recv_many(&mut batch, max_batch) => n,
+                _ = tick.tick(), if retention.enabled() => {
+                    if let Err(e) = self.backend.trim(retention.max_age, retention.max_messages).await {
+                        tracing::warn!(error = %e, "store retention failed");
+                    }
+                    continue;
+                }
+            };
+            if received == 0 {
+                return;
+            }
             let mut appends = Vec::new();
             for request in batch.drain(..) {
                 match request {

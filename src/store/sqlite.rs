@@ -90,9 +90,8 @@ impl Backend for Sqlite {
             // a row-value `IN (VALUES ...)` scanned the table).
             let terms =
                 vec!["(room = ? AND sender = ? AND client_msg_id = ?)"; chunk.len()].join(" OR ");
-            let sql = format!(
-                "SELECT room, sender, client_msg_id, id, seq FROM messages WHERE {terms}"
-            );
+            let sql =
+                format!("SELECT room, sender, client_msg_id, id, seq FROM messages WHERE {terms}");
             // Audited: `sql` is fixed text and placeholders; the data is bound.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (room, sender, id) in chunk {
@@ -146,6 +145,39 @@ impl Backend for Sqlite {
             query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    async fn trim(
+        &mut self,
+        max_age: Option<Duration>,
+        max_messages: Option<u64>,
+    ) -> Result<(), StoreError> {
+        if let Some(age) = max_age {
+            let now = std::time::SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            let cutoff = now.saturating_sub(age).as_millis() as i64;
+            // A room's newest message stays: its seq is where the room's
+            // numbering continues (also after a restart).
+            sqlx::query(
+                "DELETE FROM messages WHERE ts_ms < ? AND seq < \
+                 (SELECT MAX(m.seq) FROM messages m WHERE m.room = messages.room)",
+            )
+            .bind(cutoff)
+            .execute(&mut self.conn)
+            .await?;
+        }
+        if let Some(keep) = max_messages {
+            // Per room: everything at or below (its newest seq - keep).
+            sqlx::query(
+                "DELETE FROM messages WHERE seq <= \
+                 (SELECT MAX(m.seq) FROM messages m WHERE m.room = messages.room) - ?",
+            )
+            .bind(keep.min(i64::MAX as u64) as i64)
+            .execute(&mut self.conn)
+            .await?;
+        }
         Ok(())
     }
 

@@ -356,3 +356,72 @@ async fn recovery_edges_nothing_missed_too_much_missed_and_no_store() {
     );
     plain.shutdown().await;
 }
+
+/// Retention: per room only the newest `max_messages` stay, and old ones go
+/// (but a room's newest message always stays, so its numbering continues).
+/// A catch-up from before what is kept says so.
+#[tokio::test]
+async fn retention_keeps_the_newest_and_recovery_says_what_is_gone() {
+    let path = db_path("retention");
+    let overrides = store_overrides(&path);
+    let server = start(&[
+        &overrides[0],
+        &overrides[1],
+        "store.retention.max_messages=3",
+        "store.retention.interval=50ms",
+    ]);
+    let mut a = alice(server.addr()).await;
+    for n in 1..=6 {
+        chat_with_id(&mut a, "r", &format!("m{n}"), &format!("k{n}")).await;
+        a.recv_type("ack").await;
+    }
+    crate::common::eventually_async("only 3 kept", || async {
+        let (_, body) = http_get(server.addr(), "/api/chat-api/rooms/r/messages").await;
+        let page: Value = serde_json::from_str(&body).unwrap();
+        page["messages"].as_array().unwrap().len() == 3
+    })
+    .await;
+    let mut b = crate::common::connect(server.addr(), "/ws/r?since_seq=1").await;
+    let m = loop {
+        let m = b.recv_type("system").await;
+        if m["data"]["event"] == "recovered" {
+            break m;
+        }
+    };
+    assert_eq!(m["data"]["recovered"], false);
+    assert_eq!(m["data"]["oldest_seq"], 4);
+    chat_with_id(&mut a, "r", "m7", "k7").await;
+    assert_eq!(a.recv_type("ack").await["data"]["seq"], 7);
+    server.shutdown().await;
+
+    // By age: everything but each room's newest message.
+    let path = db_path("retention-age");
+    let overrides = store_overrides(&path);
+    let server = start(&[
+        &overrides[0],
+        &overrides[1],
+        "store.retention.max_age=300ms",
+        "store.retention.interval=50ms",
+    ]);
+    let mut a = alice(server.addr()).await;
+    for n in 1..=3 {
+        chat_with_id(&mut a, "r", &format!("m{n}"), &format!("k{n}")).await;
+        a.recv_type("ack").await;
+    }
+    crate::common::eventually_async("aged out", || async {
+        let (_, body) = http_get(server.addr(), "/api/chat-api/rooms/r/messages").await;
+        let page: Value = serde_json::from_str(&body).unwrap();
+        page["messages"].as_array().unwrap().len() == 1
+    })
+    .await;
+    server.shutdown().await;
+    let server = start(&[&overrides[0], &overrides[1]]);
+    let mut a = alice(server.addr()).await;
+    chat_with_id(&mut a, "r", "m4", "k4").await;
+    assert_eq!(
+        a.recv_type("ack").await["data"]["seq"],
+        4,
+        "numbering continues"
+    );
+    server.shutdown().await;
+}
