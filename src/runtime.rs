@@ -163,6 +163,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
                 max_batch: config.store.max_batch,
                 max_name: config.limits.max_name_length,
                 max_recover: config.store.max_recover,
+                metrics: metrics.store.clone(),
                 retention: crate::store::Retention {
                     max_age: Some(config.store.retention.max_age).filter(|a| !a.is_zero()),
                     max_messages: Some(config.store.retention.max_messages).filter(|&n| n > 0),

@@ -190,7 +190,10 @@ impl Session {
         // Room chats are stored first (then delivered and acked by the
         // store); room-less global chats stay ephemeral.
         if let (Some(store), Topic::Room(_)) = (&shard.node.store, &topic) {
-            return store.append(event, origin).map_err(ChatError::NotStored);
+            return store.append(event, origin).map_err(|busy| {
+                shard.node.metrics.store.errors.inc();
+                ChatError::NotStored(busy)
+            });
         }
         let publish = Publish {
             topic: &topic,

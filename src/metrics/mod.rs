@@ -137,6 +137,20 @@ pub struct Metrics {
     /// Arrival at this node to the write on a recipient's socket, per write.
     pub fanout_latency: Histogram,
     pub broker: BrokerMetrics,
+    pub store: StoreMetrics,
+}
+
+/// What the store thread records.
+#[derive(Clone)]
+pub struct StoreMetrics {
+    /// Chats written (one per stored message; retries not counted).
+    pub stored: Counter,
+    /// Chats refused or lost by the store (the sender got MESSAGE_FAILED).
+    pub errors: Counter,
+    /// Chats per transaction (group commit).
+    pub batch_size: Histogram,
+    /// Seconds per transaction, commit (fsync) included.
+    pub commit_seconds: Histogram,
 }
 
 /// What every broker backend records.
@@ -252,6 +266,33 @@ impl Metrics {
             "From a message's arrival at this node to its write to a recipient's socket (oldest frame of each write)",
             fanout_latency.clone(),
         );
+        let store = StoreMetrics {
+            stored: Counter::default(),
+            errors: Counter::default(),
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            // 50 µs ... ~1.6 s, doubling.
+            commit_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
+        };
+        registry.register(
+            "chatd_store_messages",
+            "Chats stored (durable history)",
+            store.stored.clone(),
+        );
+        registry.register(
+            "chatd_store_errors",
+            "Chats the store refused or failed to write (the sender got MESSAGE_FAILED)",
+            store.errors.clone(),
+        );
+        registry.register(
+            "chatd_store_batch_size",
+            "Chats per store transaction (group commit)",
+            store.batch_size.clone(),
+        );
+        registry.register(
+            "chatd_store_commit_seconds",
+            "Time per store transaction, commit included",
+            store.commit_seconds.clone(),
+        );
         let broker = BrokerMetrics {
             publishes: Counter::default(),
             publish_errors: Counter::default(),
@@ -320,6 +361,7 @@ impl Metrics {
             queue_depth,
             fanout_latency,
             broker,
+            store,
         }
     }
 

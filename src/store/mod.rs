@@ -20,6 +20,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::broker::{Broker, Delivery, Origin, Payload, Publish};
+use crate::metrics::StoreMetrics;
 use crate::model::{Ack, Event, Recovery, Topic};
 use crate::protocol::{ClientId, RoomName};
 use crate::rooms::Registry;
@@ -93,7 +94,7 @@ fn retry_key(row: &Row) -> Option<RetryKey> {
 }
 
 /// Where the store is and how it batches.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     pub sqlite_path: PathBuf,
     pub max_pending: usize,
@@ -102,6 +103,7 @@ pub struct Settings {
     /// Most messages one catch-up carries.
     pub max_recover: u32,
     pub retention: Retention,
+    pub metrics: StoreMetrics,
 }
 
 /// What the store keeps (enforced in the background).
@@ -246,6 +248,7 @@ pub fn start_sqlite(
                     seqs: HashMap::new(),
                     max_recover: settings.max_recover,
                     retention: settings.retention,
+                    metrics: settings.metrics,
                 };
                 writer.run(rx, settings.max_batch).await;
             });
@@ -265,6 +268,7 @@ struct Writer<B> {
     seqs: HashMap<RoomName, u64>,
     max_recover: u32,
     retention: Retention,
+    metrics: StoreMetrics,
 }
 
 /// What became of one append.
@@ -367,6 +371,7 @@ impl<B: Backend> Writer<B> {
             Ok(stored) => stored,
             Err(e) => {
                 tracing::warn!(error = %e, "store lookup failed; senders told");
+                self.metrics.errors.inc_by(appends.len() as u64);
                 for (_, origin) in appends {
                     self.registry.failed(origin);
                 }
@@ -406,11 +411,18 @@ impl<B: Backend> Writer<B> {
                 }
             }
         }
+        let started = std::time::Instant::now();
         let written = if rows.is_empty() {
             Ok(())
         } else {
             self.backend.append(&rows).await
         };
+        if !rows.is_empty() && written.is_ok() {
+            let m = &self.metrics;
+            m.stored.inc_by(rows.len() as u64);
+            m.batch_size.observe(rows.len() as f64);
+            m.commit_seconds.observe(started.elapsed().as_secs_f64());
+        }
         if let Err(e) = &written {
             tracing::warn!(error = %e, messages = rows.len(), "store write failed; senders told");
             self.seqs.clear();
@@ -429,12 +441,14 @@ impl<B: Backend> Writer<B> {
             .map(|outcome| match outcome {
                 Outcome::Stored { ack } => Some(ack),
                 Outcome::Failed { origin } => {
+                    self.metrics.errors.inc();
                     self.registry.failed(origin);
                     None
                 }
                 Outcome::New { origin, .. } | Outcome::SameAs { origin, .. }
                     if written.is_err() =>
                 {
+                    self.metrics.errors.inc();
                     self.registry.failed(origin);
                     None
                 }

@@ -81,6 +81,9 @@ async fn acks_carry_seq_after_commit_and_history_pages_newest_first() {
     assert_eq!(status, 400, "{body}");
     let (status, _) = http_get(server.addr(), "/api/chat-api/rooms/r/messages?before_seq=x").await;
     assert_eq!(status, 400);
+    let store = &server.node().metrics.store;
+    assert_eq!(store.stored.get(), 15);
+    assert_eq!(store.errors.get(), 0);
     server.shutdown().await;
 }
 
@@ -218,6 +221,8 @@ async fn a_full_store_queue_answers_message_failed() {
     }
     assert!(failed > 0, "the queue of 1 overflowed");
     assert!(acked > 0);
+    let store = &server.node().metrics.store;
+    assert_eq!((store.stored.get(), store.errors.get()), (acked, failed));
     server.shutdown().await;
 }
 
