@@ -256,28 +256,20 @@ pub fn acked_chat_text(intended_ns: u64, size: usize) -> String {
 
 /// The intended send time in an ack, without a JSON parse.
 pub fn acked_ns(text: &[u8]) -> Option<u64> {
-    const KEY: &[u8] = br#""client_msg_id":""#;
-    if !contains(text, br#""type":"ack""#) {
-        return None;
-    }
-    let start = find(text, KEY)? + KEY.len();
-    let digits = text[start..]
-        .iter()
-        .take_while(|b| b.is_ascii_digit())
-        .count();
-    std::str::from_utf8(&text[start..start + digits])
-        .ok()?
-        .parse()
-        .ok()
+    number_after(text, br#""type":"ack""#, br#""client_msg_id":""#)
 }
 
 /// The intended send time in a delivered chat, without a JSON parse.
 pub fn intended_ns(text: &[u8]) -> Option<u64> {
-    const KEY: &[u8] = br#""content":""#;
-    if !contains(text, br#""type":"chat""#) {
+    number_after(text, br#""type":"chat""#, br#""content":""#)
+}
+
+/// In a message of the given `kind`, the number that starts right after `key`.
+fn number_after(text: &[u8], kind: &[u8], key: &[u8]) -> Option<u64> {
+    if !contains(text, kind) {
         return None;
     }
-    let start = find(text, KEY)? + KEY.len();
+    let start = find(text, key)? + key.len();
     let digits = text[start..]
         .iter()
         .take_while(|b| b.is_ascii_digit())

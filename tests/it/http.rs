@@ -56,6 +56,19 @@ async fn invalid_config_exits_non_zero_naming_the_field() {
     assert!(stderr.contains("limits.queue_messages"), "{stderr}");
 }
 
+/// SIGTERM to a chatd process; what it wrote, once it exited.
+async fn terminate(child: tokio::process::Child) -> std::process::Output {
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    tokio::time::timeout(crate::common::WAIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 /// `log.format: json`: one JSON object per line; a connection's lines carry
 /// its id and shard; no message content at info level.
 #[tokio::test]
@@ -69,15 +82,7 @@ async fn json_logs_carry_the_connection_id_and_shard() {
     c.chat(None, "secret content").await;
     c.recv_type("chat").await;
     c.close().await;
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    let out = tokio::time::timeout(crate::common::WAIT, child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    let out = terminate(child).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     let logs: Vec<serde_json::Value> = stderr
         .lines()
@@ -106,15 +111,7 @@ async fn stray_chatd_variables_warn_and_piped_logs_have_no_colour() {
         .stderr(std::process::Stdio::piped());
     let (child, addr) = spawn_chatd(&mut cmd).await;
     assert_eq!(http_get(addr, "/healthz").await.0, 200);
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    let out = tokio::time::timeout(crate::common::WAIT, child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    let out = terminate(child).await;
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("environment variable ignored"), "{stderr}");

@@ -362,6 +362,13 @@ async fn recovery_edges_nothing_missed_too_much_missed_and_no_store() {
     plain.shutdown().await;
 }
 
+/// How many of room `r`'s messages the newest history page holds.
+async fn kept(addr: std::net::SocketAddr) -> usize {
+    let (_, body) = http_get(addr, "/api/chat-api/rooms/r/messages").await;
+    let page: Value = serde_json::from_str(&body).unwrap();
+    page["messages"].as_array().unwrap().len()
+}
+
 /// Retention: per room only the newest `max_messages` stay, and old ones go
 /// (but a room's newest message always stays, so its numbering continues).
 /// A catch-up from before what is kept says so.
@@ -380,12 +387,8 @@ async fn retention_keeps_the_newest_and_recovery_says_what_is_gone() {
         chat_with_id(&mut a, "r", &format!("m{n}"), &format!("k{n}")).await;
         a.recv_type("ack").await;
     }
-    crate::common::eventually_async("only 3 kept", || async {
-        let (_, body) = http_get(server.addr(), "/api/chat-api/rooms/r/messages").await;
-        let page: Value = serde_json::from_str(&body).unwrap();
-        page["messages"].as_array().unwrap().len() == 3
-    })
-    .await;
+    let addr = server.addr();
+    crate::common::eventually_async("only 3 kept", || async { kept(addr).await == 3 }).await;
     let mut b = crate::common::connect(server.addr(), "/ws/r?since_seq=1").await;
     let m = loop {
         let m = b.recv_type("system").await;
@@ -413,12 +416,8 @@ async fn retention_keeps_the_newest_and_recovery_says_what_is_gone() {
         chat_with_id(&mut a, "r", &format!("m{n}"), &format!("k{n}")).await;
         a.recv_type("ack").await;
     }
-    crate::common::eventually_async("aged out", || async {
-        let (_, body) = http_get(server.addr(), "/api/chat-api/rooms/r/messages").await;
-        let page: Value = serde_json::from_str(&body).unwrap();
-        page["messages"].as_array().unwrap().len() == 1
-    })
-    .await;
+    let addr = server.addr();
+    crate::common::eventually_async("aged out", || async { kept(addr).await == 1 }).await;
     server.shutdown().await;
     let server = start(&[&overrides[0], &overrides[1]]);
     let mut a = alice(server.addr()).await;
