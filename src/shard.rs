@@ -101,11 +101,9 @@ impl Shard {
     }
 
     /// Tells a sender (if still connected) that its accepted message was
-    /// lost on the bus: `MESSAGE_FAILED` with its `client_msg_id`.
+    /// lost on the bus or by the store: `MESSAGE_FAILED` with its
+    /// `client_msg_id`.
     fn publish_failed(&self, origin: Origin) {
-        let Some(conn) = self.conns.borrow().get(&ConnId(origin.conn)).cloned() else {
-            return;
-        };
         let header = Header {
             kind: Kind::Error,
             room: None,
@@ -113,23 +111,15 @@ impl Shard {
         };
         let data = ErrorData {
             code: ErrorCode::MessageFailed,
-            message: "message not delivered: the message bus failed",
+            message: "message not delivered: the message bus or the store failed",
             client_msg_id: origin.client_msg_id.as_ref().map(RoomName::as_str),
         };
-        let frame = protocol::encode(header, &data).into_frame(OpCode::Text);
-        let len = frame.len() as u64;
-        if conn.queue.push(frame, Instant::now()).is_ok() {
-            self.node.metrics.messages_out.inc();
-            self.node.metrics.bytes_out.inc_by(len);
-        }
+        self.reply(ConnId(origin.conn), protocol::encode(header, &data));
     }
 
     /// `{"type":"ack","room":R,"data":{"client_msg_id","id","seq"}}` to the
     /// sender of a stored message, if still connected.
     fn acked(&self, ack: Ack) {
-        let Some(conn) = self.conns.borrow().get(&ConnId(ack.origin.conn)).cloned() else {
-            return;
-        };
         let header = Header {
             kind: Kind::Ack,
             room: Some(ack.room.as_str()),
@@ -141,7 +131,15 @@ impl Shard {
             id: ack.id.hyphenated().encode_lower(&mut id),
             seq: ack.seq,
         };
-        let frame = protocol::encode(header, &data).into_frame(OpCode::Text);
+        self.reply(ConnId(ack.origin.conn), protocol::encode(header, &data));
+    }
+
+    /// Queues a reply for one connection of this shard, if it is still here.
+    fn reply(&self, id: ConnId, msg: crate::ws::Outgoing) {
+        let Some(conn) = self.conns.borrow().get(&id).cloned() else {
+            return;
+        };
+        let frame = msg.into_frame(OpCode::Text);
         let len = frame.len() as u64;
         if conn.queue.push(frame, Instant::now()).is_ok() {
             self.node.metrics.messages_out.inc();
