@@ -8,6 +8,9 @@ need_apt=()
 command -v curl >/dev/null || need_apt+=(curl)
 # The scale-out tests run real redis-server processes (redis-cli comes with it).
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+# The store tests run real PostgreSQL servers (Debian keeps initdb off PATH).
+command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+  || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null

@@ -87,6 +87,8 @@ pub enum StoreBackend {
     None,
     /// One SQLite file on this node.
     Sqlite,
+    /// A PostgreSQL server (`store.postgres.url` or `DATABASE_URL`).
+    Postgres,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -96,6 +98,7 @@ pub struct StoreConfig {
     /// default once recovery after a reconnect is in place).
     pub backend: StoreBackend,
     pub sqlite: SqliteConfig,
+    pub postgres: PostgresConfig,
     /// Messages waiting for the store before further chats get
     /// `MESSAGE_FAILED`. Default 10000.
     pub max_pending: usize,
@@ -136,11 +139,28 @@ impl Default for StoreConfig {
         StoreConfig {
             backend: StoreBackend::None,
             sqlite: SqliteConfig::default(),
+            postgres: PostgresConfig::default(),
             max_pending: 10_000,
             max_batch: 1024,
             max_recover: 1000,
             retention: RetentionConfig::default(),
         }
+    }
+}
+
+#[derive(Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:5432/db`; also set by `DATABASE_URL`
+    /// (which also selects `store.backend: postgres`). Default empty.
+    pub url: String,
+}
+
+/// The URL may hold a password: never printed.
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = if self.url.is_empty() { "" } else { "<set>" };
+        f.debug_struct("PostgresConfig").field("url", &set).finish()
     }
 }
 
@@ -505,7 +525,7 @@ struct SpecVar {
     text: bool,
 }
 
-const SPEC_ENV: [SpecVar; 2] = [
+const SPEC_ENV: [SpecVar; 3] = [
     SpecVar {
         name: "REDIS_URL",
         path: &["broker", "redis", "url"],
@@ -515,6 +535,11 @@ const SPEC_ENV: [SpecVar; 2] = [
         name: "AUTH_ENABLED",
         path: &["auth", "enabled"],
         text: false,
+    },
+    SpecVar {
+        name: "DATABASE_URL",
+        path: &["store", "postgres", "url"],
+        text: true,
     },
 ];
 
@@ -545,6 +570,13 @@ impl Config {
         for (key, value) in env {
             if let Some(var) = SPEC_ENV.iter().find(|v| v.name == key) {
                 let path: Vec<String> = var.path.iter().map(|p| p.to_string()).collect();
+                if var.name == "DATABASE_URL" {
+                    if !value.starts_with("postgres") {
+                        continue; // another program's database (e.g. mysql://)
+                    }
+                    let backend = ["store".to_string(), "backend".to_string()];
+                    set_path(&mut tree, &backend, Value::String("postgres".into()));
+                }
                 let value = if var.text {
                     Value::String(value)
                 } else {
@@ -593,6 +625,15 @@ impl Config {
         positive("server.max_handshakes", self.server.max_handshakes)?;
         positive("store.max_pending", self.store.max_pending)?;
         positive("store.max_batch", self.store.max_batch)?;
+        let pg = &self.store.postgres.url;
+        if self.store.backend == StoreBackend::Postgres
+            && !(pg.starts_with("postgres://") || pg.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid {
+                field: "store.postgres.url",
+                reason: "must be a postgres:// URL when store.backend is postgres".into(),
+            });
+        }
         if self.store.retention.interval.is_zero() {
             return Err(ConfigError::Invalid {
                 field: "store.retention.interval",
@@ -777,6 +818,24 @@ mod tests {
         .unwrap();
         assert_eq!(c.server.port, 9001);
         assert_eq!(c.ignored_env, ["CHATD_BIN"]);
+    }
+
+    #[test]
+    fn database_url_selects_postgres_and_other_databases_are_left_alone() {
+        let pg = env(&[("DATABASE_URL", "postgres://u:p@db/chat")]);
+        let c = Config::load(Some(Path::new("/dev/null")), pg, &[]).unwrap();
+        assert_eq!(c.store.backend, StoreBackend::Postgres);
+        assert_eq!(c.store.postgres.url, "postgres://u:p@db/chat");
+        assert!(!format!("{:?}", c.store).contains("u:p"), "never printed");
+        let other = env(&[("DATABASE_URL", "mysql://db/chat")]);
+        let c = Config::load(Some(Path::new("/dev/null")), other, &[]).unwrap();
+        assert_eq!(c.store.backend, StoreBackend::None);
+        let bad = Config::load(
+            Some(Path::new("/dev/null")),
+            [],
+            &["store.backend=postgres".into()],
+        );
+        assert!(bad.unwrap_err().to_string().contains("store.postgres.url"));
     }
 
     #[test]

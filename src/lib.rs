@@ -19,7 +19,8 @@
 //!   inbox dispatch and heartbeat sweep.
 //! - [`node`]: what all shards share (config, registry, broker, metrics).
 //! - [`store`]: durable history: a store thread with a bounded queue and
-//!   group commit, per-room `seq`, acks, idempotent send; `sqlite.rs`.
+//!   group commit, per-room `seq`, acks, idempotent send, history,
+//!   recovery, retention; `sqlite.rs` and `postgres.rs` behind one trait.
 //! - [`broker`]: the narrow `Broker` trait; `memory.rs` is the in-process default.
 //! - [`rooms`]: node-wide registry (which shards have members of a room) and
 //!   each shard's member queues; fan-out of one frame to many queues.

@@ -23,6 +23,7 @@ use crate::node::Node;
 use crate::rooms::{Registry, ShardMsg};
 use crate::shard::Shard;
 use crate::shutdown::{Phase, Shutdown};
+use crate::store::Database;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -35,8 +36,8 @@ pub enum StartError {
     Thread(std::io::Error),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
-    #[error("invalid config: store.sqlite.path: {0}")]
-    Store(crate::store::StoreError),
+    #[error("invalid config: {0}: {1}")]
+    Store(&'static str, crate::store::StoreError),
 }
 
 /// Stack of a shard thread (Rust's default for spawned threads, written
@@ -148,17 +149,26 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         metrics_listener = Some(l);
     }
 
-    let store = match config.store.backend {
+    let database = match config.store.backend {
         StoreBackend::None => None,
-        StoreBackend::Sqlite => {
-            if config.broker.redis.enabled() {
-                tracing::warn!(
-                    "store.backend sqlite with a Redis broker: each node numbers its own \
-                     messages; do not share rooms between nodes until the PostgreSQL store"
-                );
-            }
+        StoreBackend::Sqlite => Some(Database::Sqlite(config.store.sqlite.path.clone())),
+        StoreBackend::Postgres => Some(Database::Postgres(config.store.postgres.url.clone())),
+    };
+    if database.is_some() && config.broker.redis.enabled() {
+        tracing::warn!(
+            "a store with a Redis broker: each node numbers its own messages; \
+             do not share rooms between nodes yet (one sequence for all nodes is not built)"
+        );
+    }
+    let store = match database {
+        None => None,
+        Some(database) => {
+            let key = match database {
+                Database::Sqlite(_) => "store.sqlite.path",
+                Database::Postgres(_) => "store.postgres.url",
+            };
             let settings = crate::store::Settings {
-                sqlite_path: config.store.sqlite.path.clone(),
+                database,
                 max_pending: config.store.max_pending,
                 max_batch: config.store.max_batch,
                 max_name: config.limits.max_name_length,
@@ -170,8 +180,8 @@ pub fn start(config: Config) -> Result<Server, StartError> {
                     interval: config.store.retention.interval,
                 },
             };
-            let store = crate::store::start_sqlite(settings, registry.clone(), broker.clone());
-            Some(store.map_err(StartError::Store)?)
+            let store = crate::store::start(settings, registry.clone(), broker.clone());
+            Some(store.map_err(|e| StartError::Store(key, e))?)
         }
     };
     let auth = config

@@ -1,6 +1,6 @@
 //! Durable history: a narrow [`Backend`] per database (`sqlite.rs`, the
-//! embedded one; PostgreSQL comes next) run by one store thread beside the
-//! shards, so that no write ever blocks a shard.
+//! embedded one; `postgres.rs`) run by one store thread beside the shards,
+//! so that no write ever blocks a shard.
 //!
 //! A chat to a room goes from the chat service into the store's bounded
 //! queue (full: the sender gets `MESSAGE_FAILED` at once). The store thread
@@ -12,6 +12,7 @@
 //! `client_msg_id` (same sender and room) gets the original ack and is not
 //! stored or delivered again.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::HashMap;
@@ -96,7 +97,7 @@ fn retry_key(row: &Row) -> Option<RetryKey> {
 /// Where the store is and how it batches.
 #[derive(Clone)]
 pub struct Settings {
-    pub sqlite_path: PathBuf,
+    pub database: Database,
     pub max_pending: usize,
     pub max_batch: usize,
     pub max_name: usize,
@@ -207,9 +208,18 @@ impl StoreHandle {
     }
 }
 
-/// Opens the SQLite store and starts its thread; fails (naming the cause)
-/// if the database cannot be opened or migrated.
-pub fn start_sqlite(
+/// Which database, and where.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// One SQLite file on this node.
+    Sqlite(PathBuf),
+    /// A PostgreSQL server, by URL.
+    Postgres(String),
+}
+
+/// Opens the store and starts its thread; fails (naming the cause) if the
+/// database cannot be opened or migrated.
+pub fn start(
     settings: Settings,
     registry: Arc<Registry>,
     broker: Arc<dyn Broker>,
@@ -230,32 +240,54 @@ pub fn start_sqlite(
                 }
             };
             rt.block_on(async move {
-                let backend = sqlite::Sqlite::open(&settings.sqlite_path, settings.max_name).await;
-                let backend = match backend {
-                    Ok(b) => {
-                        let _ = opened_tx.send(Ok(()));
-                        b
+                let max_name = settings.max_name;
+                match &settings.database {
+                    Database::Sqlite(path) => {
+                        let opened = sqlite::Sqlite::open(path, max_name).await;
+                        serve(opened, opened_tx, settings, registry, broker, rx).await
                     }
-                    Err(e) => {
-                        let _ = opened_tx.send(Err(e));
-                        return;
+                    Database::Postgres(url) => {
+                        let opened = postgres::Postgres::open(url, max_name).await;
+                        serve(opened, opened_tx, settings, registry, broker, rx).await
                     }
-                };
-                let writer = Writer {
-                    backend,
-                    registry,
-                    broker,
-                    seqs: HashMap::new(),
-                    max_recover: settings.max_recover,
-                    retention: settings.retention,
-                    metrics: settings.metrics,
-                };
-                writer.run(rx, settings.max_batch).await;
+                }
             });
         })
         .map_err(|e| StoreError::Open(e.to_string()))?;
     opened_rx.recv().map_err(|_| StoreError::Stopped)??;
     Ok(StoreHandle { tx })
+}
+
+/// Reports how opening went, then runs the store on `backend` until every
+/// handle is gone.
+async fn serve<B: Backend>(
+    opened: Result<B, StoreError>,
+    report: std::sync::mpsc::Sender<Result<(), StoreError>>,
+    settings: Settings,
+    registry: Arc<Registry>,
+    broker: Arc<dyn Broker>,
+    rx: mpsc::Receiver<Request>,
+) {
+    let backend = match opened {
+        Ok(backend) => {
+            let _ = report.send(Ok(()));
+            backend
+        }
+        Err(e) => {
+            let _ = report.send(Err(e));
+            return;
+        }
+    };
+    let writer = Writer {
+        backend,
+        registry,
+        broker,
+        seqs: HashMap::new(),
+        max_recover: settings.max_recover,
+        retention: settings.retention,
+        metrics: settings.metrics,
+    };
+    writer.run(rx, settings.max_batch).await;
 }
 
 /// The store thread's state.

@@ -9,6 +9,7 @@ mod http;
 mod lifecycle;
 mod metrics;
 mod native;
+mod pg_harness;
 mod redis;
 mod redis_harness;
 mod relay;

@@ -1,6 +1,8 @@
-//! Durable history on SQLite (`store.backend: sqlite`): acks after commit,
-//! per-room `seq`, idempotent send, history pages over the WebSocket and
-//! REST, restarts and `kill -9`. Every test uses its own database file.
+//! Durable history (`store.backend: sqlite` and `postgres`): acks after
+//! commit, per-room `seq`, idempotent send, history pages over the WebSocket
+//! and REST, recovery, retention, restarts and `kill -9`. Every test runs
+//! against both backends, each with a database of its own (a file; a real
+//! PostgreSQL server started on loopback).
 
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -13,6 +15,61 @@ fn db_path(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     dir.join("chatd.db")
 }
+
+/// A fresh database for one test: an SQLite file, or a PostgreSQL server of
+/// its own (stopped when dropped).
+pub enum Db {
+    Sqlite(PathBuf),
+    Postgres(crate::pg_harness::Postgres),
+}
+
+impl Db {
+    fn sqlite(name: &str) -> Db {
+        Db::Sqlite(db_path(name))
+    }
+
+    fn postgres(_name: &str) -> Db {
+        Db::Postgres(crate::pg_harness::Postgres::start())
+    }
+
+    fn overrides(&self) -> [String; 2] {
+        match self {
+            Db::Sqlite(path) => store_overrides(path),
+            Db::Postgres(pg) => [
+                "store.backend=postgres".into(),
+                format!("store.postgres.url={}", pg.url()),
+            ],
+        }
+    }
+}
+
+/// Every store test, once per backend (`<test>::sqlite`, `<test>::postgres`).
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Db::sqlite).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Db::postgres).await
+            }
+        }
+    )*};
+}
+
+on_both_stores!(
+    acks_carry_seq_after_commit_and_history_pages_newest_first,
+    a_retry_with_the_same_client_msg_id_is_acked_again_and_stored_once,
+    a_restart_keeps_history_and_continues_seq,
+    kill_9_after_acks_loses_no_acked_message,
+    a_full_store_queue_answers_message_failed,
+    join_with_since_seq_recovers_without_gap_or_duplicate_during_traffic,
+    recovery_edges_nothing_missed_too_much_missed_and_no_store,
+    retention_keeps_the_newest_and_recovery_says_what_is_gone,
+);
 
 fn store_overrides(path: &std::path::Path) -> [String; 2] {
     [
@@ -34,10 +91,9 @@ async fn chat_with_id(c: &mut Client, room: &str, content: &str, id: &str) {
         .await;
 }
 
-#[tokio::test]
-async fn acks_carry_seq_after_commit_and_history_pages_newest_first() {
-    let path = db_path("acks");
-    let overrides = store_overrides(&path);
+async fn acks_carry_seq_after_commit_and_history_pages_newest_first(new_db: fn(&str) -> Db) {
+    let db = new_db("acks");
+    let overrides = db.overrides();
     let server = start(&[&overrides[0], &overrides[1]]);
     let mut a = connect_room(server.addr(), "r").await;
     let mut b = connect_room(server.addr(), "r").await;
@@ -87,10 +143,11 @@ async fn acks_carry_seq_after_commit_and_history_pages_newest_first() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_retry_with_the_same_client_msg_id_is_acked_again_and_stored_once() {
-    let path = db_path("retry");
-    let overrides = store_overrides(&path);
+async fn a_retry_with_the_same_client_msg_id_is_acked_again_and_stored_once(
+    new_db: fn(&str) -> Db,
+) {
+    let db = new_db("retry");
+    let overrides = db.overrides();
     let server = start(&[&overrides[0], &overrides[1]]);
     let mut a = alice(server.addr()).await;
     let mut b = connect_room(server.addr(), "r").await;
@@ -120,10 +177,9 @@ async fn a_retry_with_the_same_client_msg_id_is_acked_again_and_stored_once() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_restart_keeps_history_and_continues_seq() {
-    let path = db_path("restart");
-    let overrides = store_overrides(&path);
+async fn a_restart_keeps_history_and_continues_seq(new_db: fn(&str) -> Db) {
+    let db = new_db("restart");
+    let overrides = db.overrides();
     let server = start(&[&overrides[0], &overrides[1]]);
     let mut a = alice(server.addr()).await;
     for n in 1..=3 {
@@ -146,11 +202,10 @@ async fn a_restart_keeps_history_and_continues_seq() {
 
 /// The real binary, killed with SIGKILL right after the last ack: every
 /// acked message is in the history after a restart.
-#[tokio::test]
-async fn kill_9_after_acks_loses_no_acked_message() {
+async fn kill_9_after_acks_loses_no_acked_message(new_db: fn(&str) -> Db) {
     const N: usize = 200;
-    let path = db_path("kill9");
-    let overrides = store_overrides(&path);
+    let db = new_db("kill9");
+    let overrides = db.overrides();
     let start_binary = || {
         let mut cmd = chatd_command();
         cmd.args(["--set", &overrides[0], "--set", &overrides[1]]);
@@ -190,11 +245,10 @@ async fn kill_9_after_acks_loses_no_acked_message() {
 
 /// A store queue of 1 and 50 chats in one write: every chat is answered,
 /// either acked or refused with MESSAGE_FAILED (never silence).
-#[tokio::test]
-async fn a_full_store_queue_answers_message_failed() {
+async fn a_full_store_queue_answers_message_failed(new_db: fn(&str) -> Db) {
     use futures_util::SinkExt;
-    let path = db_path("full");
-    let overrides = store_overrides(&path);
+    let db = new_db("full");
+    let overrides = db.overrides();
     let server = start(&[&overrides[0], &overrides[1], "store.max_pending=1"]);
     let mut a = alice(server.addr()).await;
     for n in 0..50 {
@@ -227,6 +281,23 @@ async fn a_full_store_queue_answers_message_failed() {
 }
 
 #[tokio::test]
+async fn an_unreachable_postgres_stops_the_start_naming_the_key() {
+    let url = format!(
+        "store.postgres.url=postgres://postgres@127.0.0.1:{}/postgres",
+        crate::redis_harness::free_port()
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
+        .args(["--port", "0", "--set", "metrics.enabled=false"])
+        .args(["--set", "store.backend=postgres", "--set", &url])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("store.postgres.url"), "{stderr}");
+}
+
+#[tokio::test]
 async fn an_unusable_database_path_stops_the_start_naming_the_key() {
     // A directory where the file should be.
     let dir = std::env::temp_dir().join(format!("chatd-store-{}-isdir", std::process::id()));
@@ -256,12 +327,13 @@ async fn an_unusable_database_path_stops_the_start_naming_the_key() {
 /// A member joins with `since_seq` while another keeps posting: it gets
 /// exactly the messages after `since_seq`, in order, then the live ones, with
 /// no gap and no duplicate.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn join_with_since_seq_recovers_without_gap_or_duplicate_during_traffic() {
+async fn join_with_since_seq_recovers_without_gap_or_duplicate_during_traffic(
+    new_db: fn(&str) -> Db,
+) {
     use futures_util::SinkExt;
     const TOTAL: u64 = 300;
-    let path = db_path("recover");
-    let overrides = store_overrides(&path);
+    let db = new_db("recover");
+    let overrides = db.overrides();
     let server = start(&[&overrides[0], &overrides[1]]);
     let addr = server.addr();
     let mut sender = alice(addr).await;
@@ -311,10 +383,9 @@ async fn join_with_since_seq_recovers_without_gap_or_duplicate_during_traffic() 
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn recovery_edges_nothing_missed_too_much_missed_and_no_store() {
-    let path = db_path("edges");
-    let overrides = store_overrides(&path);
+async fn recovery_edges_nothing_missed_too_much_missed_and_no_store(new_db: fn(&str) -> Db) {
+    let db = new_db("edges");
+    let overrides = db.overrides();
     let server = start(&[&overrides[0], &overrides[1], "store.max_recover=5"]);
     let mut a = alice(server.addr()).await;
     for n in 1..=10 {
@@ -372,10 +443,9 @@ async fn kept(addr: std::net::SocketAddr) -> usize {
 /// Retention: per room only the newest `max_messages` stay, and old ones go
 /// (but a room's newest message always stays, so its numbering continues).
 /// A catch-up from before what is kept says so.
-#[tokio::test]
-async fn retention_keeps_the_newest_and_recovery_says_what_is_gone() {
-    let path = db_path("retention");
-    let overrides = store_overrides(&path);
+async fn retention_keeps_the_newest_and_recovery_says_what_is_gone(new_db: fn(&str) -> Db) {
+    let db = new_db("retention");
+    let overrides = db.overrides();
     let server = start(&[
         &overrides[0],
         &overrides[1],
@@ -403,8 +473,8 @@ async fn retention_keeps_the_newest_and_recovery_says_what_is_gone() {
     server.shutdown().await;
 
     // By age: everything but each room's newest message.
-    let path = db_path("retention-age");
-    let overrides = store_overrides(&path);
+    let db = new_db("retention-age");
+    let overrides = db.overrides();
     let server = start(&[
         &overrides[0],
         &overrides[1],

@@ -1,0 +1,247 @@
+//! PostgreSQL: history kept by a database server (`store.postgres.url` or
+//! `DATABASE_URL`), one connection owned by the store thread. Commits are
+//! PostgreSQL's (`synchronous_commit` decides what an ack survives).
+
+use sqlx::{Connection, PgConnection, Row as _};
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::{Backend, RetryKey, Row, StoreError};
+use crate::model::{Event, EventKind, Topic};
+use crate::protocol::{ClientId, RoomName};
+use std::collections::HashMap;
+
+/// Rows per INSERT (and keys per lookup): one statement, one round trip,
+/// for many messages (100 × 7 parameters, far under PostgreSQL's 65535).
+const ROWS_PER_STATEMENT: usize = 100;
+
+/// Versioned migrations, applied in order at start (kept in `migrations/`).
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    include_str!("../../migrations/postgres/0001_messages.sql"),
+)];
+
+pub struct Postgres {
+    conn: PgConnection,
+    max_name: usize,
+}
+
+impl Postgres {
+    /// Connects and migrates.
+    pub async fn open(url: &str, max_name: usize) -> Result<Postgres, StoreError> {
+        let mut conn = PgConnection::connect(url)
+            .await
+            .map_err(|e| StoreError::Open(e.to_string()))?;
+        migrate(&mut conn)
+            .await
+            .map_err(|e| StoreError::Open(e.to_string()))?;
+        Ok(Postgres { conn, max_name })
+    }
+}
+
+async fn migrate(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
+        .execute(&mut *conn)
+        .await?;
+    for &(version, sql) in MIGRATIONS {
+        let done = sqlx::query("SELECT 1 FROM schema_migrations WHERE version = $1")
+            .bind(version)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if done.is_some() {
+            continue;
+        }
+        let mut tx = conn.begin().await?;
+        sqlx::raw_sql(sql).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+impl Backend for Postgres {
+    async fn last_seq(&mut self, room: &RoomName) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room = $1")
+            .bind(room.as_str())
+            .fetch_one(&mut self.conn)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)? as u64)
+    }
+
+    async fn find(
+        &mut self,
+        keys: &[RetryKey],
+    ) -> Result<HashMap<RetryKey, (uuid::Uuid, u64)>, StoreError> {
+        let mut found = HashMap::new();
+        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            // An OR of index lookups on the unique index.
+            let terms = (0..chunk.len())
+                .map(|i| {
+                    let n = 3 * i;
+                    format!(
+                        "(room = ${} AND sender = ${} AND client_msg_id = ${})",
+                        n + 1,
+                        n + 2,
+                        n + 3
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            let sql =
+                format!("SELECT room, sender, client_msg_id, id, seq FROM messages WHERE {terms}");
+            // Audited: `sql` is fixed text and placeholders; the data is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (room, sender, id) in chunk {
+                query = query
+                    .bind(room.as_str())
+                    .bind(sender.as_str())
+                    .bind(id.as_str());
+            }
+            for r in query.fetch_all(&mut self.conn).await? {
+                let (room, sender, key): (String, String, String) =
+                    (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+                let id: Vec<u8> = r.try_get(3)?;
+                let seq: i64 = r.try_get(4)?;
+                let id =
+                    uuid::Uuid::from_slice(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                // Keys come back exactly as they were bound.
+                if let Some(k) = chunk.iter().find(|(r, s, c)| {
+                    r.as_str() == room && s.as_str() == sender && c.as_str() == key
+                }) {
+                    found.insert(k.clone(), (id, seq as u64));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn append(&mut self, rows: &[Row]) -> Result<(), StoreError> {
+        let mut tx = self.conn.begin().await?;
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let tuples = (0..chunk.len())
+                .map(|i| {
+                    let n = 7 * i;
+                    let p: Vec<String> = (1..=7).map(|k| format!("${}", n + k)).collect();
+                    format!("({})", p.join(", "))
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO messages (room, seq, id, sender, client_msg_id, body, ts_ms) \
+                 VALUES {tuples}"
+            );
+            // Audited: `sql` is fixed text and placeholders; the data is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for row in chunk {
+                let Topic::Room(room) = &row.event.topic else {
+                    return Err(StoreError::Query("only room messages are stored".into()));
+                };
+                let ts = row.event.ts.duration_since(UNIX_EPOCH).unwrap_or_default();
+                query = query
+                    .bind(room.as_str())
+                    .bind(row.event.seq.unwrap_or(0) as i64)
+                    .bind(&row.event.id.as_bytes()[..])
+                    .bind(row.event.sender.as_str())
+                    .bind(row.client_msg_id.as_ref().map(RoomName::as_str))
+                    .bind(&*row.event.body)
+                    .bind(ts.as_millis() as i64);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn trim(
+        &mut self,
+        max_age: Option<Duration>,
+        max_messages: Option<u64>,
+    ) -> Result<(), StoreError> {
+        if let Some(age) = max_age {
+            let now = std::time::SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            let cutoff = now.saturating_sub(age).as_millis() as i64;
+            // A room's newest message stays: its seq is where the room's
+            // numbering continues (also after a restart).
+            sqlx::query(
+                "DELETE FROM messages WHERE ts_ms < $1 AND seq < \
+                 (SELECT MAX(m.seq) FROM messages m WHERE m.room = messages.room)",
+            )
+            .bind(cutoff)
+            .execute(&mut self.conn)
+            .await?;
+        }
+        if let Some(keep) = max_messages {
+            // Per room: everything at or below (its newest seq - keep).
+            sqlx::query(
+                "DELETE FROM messages WHERE seq <= \
+                 (SELECT MAX(m.seq) FROM messages m WHERE m.room = messages.room) - $1",
+            )
+            .bind(keep.min(i64::MAX as u64) as i64)
+            .execute(&mut self.conn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn since(
+        &mut self,
+        room: &RoomName,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, id, sender, body, ts_ms FROM messages \
+             WHERE room = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3",
+        )
+        .bind(room.as_str())
+        .bind(after.min(i64::MAX as u64) as i64)
+        .bind(i64::from(limit))
+        .fetch_all(&mut self.conn)
+        .await?;
+        rows.into_iter().map(|r| self.event(room, r)).collect()
+    }
+
+    async fn history(
+        &mut self,
+        room: &RoomName,
+        before_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        let before = before_seq.map_or(i64::MAX, |s| s.min(i64::MAX as u64) as i64);
+        let rows = sqlx::query(
+            "SELECT seq, id, sender, body, ts_ms FROM messages \
+             WHERE room = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+        )
+        .bind(room.as_str())
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&mut self.conn)
+        .await?;
+        rows.into_iter().map(|r| self.event(room, r)).collect()
+    }
+}
+
+impl Postgres {
+    /// One row of `SELECT seq, id, sender, body, ts_ms` as an event.
+    fn event(&self, room: &RoomName, r: sqlx::postgres::PgRow) -> Result<Event, StoreError> {
+        let seq: i64 = r.try_get(0)?;
+        let id: Vec<u8> = r.try_get(1)?;
+        let sender: String = r.try_get(2)?;
+        let body: String = r.try_get(3)?;
+        let ts_ms: i64 = r.try_get(4)?;
+        let corrupt = |e: String| StoreError::Corrupt(e);
+        Ok(Event {
+            id: uuid::Uuid::from_slice(&id).map_err(|e| corrupt(e.to_string()))?,
+            topic: Topic::Room(room.clone()),
+            seq: Some(seq as u64),
+            sender: ClientId::parse(&sender, self.max_name).map_err(|e| corrupt(e.to_string()))?,
+            kind: EventKind::Chat,
+            body: body.into(),
+            ts: UNIX_EPOCH + Duration::from_millis(ts_ms.max(0) as u64),
+        })
+    }
+}

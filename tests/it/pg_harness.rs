@@ -1,0 +1,130 @@
+//! A real PostgreSQL server on loopback for the store tests: its own data
+//! directory, a free port, trust authentication, stopped when dropped.
+//! (As root, the server runs as the `postgres` user, which refuses root.)
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::redis_harness::free_port;
+
+pub struct Postgres {
+    dir: PathBuf,
+    pub port: u16,
+}
+
+/// A PostgreSQL program: on PATH, or in Debian's versioned directory.
+fn program(name: &str) -> PathBuf {
+    if let Ok(path) = std::env::var("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if dir.join(name).is_file() {
+                return dir.join(name);
+            }
+        }
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin").join(name))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found.pop().unwrap_or_else(|| {
+        panic!("PostgreSQL's {name} is required (scripts/test.sh installs postgresql)")
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Runs a PostgreSQL program, as the `postgres` user when we are root.
+fn run(program_path: &Path, args: &[&str]) {
+    let mut cmd = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program_path);
+        c
+    } else {
+        Command::new(program_path)
+    };
+    let out = cmd
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running a PostgreSQL program");
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed: {}{}",
+        program_path.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("chatd-pg-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        if is_root() {
+            let chowned = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&dir)
+                .status();
+            assert!(chowned.is_ok_and(|s| s.success()), "chown the data dir");
+        }
+        let data = dir.join("data");
+        let data = data.to_str().unwrap();
+        run(
+            &program("initdb"),
+            &["-D", data, "-A", "trust", "-U", "postgres", "--no-sync"],
+        );
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            dir.display()
+        );
+        let log = dir.join("log");
+        run(
+            &program("pg_ctl"),
+            &[
+                "-D",
+                data,
+                "-l",
+                log.to_str().unwrap(),
+                "-o",
+                &options,
+                "-w",
+                "start",
+            ],
+        );
+        Postgres { dir, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let pg_ctl = program("pg_ctl");
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&pg_ctl);
+            c
+        } else {
+            Command::new(&pg_ctl)
+        };
+        let _ = cmd
+            .args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
