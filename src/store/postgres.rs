@@ -39,9 +39,16 @@ impl Postgres {
 }
 
 async fn migrate(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
-        .execute(&mut *conn)
-        .await?;
+    // Asked first: `CREATE TABLE IF NOT EXISTS` logs a NOTICE on every start.
+    let exists = sqlx::query("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get::<bool, _>(0)?;
+    if !exists {
+        sqlx::query("CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY)")
+            .execute(&mut *conn)
+            .await?;
+    }
     for &(version, sql) in MIGRATIONS {
         let done = sqlx::query("SELECT 1 FROM schema_migrations WHERE version = $1")
             .bind(version)
