@@ -86,6 +86,78 @@ pub(crate) trait Backend {
     ) -> Result<Vec<Event>, StoreError>;
 }
 
+/// A stored row, read back (`SELECT seq, id, sender, body, ts_ms`), as the
+/// event it was: the same for every backend.
+pub(crate) struct StoredRow {
+    pub seq: i64,
+    pub id: Vec<u8>,
+    pub sender: String,
+    pub body: String,
+    pub ts_ms: i64,
+}
+
+impl StoredRow {
+    fn into_event(self, room: &RoomName, max_name: usize) -> Result<Event, StoreError> {
+        let corrupt = |e: String| StoreError::Corrupt(e);
+        Ok(Event {
+            id: uuid::Uuid::from_slice(&self.id).map_err(|e| corrupt(e.to_string()))?,
+            topic: Topic::Room(room.clone()),
+            seq: Some(self.seq as u64),
+            sender: ClientId::parse(&self.sender, max_name).map_err(|e| corrupt(e.to_string()))?,
+            kind: crate::model::EventKind::Chat,
+            body: self.body.into(),
+            ts: std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.ts_ms.max(0) as u64),
+        })
+    }
+}
+
+/// The values a backend binds for one row, in column order (`room, seq, id,
+/// sender, client_msg_id, body, ts_ms`).
+pub(crate) struct RowValues<'a> {
+    pub room: &'a str,
+    pub seq: i64,
+    pub id: &'a [u8],
+    pub sender: &'a str,
+    pub client_msg_id: Option<&'a str>,
+    pub body: &'a str,
+    pub ts_ms: i64,
+}
+
+impl Row {
+    pub(crate) fn values(&self) -> Result<RowValues<'_>, StoreError> {
+        let Topic::Room(room) = &self.event.topic else {
+            return Err(StoreError::Query("only room messages are stored".into()));
+        };
+        let ts = self
+            .event
+            .ts
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Ok(RowValues {
+            room: room.as_str(),
+            seq: self.event.seq.unwrap_or(0) as i64,
+            id: &self.event.id.as_bytes()[..],
+            sender: self.event.sender.as_str(),
+            client_msg_id: self.client_msg_id.as_ref().map(RoomName::as_str),
+            body: &self.event.body,
+            ts_ms: ts.as_millis() as i64,
+        })
+    }
+}
+
+/// A lookup's answer row `(room, sender, client_msg_id, id, seq)` as the
+/// key it answers (among `keys`) and the stored id and `seq`.
+pub(crate) fn found_key(
+    keys: &[RetryKey],
+    (room, sender, key, id, seq): LookupAnswer,
+) -> Result<Option<(RetryKey, Stored)>, StoreError> {
+    let id = uuid::Uuid::from_slice(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(keys
+        .iter()
+        .find(|(r, s, c)| r.as_str() == room && s.as_str() == sender && c.as_str() == key)
+        .map(|k| (k.clone(), (id, seq as u64))))
+}
+
 fn retry_key(row: &Row) -> Option<RetryKey> {
     let Topic::Room(room) = &row.event.topic else {
         return None;
@@ -324,6 +396,12 @@ enum Prepared {
 
 /// What makes a send idempotent: (room, sender, client_msg_id).
 pub type RetryKey = (RoomName, ClientId, RoomName);
+
+/// A stored message's id and `seq`.
+pub type Stored = (uuid::Uuid, u64);
+
+/// One row of an idempotency lookup: `(room, sender, client_msg_id, id, seq)`.
+pub(crate) type LookupAnswer = (String, String, String, Vec<u8>, i64);
 
 impl<B: Backend> Writer<B> {
     async fn run(mut self, mut rx: mpsc::Receiver<Request>, max_batch: usize) {

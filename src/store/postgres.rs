@@ -5,9 +5,9 @@
 use sqlx::{Connection, PgConnection, Row as _};
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::{Backend, RetryKey, Row, StoreError};
-use crate::model::{Event, EventKind, Topic};
-use crate::protocol::{ClientId, RoomName};
+use super::{found_key, Backend, RetryKey, Row, StoreError, StoredRow};
+use crate::model::Event;
+use crate::protocol::RoomName;
 use std::collections::HashMap;
 
 /// Rows per INSERT (and keys per lookup): one statement, one round trip,
@@ -101,16 +101,15 @@ impl Backend for Postgres {
         .await?;
         let mut found = HashMap::new();
         for r in rows {
-            let (room, sender, key): (String, String, String) =
-                (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
-            let id: Vec<u8> = r.try_get(3)?;
-            let seq: i64 = r.try_get(4)?;
-            let id = uuid::Uuid::from_slice(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            if let Some(k) = keys
-                .iter()
-                .find(|(r, s, c)| r.as_str() == room && s.as_str() == sender && c.as_str() == key)
-            {
-                found.insert(k.clone(), (id, seq as u64));
+            let answer = (
+                r.try_get(0)?,
+                r.try_get(1)?,
+                r.try_get(2)?,
+                r.try_get(3)?,
+                r.try_get(4)?,
+            );
+            if let Some((key, stored)) = found_key(keys, answer)? {
+                found.insert(key, stored);
             }
         }
         Ok(found)
@@ -134,18 +133,15 @@ impl Backend for Postgres {
             // Audited: `sql` is fixed text and placeholders; the data is bound.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for row in chunk {
-                let Topic::Room(room) = &row.event.topic else {
-                    return Err(StoreError::Query("only room messages are stored".into()));
-                };
-                let ts = row.event.ts.duration_since(UNIX_EPOCH).unwrap_or_default();
+                let v = row.values()?;
                 query = query
-                    .bind(room.as_str())
-                    .bind(row.event.seq.unwrap_or(0) as i64)
-                    .bind(&row.event.id.as_bytes()[..])
-                    .bind(row.event.sender.as_str())
-                    .bind(row.client_msg_id.as_ref().map(RoomName::as_str))
-                    .bind(&*row.event.body)
-                    .bind(ts.as_millis() as i64);
+                    .bind(v.room)
+                    .bind(v.seq)
+                    .bind(v.id)
+                    .bind(v.sender)
+                    .bind(v.client_msg_id)
+                    .bind(v.body)
+                    .bind(v.ts_ms);
             }
             query.execute(&mut *tx).await?;
         }
@@ -227,20 +223,13 @@ impl Backend for Postgres {
 impl Postgres {
     /// One row of `SELECT seq, id, sender, body, ts_ms` as an event.
     fn event(&self, room: &RoomName, r: sqlx::postgres::PgRow) -> Result<Event, StoreError> {
-        let seq: i64 = r.try_get(0)?;
-        let id: Vec<u8> = r.try_get(1)?;
-        let sender: String = r.try_get(2)?;
-        let body: String = r.try_get(3)?;
-        let ts_ms: i64 = r.try_get(4)?;
-        let corrupt = |e: String| StoreError::Corrupt(e);
-        Ok(Event {
-            id: uuid::Uuid::from_slice(&id).map_err(|e| corrupt(e.to_string()))?,
-            topic: Topic::Room(room.clone()),
-            seq: Some(seq as u64),
-            sender: ClientId::parse(&sender, self.max_name).map_err(|e| corrupt(e.to_string()))?,
-            kind: EventKind::Chat,
-            body: body.into(),
-            ts: UNIX_EPOCH + Duration::from_millis(ts_ms.max(0) as u64),
-        })
+        let row = StoredRow {
+            seq: r.try_get(0)?,
+            id: r.try_get(1)?,
+            sender: r.try_get(2)?,
+            body: r.try_get(3)?,
+            ts_ms: r.try_get(4)?,
+        };
+        row.into_event(room, self.max_name)
     }
 }
