@@ -57,10 +57,7 @@ pub(crate) trait Backend {
     async fn last_seq(&mut self, room: &RoomName) -> Result<u64, StoreError>;
     /// The id and `seq` of each already stored message among `keys`
     /// (room, sender, client_msg_id); one query for all of them.
-    async fn find(
-        &mut self,
-        keys: &[RetryKey],
-    ) -> Result<HashMap<RetryKey, (uuid::Uuid, u64)>, StoreError>;
+    async fn find(&mut self, keys: &[RetryKey]) -> Result<HashMap<RetryKey, Stored>, StoreError>;
     /// Writes `rows` in one transaction.
     async fn append(&mut self, rows: &[Row]) -> Result<(), StoreError>;
     /// Deletes messages older than `max_age` and, per room, all but the
@@ -623,7 +620,7 @@ impl<B: Backend> Writer<B> {
         &mut self,
         room: &RoomName,
         row: &mut Row,
-        stored: &HashMap<RetryKey, (uuid::Uuid, u64)>,
+        stored: &HashMap<RetryKey, Stored>,
         in_group: &HashMap<RetryKey, usize>,
     ) -> Result<Prepared, StoreError> {
         if let Some(key) = retry_key(row) {

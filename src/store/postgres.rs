@@ -5,7 +5,7 @@
 use sqlx::{Connection, PgConnection, Row as _};
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::{found_key, Backend, RetryKey, Row, StoreError, StoredRow};
+use super::{found_key, Backend, RetryKey, Row, StoreError, Stored, StoredRow};
 use crate::model::Event;
 use crate::protocol::RoomName;
 use std::collections::HashMap;
@@ -77,10 +77,7 @@ impl Backend for Postgres {
         Ok(row.try_get::<i64, _>(0)? as u64)
     }
 
-    async fn find(
-        &mut self,
-        keys: &[RetryKey],
-    ) -> Result<HashMap<RetryKey, (uuid::Uuid, u64)>, StoreError> {
+    async fn find(&mut self, keys: &[RetryKey]) -> Result<HashMap<RetryKey, Stored>, StoreError> {
         // One statement whatever the group's size: the keys as arrays,
         // joined on the unique index. (An OR of N lookups became a generic
         // plan that scanned the table once cached: ~1k chats/s.)

@@ -7,7 +7,7 @@ use sqlx::{Connection, Row as _, SqliteConnection};
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::{found_key, Backend, RetryKey, Row, StoreError, StoredRow};
+use super::{found_key, Backend, RetryKey, Row, StoreError, Stored, StoredRow};
 use crate::model::Event;
 use crate::protocol::RoomName;
 use std::collections::HashMap;
@@ -80,10 +80,7 @@ impl Backend for Sqlite {
         Ok(row.try_get::<i64, _>(0)? as u64)
     }
 
-    async fn find(
-        &mut self,
-        keys: &[RetryKey],
-    ) -> Result<HashMap<RetryKey, (uuid::Uuid, u64)>, StoreError> {
+    async fn find(&mut self, keys: &[RetryKey]) -> Result<HashMap<RetryKey, Stored>, StoreError> {
         let mut found = HashMap::new();
         for chunk in keys.chunks(ROWS_PER_STATEMENT) {
             // An OR of index lookups (SQLite plans each on the unique index;

@@ -86,6 +86,15 @@ async fn alice(addr: std::net::SocketAddr) -> Client {
     c
 }
 
+/// Posts chats `m{n}` (client_msg_id `k{n}`) to room `r` for each `n`,
+/// one at a time, each acked before the next.
+async fn post_acked(c: &mut Client, ns: std::ops::RangeInclusive<u64>) {
+    for n in ns {
+        chat_with_id(c, "r", &format!("m{n}"), &format!("k{n}")).await;
+        c.recv_type("ack").await;
+    }
+}
+
 async fn chat_with_id(c: &mut Client, room: &str, content: &str, id: &str) {
     c.send_json(json!({"type":"chat","room":room,"client_msg_id":id,"data":{"content":content}}))
         .await;
@@ -337,10 +346,7 @@ async fn join_with_since_seq_recovers_without_gap_or_duplicate_during_traffic(
     let server = start(&[&overrides[0], &overrides[1]]);
     let addr = server.addr();
     let mut sender = alice(addr).await;
-    for n in 1..=30 {
-        chat_with_id(&mut sender, "r", &format!("m{n}"), &format!("k{n}")).await;
-        sender.recv_type("ack").await;
-    }
+    post_acked(&mut sender, 1..=30).await;
     let sending = tokio::spawn(async move {
         for n in 31..=TOTAL {
             let chat = json!({"type":"chat","room":"r","data":{"content":format!("m{n}")}});
@@ -388,10 +394,7 @@ async fn recovery_edges_nothing_missed_too_much_missed_and_no_store(new_db: fn(&
     let overrides = db.overrides();
     let server = start(&[&overrides[0], &overrides[1], "store.max_recover=5"]);
     let mut a = alice(server.addr()).await;
-    for n in 1..=10 {
-        chat_with_id(&mut a, "r", &format!("m{n}"), &format!("k{n}")).await;
-        a.recv_type("ack").await;
-    }
+    post_acked(&mut a, 1..=10).await;
     let mut b = crate::common::connect(server.addr(), "/ws").await;
     // Up to date: nothing to replay.
     b.send_json(json!({"type":"join","room":"r","data":{"since_seq":10}}))
@@ -453,10 +456,7 @@ async fn retention_keeps_the_newest_and_recovery_says_what_is_gone(new_db: fn(&s
         "store.retention.interval=50ms",
     ]);
     let mut a = alice(server.addr()).await;
-    for n in 1..=6 {
-        chat_with_id(&mut a, "r", &format!("m{n}"), &format!("k{n}")).await;
-        a.recv_type("ack").await;
-    }
+    post_acked(&mut a, 1..=6).await;
     let addr = server.addr();
     crate::common::eventually_async("only 3 kept", || async { kept(addr).await == 3 }).await;
     let mut b = crate::common::connect(server.addr(), "/ws/r?since_seq=1").await;
@@ -482,10 +482,7 @@ async fn retention_keeps_the_newest_and_recovery_says_what_is_gone(new_db: fn(&s
         "store.retention.interval=50ms",
     ]);
     let mut a = alice(server.addr()).await;
-    for n in 1..=3 {
-        chat_with_id(&mut a, "r", &format!("m{n}"), &format!("k{n}")).await;
-        a.recv_type("ack").await;
-    }
+    post_acked(&mut a, 1..=3).await;
     let addr = server.addr();
     crate::common::eventually_async("aged out", || async { kept(addr).await == 1 }).await;
     server.shutdown().await;
