@@ -9,9 +9,14 @@ COPY . .
 RUN cargo build --release -p chatd
 
 FROM debian:bookworm-slim
-RUN useradd --system --no-create-home chatd && mkdir -p /etc/chatd
+RUN useradd --system --no-create-home chatd && mkdir -p /etc/chatd /var/lib/chatd \
+    && chown chatd /var/lib/chatd
 COPY --from=build /src/target/release/chatd /usr/local/bin/chatd
 USER chatd
+# The default store is SQLite at data/chatd.db under the working directory:
+# keep it on a volume (or set store.backend: postgres / none).
+WORKDIR /var/lib/chatd
+VOLUME /var/lib/chatd
 EXPOSE 8080 9090
 # Docker sends SIGTERM on stop: chatd drains its clients (1001) and exits 0;
 # give it at least shutdown.grace_period (docker stop -t 15).

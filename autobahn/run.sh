@@ -26,7 +26,7 @@ fi
 
 cd "$root"
 cargo build --release --quiet
-"${CARGO_TARGET_DIR:-target}/release/chatd" --host 127.0.0.1 --port "$port" --set metrics.enabled=false --log-level warn &
+"${CARGO_TARGET_DIR:-target}/release/chatd" --host 127.0.0.1 --port "$port" --set metrics.enabled=false --set store.backend=none --log-level warn &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 100); do

@@ -42,11 +42,13 @@ wait_port() {
 }
 
 # start KIND PORT [extra chatd args...]: starts a server pinned to core 0, sets $PID.
+# chatd runs without a store (what the fan-out figures measure) unless the
+# extra args name one (the durable scenario).
 start() {
   local kind=$1 port=$2; shift 2
   if [ "$kind" = chatd ]; then
     taskset -c 0 "$chatd" --host 127.0.0.1 --port "$port" --shards 1 --log-level warn \
-      --set metrics.enabled=false "$@" >/dev/null &
+      --set metrics.enabled=false --set store.backend=none "$@" >/dev/null &
   else
     taskset -c 0 "$baseline" "127.0.0.1:$port" >/dev/null &
   fi

@@ -94,8 +94,8 @@ pub enum StoreBackend {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `none` or `sqlite`. Default `none` (for now: `sqlite` becomes the
-    /// default once recovery after a reconnect is in place).
+    /// `sqlite`, `postgres` or `none` (no history). Default `sqlite`: one
+    /// embedded file, no other service needed.
     pub backend: StoreBackend,
     pub sqlite: SqliteConfig,
     pub postgres: PostgresConfig,
@@ -107,6 +107,12 @@ pub struct StoreConfig {
     /// Most messages a join with `since_seq` replays; a longer gap gets
     /// `recovered: false` and the client pages the history. Default 1000.
     pub max_recover: u32,
+    /// Several nodes on one PostgreSQL and Redis: how long a gap in a room's
+    /// `seq` (another node's message still on its way) may hold the later
+    /// ones back before the missing ones are read from the store. Default
+    /// `100ms`.
+    #[serde(with = "humantime_serde")]
+    pub reorder_timeout: Duration,
     pub retention: RetentionConfig,
 }
 
@@ -137,12 +143,13 @@ impl Default for RetentionConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
-            backend: StoreBackend::None,
+            backend: StoreBackend::Sqlite,
             sqlite: SqliteConfig::default(),
             postgres: PostgresConfig::default(),
             max_pending: 10_000,
             max_batch: 1024,
             max_recover: 1000,
+            reorder_timeout: Duration::from_millis(100),
             retention: RetentionConfig::default(),
         }
     }
@@ -829,7 +836,7 @@ mod tests {
         assert!(!format!("{:?}", c.store).contains("u:p"), "never printed");
         let other = env(&[("DATABASE_URL", "mysql://db/chat")]);
         let c = Config::load(Some(Path::new("/dev/null")), other, &[]).unwrap();
-        assert_eq!(c.store.backend, StoreBackend::None);
+        assert_eq!(c.store.backend, StoreBackend::Sqlite, "the default");
         let bad = Config::load(
             Some(Path::new("/dev/null")),
             [],

@@ -116,12 +116,22 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         (0..shards).map(|_| unbounded_channel::<ShardMsg>()).unzip();
     let registry = Arc::new(Registry::new(senders));
     let metrics = Arc::new(Metrics::new());
+    // Several nodes numbering one shared history: the bus delivers through
+    // the reorder stage, so every node hands out a room's messages in `seq`
+    // order (see `store::order`).
+    let shared_history =
+        config.broker.redis.enabled() && config.store.backend == StoreBackend::Postgres;
+    let order = shared_history.then(|| crate::store::Order::new(registry.clone()));
     let broker: Arc<dyn Broker> = if config.broker.redis.enabled() {
+        let delivery: Arc<dyn crate::broker::Delivery> = match &order {
+            Some((order, _)) => order.clone(),
+            None => registry.clone(),
+        };
         Arc::new(RedisBroker::new(
             config.broker.redis.clone(),
             shards,
             config.limits.max_name_length,
-            registry.clone(),
+            delivery,
             metrics.broker.clone(),
         ))
     } else {
@@ -154,10 +164,10 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         StoreBackend::Sqlite => Some(Database::Sqlite(config.store.sqlite.path.clone())),
         StoreBackend::Postgres => Some(Database::Postgres(config.store.postgres.url.clone())),
     };
-    if database.is_some() && config.broker.redis.enabled() {
+    if matches!(database, Some(Database::Sqlite(_))) && config.broker.redis.enabled() {
         tracing::warn!(
-            "a store with a Redis broker: each node numbers its own messages; \
-             do not share rooms between nodes yet (one sequence for all nodes is not built)"
+            "SQLite store with a Redis broker: each node keeps and numbers its own history; \
+             use store.backend: postgres for several nodes sharing rooms"
         );
     }
     let store = match database {
@@ -173,6 +183,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
                 max_batch: config.store.max_batch,
                 max_name: config.limits.max_name_length,
                 max_recover: config.store.max_recover,
+                reorder_timeout: config.store.reorder_timeout,
                 metrics: metrics.store.clone(),
                 retention: crate::store::Retention {
                     max_age: Some(config.store.retention.max_age).filter(|a| !a.is_zero()),
@@ -180,7 +191,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
                     interval: config.store.retention.interval,
                 },
             };
-            let store = crate::store::start(settings, registry.clone(), broker.clone());
+            let store = crate::store::start(settings, registry.clone(), broker.clone(), order);
             Some(store.map_err(|e| StartError::Store(key, e))?)
         }
     };

@@ -50,8 +50,8 @@ impl Shard {
         Shard {
             index,
             presence: PresenceLimiter::new(node.config.limits.presence_per_second),
+            rooms: LocalRooms::new(node.config.store.max_recover as usize),
             node,
-            rooms: LocalRooms::default(),
             conns: RefCell::new(HashMap::new()),
             next_id: Cell::new(0),
             ping: frame::encode(OpCode::Ping, b""),
@@ -152,12 +152,13 @@ impl Shard {
     /// ones it does not have yet. All in this one turn, so nothing slips
     /// between them.
     fn recovered(&self, recovery: Recovery) {
-        let Some(queue) =
+        let Some(caught_up) =
             self.rooms
                 .caught_up(&recovery.room, ConnId(recovery.conn), recovery.up_to)
         else {
             return; // left (or disconnected) meanwhile
         };
+        let queue = &caught_up.queue;
         let now = Instant::now();
         let mut sent = 0u64;
         for event in &recovery.events {
@@ -172,14 +173,20 @@ impl Shard {
         };
         let data = RecoveredData {
             event: SystemEvent::Recovered,
-            recovered: recovery.complete,
+            // Held live messages were dropped: the member has a gap.
+            recovered: recovery.complete && !caught_up.overflowed,
             oldest_seq: recovery.oldest,
         };
         let frame = protocol::encode(header, &data).into_frame(OpCode::Text);
         sent += frame.len() as u64;
         let _ = queue.push(frame, now);
+        for (frame, arrived) in &caught_up.held {
+            sent += frame.len() as u64;
+            let _ = queue.push(frame.clone(), *arrived);
+        }
         let m = &self.node.metrics;
-        m.messages_out.inc_by(recovery.events.len() as u64 + 1);
+        let count = recovery.events.len() + 1 + caught_up.held.len();
+        m.messages_out.inc_by(count as u64);
         m.bytes_out.inc_by(sent);
     }
 

@@ -119,6 +119,15 @@ impl Session {
         if self.rooms.len() >= limit {
             return Err(ChatError::RoomLimit(limit));
         }
+        // The node subscribes (and, sharing its history, starts ordering the
+        // room) before a catch-up is asked for: the catch-up ends where the
+        // room's live messages on this node begin.
+        if node.registry.join(&room, shard.index) {
+            node.broker.subscribe(&room);
+            if let Some(store) = &node.store {
+                store.subscribed(&room);
+            }
+        }
         let joined = match (since_seq, &node.store) {
             (None, _) => {
                 shard.rooms.join(&room, conn.id, conn.queue.clone());
@@ -142,9 +151,6 @@ impl Session {
                 }
             }
         };
-        if node.registry.join(&room, shard.index) {
-            node.broker.subscribe(&room);
-        }
         self.presence(shard, &room, true);
         self.rooms.push(room);
         Ok(joined)
@@ -221,6 +227,9 @@ impl Session {
         shard.rooms.leave(room, conn.id);
         if node.registry.leave(room, shard.index) {
             node.broker.unsubscribe(room);
+            if let Some(store) = &node.store {
+                store.unsubscribed(room);
+            }
         }
         self.presence(shard, room, false);
     }

@@ -151,6 +151,12 @@ pub struct StoreMetrics {
     pub batch_size: Histogram,
     /// Seconds per transaction, commit (fsync) included.
     pub commit_seconds: Histogram,
+    /// Several nodes: gaps in a room's `seq` that did not close by
+    /// themselves within `store.reorder_timeout` and were read from the store.
+    pub reorder_fills: Counter,
+    /// Several nodes: numbers the store no longer had when a gap was filled
+    /// (deleted by retention), skipped so delivery goes on.
+    pub reorder_skipped: Counter,
 }
 
 /// What every broker backend records.
@@ -272,6 +278,8 @@ impl Metrics {
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             // 50 µs ... ~1.6 s, doubling.
             commit_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
+            reorder_fills: Counter::default(),
+            reorder_skipped: Counter::default(),
         };
         registry.register(
             "chatd_store_messages",
@@ -292,6 +300,16 @@ impl Metrics {
             "chatd_store_commit_seconds",
             "Time per store transaction, commit included",
             store.commit_seconds.clone(),
+        );
+        registry.register(
+            "chatd_store_reorder_fills",
+            "Gaps in a room's seq read from the store after store.reorder_timeout (several nodes)",
+            store.reorder_fills.clone(),
+        );
+        registry.register(
+            "chatd_store_reorder_skipped",
+            "Missing seq numbers the store no longer had, skipped (several nodes)",
+            store.reorder_skipped.clone(),
         );
         let broker = BrokerMetrics {
             publishes: Counter::default(),

@@ -23,6 +23,27 @@ pub struct ConnId(pub u64);
 pub struct Members {
     list: Vec<Member>,
     index: HashMap<ConnId, usize>,
+    /// Stored messages that arrived for members still catching up (several
+    /// nodes: a message after the catch-up's end can arrive before the
+    /// catch-up); pushed after it. Empty unless someone is catching up.
+    held: RefCell<HashMap<ConnId, Held>>,
+}
+
+/// One catching-up member's held messages.
+#[derive(Default)]
+struct Held {
+    frames: Vec<(u64, Bytes, Instant)>,
+    /// More arrived than may be held: the catch-up cannot be complete.
+    overflowed: bool,
+}
+
+/// A member's catch-up went out: its queue and the live messages held for
+/// it meanwhile (after the catch-up's end, in order).
+pub struct CaughtUp {
+    pub queue: Rc<ClientQueue>,
+    pub held: Vec<(Bytes, Instant)>,
+    /// Messages were dropped while holding: the member has a gap.
+    pub overflowed: bool,
 }
 
 /// One member's queue, and which stored messages it already has.
@@ -70,6 +91,7 @@ impl Members {
         let Some(i) = self.index.remove(&id) else {
             return false;
         };
+        self.held.get_mut().remove(&id);
         self.list.swap_remove(i);
         if let Some(moved) = self.list.get(i) {
             self.index.insert(moved.id, i);
@@ -86,11 +108,28 @@ impl Members {
     }
 
     /// Pushes a refcount clone of `frame` to every member's queue (of a
-    /// stored message, `seq`: to every member that does not have it yet).
-    pub fn fanout(&self, frame: &Bytes, arrived: Instant, seq: Option<u64>) -> Fanout {
+    /// stored message, `seq`: to every member that does not have it yet;
+    /// held for one catching up, at most `max_held`).
+    pub fn fanout(
+        &self,
+        frame: &Bytes,
+        arrived: Instant,
+        seq: Option<u64>,
+        max_held: usize,
+    ) -> Fanout {
         let mut out = Fanout::default();
         for member in &self.list {
-            if seq.is_some_and(|seq| seq <= member.has_up_to.get()) {
+            let has_up_to = member.has_up_to.get();
+            if let Some(seq) = seq.filter(|&seq| seq <= has_up_to) {
+                if has_up_to == CATCHING_UP {
+                    let mut held = self.held.borrow_mut();
+                    let held = held.entry(member.id).or_default();
+                    if held.frames.len() < max_held {
+                        held.frames.push((seq, frame.clone(), arrived));
+                    } else {
+                        held.overflowed = true;
+                    }
+                }
                 continue;
             }
             match member.queue.push(frame.clone(), arrived) {
@@ -110,6 +149,8 @@ impl Members {
 /// All of one shard's membership.
 #[derive(Default)]
 pub struct LocalRooms {
+    /// Most live messages held per member during its catch-up.
+    max_held: usize,
     rooms: RefCell<HashMap<RoomName, Members>>,
     /// Every native connection: the audience of global messages.
     native: RefCell<Members>,
@@ -118,6 +159,15 @@ pub struct LocalRooms {
 }
 
 impl LocalRooms {
+    /// A shard's rooms; at most `max_held` live messages are held for a
+    /// member while its catch-up is read.
+    pub fn new(max_held: usize) -> LocalRooms {
+        LocalRooms {
+            max_held,
+            ..LocalRooms::default()
+        }
+    }
+
     pub fn join(&self, room: &RoomName, id: ConnId, queue: Rc<ClientQueue>) -> bool {
         self.rooms
             .borrow_mut()
@@ -138,13 +188,24 @@ impl LocalRooms {
     }
 
     /// The member's catch-up went out with everything up to `seq`: live
-    /// stored messages after it are pushed again. Its queue, if a member.
-    pub fn caught_up(&self, room: &RoomName, id: ConnId, seq: u64) -> Option<Rc<ClientQueue>> {
+    /// stored messages after it are pushed again, starting with those held
+    /// meanwhile (returned, for after the catch-up). `None`: not a member.
+    pub fn caught_up(&self, room: &RoomName, id: ConnId, seq: u64) -> Option<CaughtUp> {
         let rooms = self.rooms.borrow();
         let members = rooms.get(room.as_str())?;
         let member = &members.list[*members.index.get(&id)?];
         member.has_up_to.set(seq);
-        Some(member.queue.clone())
+        let held = members.held.borrow_mut().remove(&id).unwrap_or_default();
+        Some(CaughtUp {
+            queue: member.queue.clone(),
+            held: held
+                .frames
+                .into_iter()
+                .filter(|(s, _, _)| *s > seq)
+                .map(|(_, frame, at)| (frame, at))
+                .collect(),
+            overflowed: held.overflowed,
+        })
     }
 
     pub fn leave(&self, room: &RoomName, id: ConnId) -> bool {
@@ -205,7 +266,7 @@ impl LocalRooms {
             Payload::Event(event) => (encode::chat_api(event), event.seq),
             Payload::Frame(frame) => (frame.clone(), None),
         };
-        let out = members.fanout(&frame, arrived, seq);
+        let out = members.fanout(&frame, arrived, seq, self.max_held);
         Fanout {
             frame_len: frame.len(),
             ..out
@@ -241,7 +302,7 @@ mod tests {
         assert!(m.remove(ConnId(1)));
         assert!(!m.remove(ConnId(1)));
         assert_eq!(
-            m.fanout(&Bytes::from_static(b"x"), Instant::now(), None)
+            m.fanout(&Bytes::from_static(b"x"), Instant::now(), None, 0)
                 .delivered,
             3
         );
@@ -266,5 +327,72 @@ mod tests {
         assert_eq!((skipped.delivered, skipped.sample_depth), (0, None));
         assert!(rooms.leave(&room, ConnId(1)));
         assert_eq!(rooms.room_count(), 0);
+    }
+
+    #[test]
+    fn a_catching_up_member_gets_later_stored_messages_after_its_catch_up() {
+        let rooms = LocalRooms::new(2);
+        let room = RoomName::parse("r", 64).unwrap();
+        let q = Rc::new(ClientQueue::new(Limits {
+            max_messages: 16,
+            max_bytes: 1 << 20,
+            slow_timeout: std::time::Duration::from_secs(5),
+        }));
+        rooms.join_catching_up(&room, ConnId(1), q.clone());
+        let members = rooms.rooms.borrow();
+        let m = members.get("r").unwrap();
+        let now = Instant::now();
+        for (seq, body) in [(4, "four"), (6, "six")] {
+            let f = Bytes::from_static(body.as_bytes());
+            assert_eq!(m.fanout(&f, now, Some(seq), 2).delivered, 0, "held");
+        }
+        // Not stored (presence): pushed at once.
+        assert_eq!(
+            m.fanout(&Bytes::from_static(b"p"), now, None, 2).delivered,
+            1
+        );
+        drop(members);
+        let caught = rooms.caught_up(&room, ConnId(1), 5).unwrap();
+        let held: Vec<_> = caught.held.iter().map(|(f, _)| &f[..]).collect();
+        assert_eq!(
+            held,
+            [&b"six"[..]],
+            "4 was in the catch-up; 6 comes after it"
+        );
+        assert!(!caught.overflowed);
+        // From now on, live: after 5 pushed, up to 5 skipped.
+        let members = rooms.rooms.borrow();
+        let m = members.get("r").unwrap();
+        assert_eq!(
+            m.fanout(&Bytes::from_static(b"x"), now, Some(5), 2)
+                .delivered,
+            0
+        );
+        assert_eq!(
+            m.fanout(&Bytes::from_static(b"x"), now, Some(7), 2)
+                .delivered,
+            1
+        );
+    }
+
+    #[test]
+    fn holding_more_than_the_bound_marks_the_catch_up_incomplete() {
+        let rooms = LocalRooms::new(1);
+        let room = RoomName::parse("r", 64).unwrap();
+        rooms.join_catching_up(&room, ConnId(1), queue());
+        let topic = Topic::Room(room.clone());
+        for seq in [1, 2] {
+            let mut e = crate::model::Event::chat(
+                topic.clone(),
+                crate::protocol::ClientId::parse("u", 64).unwrap(),
+                "x",
+            );
+            e.seq = Some(seq);
+            let payload = Payload::Event(std::sync::Arc::new(e));
+            rooms.fanout(&topic, &payload, Instant::now());
+        }
+        let caught = rooms.caught_up(&room, ConnId(1), 0).unwrap();
+        assert_eq!(caught.held.len(), 1);
+        assert!(caught.overflowed);
     }
 }

@@ -12,6 +12,7 @@
 //! `client_msg_id` (same sender and room) gets the original ack and is not
 //! stored or delivered again.
 
+pub mod order;
 pub mod postgres;
 pub mod sqlite;
 
@@ -25,6 +26,8 @@ use crate::metrics::StoreMetrics;
 use crate::model::{Ack, Event, Recovery, Topic};
 use crate::protocol::{ClientId, RoomName};
 use crate::rooms::Registry;
+use order::Wake;
+pub use order::{Order, OrderWakes};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -58,8 +61,9 @@ pub(crate) trait Backend {
     /// The id and `seq` of each already stored message among `keys`
     /// (room, sender, client_msg_id); one query for all of them.
     async fn find(&mut self, keys: &[RetryKey]) -> Result<HashMap<RetryKey, Stored>, StoreError>;
-    /// Writes `rows` in one transaction.
-    async fn append(&mut self, rows: &[Row]) -> Result<(), StoreError>;
+    /// Gives each of `rows` the next `seq` of its room, in order, and writes
+    /// them in one transaction (on an error, nothing is written).
+    async fn append(&mut self, rows: &mut [Row]) -> Result<(), StoreError>;
     /// Deletes messages older than `max_age` and, per room, all but the
     /// newest `max_messages` (each: `None` keeps everything).
     async fn trim(
@@ -121,10 +125,16 @@ pub(crate) struct RowValues<'a> {
 }
 
 impl Row {
+    /// The room the row is stored in.
+    pub(crate) fn room(&self) -> Result<&RoomName, StoreError> {
+        match &self.event.topic {
+            Topic::Room(room) => Ok(room),
+            _ => Err(StoreError::Query("only room messages are stored".into())),
+        }
+    }
+
     pub(crate) fn values(&self) -> Result<RowValues<'_>, StoreError> {
-        let Topic::Room(room) = &self.event.topic else {
-            return Err(StoreError::Query("only room messages are stored".into()));
-        };
+        let room = self.room()?;
         let ts = self
             .event
             .ts
@@ -173,6 +183,9 @@ pub struct Settings {
     /// Most messages one catch-up carries.
     pub max_recover: u32,
     pub retention: Retention,
+    /// Several nodes: how long a gap in a room's `seq` may stay open before
+    /// the missing messages are read from the store.
+    pub reorder_timeout: std::time::Duration,
     pub metrics: StoreMetrics,
 }
 
@@ -219,6 +232,8 @@ enum Request {
 /// The shards' side of the store: submits without waiting.
 pub struct StoreHandle {
     tx: mpsc::Sender<Request>,
+    /// Several nodes share the history: delivery is put in `seq` order.
+    order: Option<Arc<Order>>,
 }
 
 /// The store queue is full (or the store stopped): the message was not taken.
@@ -236,6 +251,20 @@ impl StoreHandle {
         self.tx
             .try_send(Request::Append { row, origin })
             .map_err(|_| Busy)
+    }
+
+    /// The node subscribed to `room` (its first member here joined).
+    pub fn subscribed(&self, room: &RoomName) {
+        if let Some(order) = &self.order {
+            order.watch(room);
+        }
+    }
+
+    /// The node's last member of `room` left.
+    pub fn unsubscribed(&self, room: &RoomName) {
+        if let Some(order) = &self.order {
+            order.forget(room);
+        }
     }
 
     /// Asks for a joining member's catch-up (sent to its shard's inbox).
@@ -287,14 +316,19 @@ pub enum Database {
 }
 
 /// Opens the store and starts its thread; fails (naming the cause) if the
-/// database cannot be opened or migrated.
+/// database cannot be opened or migrated. With `order` (several nodes share
+/// the history), the broker delivers through it and the store thread fills
+/// its gaps.
 pub fn start(
     settings: Settings,
     registry: Arc<Registry>,
     broker: Arc<dyn Broker>,
+    order: Option<(Arc<Order>, OrderWakes)>,
 ) -> Result<StoreHandle, StoreError> {
+    let (order, wakes) = order.unzip();
     let (tx, rx) = mpsc::channel(settings.max_pending);
     let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+    let thread_order = order.clone();
     std::thread::Builder::new()
         .name("chatd-store".into())
         .spawn(move || {
@@ -310,21 +344,36 @@ pub fn start(
             };
             rt.block_on(async move {
                 let max_name = settings.max_name;
+                let parts = Parts {
+                    settings: settings.clone(),
+                    registry,
+                    broker,
+                    order: thread_order,
+                };
+                let channels = (rx, wakes);
                 match &settings.database {
                     Database::Sqlite(path) => {
                         let opened = sqlite::Sqlite::open(path, max_name).await;
-                        serve(opened, opened_tx, settings, registry, broker, rx).await
+                        serve(opened, opened_tx, parts, channels).await
                     }
                     Database::Postgres(url) => {
                         let opened = postgres::Postgres::open(url, max_name).await;
-                        serve(opened, opened_tx, settings, registry, broker, rx).await
+                        serve(opened, opened_tx, parts, channels).await
                     }
                 }
             });
         })
         .map_err(|e| StoreError::Open(e.to_string()))?;
     opened_rx.recv().map_err(|_| StoreError::Stopped)??;
-    Ok(StoreHandle { tx })
+    Ok(StoreHandle { tx, order })
+}
+
+/// What the store thread works with besides its database.
+struct Parts {
+    settings: Settings,
+    registry: Arc<Registry>,
+    broker: Arc<dyn Broker>,
+    order: Option<Arc<Order>>,
 }
 
 /// Reports how opening went, then runs the store on `backend` until every
@@ -332,11 +381,15 @@ pub fn start(
 async fn serve<B: Backend>(
     opened: Result<B, StoreError>,
     report: std::sync::mpsc::Sender<Result<(), StoreError>>,
-    settings: Settings,
-    registry: Arc<Registry>,
-    broker: Arc<dyn Broker>,
-    rx: mpsc::Receiver<Request>,
+    parts: Parts,
+    (rx, wakes): (mpsc::Receiver<Request>, Option<OrderWakes>),
 ) {
+    let Parts {
+        settings,
+        registry,
+        broker,
+        order,
+    } = parts;
     let backend = match opened {
         Ok(backend) => {
             let _ = report.send(Ok(()));
@@ -351,12 +404,14 @@ async fn serve<B: Backend>(
         backend,
         registry,
         broker,
-        seqs: HashMap::new(),
+        order,
+        gaps: std::collections::VecDeque::new(),
+        reorder_timeout: settings.reorder_timeout,
         max_recover: settings.max_recover,
         retention: settings.retention,
         metrics: settings.metrics,
     };
-    writer.run(rx, settings.max_batch).await;
+    writer.run(rx, wakes, settings.max_batch).await;
 }
 
 /// The store thread's state.
@@ -364,9 +419,12 @@ struct Writer<B> {
     backend: B,
     registry: Arc<Registry>,
     broker: Arc<dyn Broker>,
-    /// The last `seq` given out per room (loaded from the database on first
-    /// use; forgotten after a failed write, so it is reloaded).
-    seqs: HashMap<RoomName, u64>,
+    /// Several nodes: the reorder stage whose gaps this thread fills.
+    order: Option<Arc<Order>>,
+    /// Gaps to look at again, each when its reorder timeout is over (one
+    /// timeout for all: the queue is in deadline order).
+    gaps: std::collections::VecDeque<(tokio::time::Instant, RoomName)>,
+    reorder_timeout: std::time::Duration,
     max_recover: u32,
     retention: Retention,
     metrics: StoreMetrics,
@@ -380,8 +438,6 @@ enum Outcome {
     SameAs { row: usize, origin: Origin },
     /// A retry of an already stored message: ack it again.
     Stored { ack: Ack },
-    /// Failed before the write (a query error): tell the sender.
-    Failed { origin: Origin },
 }
 
 /// What a message is, before the write.
@@ -401,17 +457,37 @@ pub type Stored = (uuid::Uuid, u64);
 pub(crate) type LookupAnswer = (String, String, String, Vec<u8>, i64);
 
 impl<B: Backend> Writer<B> {
-    async fn run(mut self, mut rx: mpsc::Receiver<Request>, max_batch: usize) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Request>,
+        wakes: Option<OrderWakes>,
+        max_batch: usize,
+    ) {
         let mut batch = Vec::with_capacity(max_batch);
         let retention = self.retention;
         let mut tick = tokio::time::interval(retention.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut wakes, ordered) = match wakes {
+            Some(OrderWakes(rx)) => (rx, true),
+            None => (mpsc::unbounded_channel().1, false),
+        };
         loop {
+            let due = self.gaps.front().map(|(at, _)| *at);
             let received = tokio::select! {
                 n = rx.recv_many(&mut batch, max_batch) => n,
                 _ = tick.tick(), if retention.enabled() => {
                     if let Err(e) = self.backend.trim(retention.max_age, retention.max_messages).await {
                         tracing::warn!(error = %e, "store retention failed");
+                    }
+                    continue;
+                }
+                Some(wake) = wakes.recv(), if ordered => {
+                    self.wake(wake).await;
+                    continue;
+                }
+                _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                    if let Some((_, room)) = self.gaps.pop_front() {
+                        self.fill(&room).await;
                     }
                     continue;
                 }
@@ -488,12 +564,12 @@ impl<B: Backend> Writer<B> {
         let mut rows: Vec<Row> = Vec::with_capacity(appends.len());
         let mut outcomes = Vec::with_capacity(appends.len());
         let mut in_group: HashMap<RetryKey, usize> = HashMap::new();
-        for (mut row, origin) in appends {
+        for (row, origin) in appends {
             let Topic::Room(room) = row.event.topic.clone() else {
                 continue;
             };
-            match self.prepare(&room, &mut row, &stored, &in_group).await {
-                Ok(Prepared::Stored(id, seq)) => outcomes.push(Outcome::Stored {
+            match Self::prepare(&row, &stored, &in_group) {
+                Prepared::Stored(id, seq) => outcomes.push(Outcome::Stored {
                     ack: Ack {
                         origin,
                         room,
@@ -501,8 +577,8 @@ impl<B: Backend> Writer<B> {
                         seq,
                     },
                 }),
-                Ok(Prepared::SameAs(row)) => outcomes.push(Outcome::SameAs { row, origin }),
-                Ok(Prepared::New) => {
+                Prepared::SameAs(row) => outcomes.push(Outcome::SameAs { row, origin }),
+                Prepared::New => {
                     if let Some(key) = row.client_msg_id.clone() {
                         in_group.insert((room, row.event.sender.clone(), key), rows.len());
                     }
@@ -512,17 +588,13 @@ impl<B: Backend> Writer<B> {
                     });
                     rows.push(row);
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "store lookup failed");
-                    outcomes.push(Outcome::Failed { origin });
-                }
             }
         }
         let started = std::time::Instant::now();
         let written = if rows.is_empty() {
             Ok(())
         } else {
-            self.backend.append(&rows).await
+            self.backend.append(&mut rows).await
         };
         if !rows.is_empty() && written.is_ok() {
             let m = &self.metrics;
@@ -532,7 +604,6 @@ impl<B: Backend> Writer<B> {
         }
         if let Err(e) = &written {
             tracing::warn!(error = %e, messages = rows.len(), "store write failed; senders told");
-            self.seqs.clear();
         }
         let ack_of = |row: &Row, origin: Origin| Ack {
             origin,
@@ -547,11 +618,6 @@ impl<B: Backend> Writer<B> {
             .into_iter()
             .map(|outcome| match outcome {
                 Outcome::Stored { ack } => Some(ack),
-                Outcome::Failed { origin } => {
-                    self.metrics.errors.inc();
-                    self.registry.failed(origin);
-                    None
-                }
                 Outcome::New { origin, .. } | Outcome::SameAs { origin, .. }
                     if written.is_err() =>
                 {
@@ -587,11 +653,7 @@ impl<B: Backend> Writer<B> {
             oldest: None,
         };
         let room = &recovery.room;
-        let up_to = match self.seqs.get(room) {
-            Some(&seq) => Ok(seq),
-            None => self.backend.last_seq(room).await,
-        };
-        let Ok(up_to) = up_to else {
+        let Ok(up_to) = self.delivered(room).await else {
             return recovery;
         };
         recovery.up_to = up_to;
@@ -599,9 +661,12 @@ impl<B: Backend> Writer<B> {
             recovery.complete = true;
             return recovery;
         }
-        let Ok(events) = self.backend.since(room, since, self.max_recover + 1).await else {
+        let Ok(mut events) = self.backend.since(room, since, self.max_recover + 1).await else {
             return recovery;
         };
+        // Several nodes: others may have stored more since `up_to`; those
+        // reach the member live.
+        events.retain(|e| e.seq.is_some_and(|seq| seq <= up_to));
         let first = events.first().and_then(|e| e.seq);
         if events.len() > self.max_recover as usize || first != Some(since + 1) {
             // Too many to replay, or some are gone (retention): the client
@@ -614,30 +679,92 @@ impl<B: Backend> Writer<B> {
         recovery
     }
 
-    /// Gives `row` its `seq`, unless it retries a message stored before or
-    /// earlier in this group.
-    async fn prepare(
-        &mut self,
-        room: &RoomName,
-        row: &mut Row,
-        stored: &HashMap<RetryKey, Stored>,
-        in_group: &HashMap<RetryKey, usize>,
-    ) -> Result<Prepared, StoreError> {
-        if let Some(key) = retry_key(row) {
-            if let Some(&(id, seq)) = stored.get(&key) {
-                return Ok(Prepared::Stored(id, seq));
+    /// The last `seq` of `room` this node's fan-out was given: with one
+    /// node, the last stored (this thread publishes each group before it
+    /// reads anything); with several, what the reorder stage delivered
+    /// (its baseline read now if it has none yet).
+    async fn delivered(&mut self, room: &RoomName) -> Result<u64, StoreError> {
+        let Some(order) = self.order.clone() else {
+            return self.backend.last_seq(room).await;
+        };
+        if let Some(seq) = order.delivered(room) {
+            return Ok(seq);
+        }
+        let last = self.backend.last_seq(room).await?;
+        // Not watched (the member left meanwhile): what is stored.
+        Ok(order.baseline(room, last).unwrap_or(last))
+    }
+
+    /// A request of the reorder stage.
+    async fn wake(&mut self, wake: Wake) {
+        let Some(order) = self.order.clone() else {
+            return;
+        };
+        match wake {
+            Wake::Baseline(room) => {
+                if order.needs_baseline(&room) != Some(true) {
+                    return;
+                }
+                match self.backend.last_seq(&room).await {
+                    Ok(last) => {
+                        order.baseline(&room, last);
+                    }
+                    Err(e) => {
+                        // Asked again at the room's next recovery or
+                        // resubscription; meanwhile its messages are held.
+                        tracing::warn!(room = %room, error = %e, "room baseline not read");
+                    }
+                }
             }
-            if let Some(&first) = in_group.get(&key) {
-                return Ok(Prepared::SameAs(first));
+            Wake::Gap(room) => {
+                let at = tokio::time::Instant::now() + self.reorder_timeout;
+                self.gaps.push_back((at, room));
             }
         }
-        let seq = match self.seqs.get(room) {
-            Some(&seq) => seq,
-            None => self.backend.last_seq(room).await?,
+    }
+
+    /// Reads a gap that did not close by itself from the store.
+    async fn fill(&mut self, room: &RoomName) {
+        let Some(order) = self.order.clone() else {
+            return;
         };
-        self.seqs.insert(room.clone(), seq + 1);
-        row.event.seq = Some(seq + 1);
-        Ok(Prepared::New)
+        let Some((from, to)) = order.gap(room) else {
+            return;
+        };
+        let limit = (to - from + 1).min(u64::from(self.max_recover)) as u32;
+        match self.backend.since(room, from - 1, limit).await {
+            Ok(events) => {
+                let all = events.len() < limit as usize;
+                self.metrics.reorder_fills.inc();
+                let skipped = order.fill(room, events, all);
+                if skipped > 0 {
+                    tracing::warn!(room = %room, skipped, "seq numbers missing from the store");
+                    self.metrics.reorder_skipped.inc_by(skipped);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(room = %room, error = %e, "gap not read; asked again");
+                order.fill(room, Vec::new(), false);
+            }
+        }
+    }
+
+    /// What `row` is: new, or a retry of a message stored before or earlier
+    /// in this group.
+    fn prepare(
+        row: &Row,
+        stored: &HashMap<RetryKey, Stored>,
+        in_group: &HashMap<RetryKey, usize>,
+    ) -> Prepared {
+        if let Some(key) = retry_key(row) {
+            if let Some(&(id, seq)) = stored.get(&key) {
+                return Prepared::Stored(id, seq);
+            }
+            if let Some(&first) = in_group.get(&key) {
+                return Prepared::SameAs(first);
+            }
+        }
+        Prepared::New
     }
 
     /// Delivers a stored event to every node. Through shard 0's publisher

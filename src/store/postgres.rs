@@ -15,10 +15,20 @@ use std::collections::HashMap;
 const ROWS_PER_STATEMENT: usize = 100;
 
 /// Versioned migrations, applied in order at start (kept in `migrations/`).
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    include_str!("../../migrations/postgres/0001_messages.sql"),
-)];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        include_str!("../../migrations/postgres/0001_messages.sql"),
+    ),
+    (
+        2,
+        include_str!("../../migrations/postgres/0002_room_seqs.sql"),
+    ),
+];
+
+/// The advisory lock nodes take while migrating, so that two nodes starting
+/// together do not both apply a version (any fixed number; "chatd" in ASCII).
+const MIGRATION_LOCK: i64 = 0x0063_6861_7464;
 
 pub struct Postgres {
     conn: PgConnection,
@@ -39,6 +49,19 @@ impl Postgres {
 }
 
 async fn migrate(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *conn)
+        .await?;
+    let migrated = apply(conn).await;
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *conn)
+        .await?;
+    migrated
+}
+
+async fn apply(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     // Asked first: `CREATE TABLE IF NOT EXISTS` logs a NOTICE on every start.
     let exists = sqlx::query("SELECT to_regclass('schema_migrations') IS NOT NULL")
         .fetch_one(&mut *conn)
@@ -70,11 +93,14 @@ async fn migrate(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 
 impl Backend for Postgres {
     async fn last_seq(&mut self, room: &RoomName) -> Result<u64, StoreError> {
-        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room = $1")
+        let row = sqlx::query("SELECT last_seq FROM room_seqs WHERE room = $1")
             .bind(room.as_str())
-            .fetch_one(&mut self.conn)
+            .fetch_optional(&mut self.conn)
             .await?;
-        Ok(row.try_get::<i64, _>(0)? as u64)
+        Ok(match row {
+            Some(row) => row.try_get::<i64, _>(0)? as u64,
+            None => 0,
+        })
     }
 
     async fn find(&mut self, keys: &[RetryKey]) -> Result<HashMap<RetryKey, Stored>, StoreError> {
@@ -112,8 +138,9 @@ impl Backend for Postgres {
         Ok(found)
     }
 
-    async fn append(&mut self, rows: &[Row]) -> Result<(), StoreError> {
+    async fn append(&mut self, rows: &mut [Row]) -> Result<(), StoreError> {
         let mut tx = self.conn.begin().await?;
+        number(&mut tx, rows).await?;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let tuples = (0..chunk.len())
                 .map(|i| {
@@ -215,6 +242,46 @@ impl Backend for Postgres {
         .await?;
         rows.into_iter().map(|r| self.event(room, r)).collect()
     }
+}
+
+/// Gives `rows` their numbers from the rooms' shared counters, inside the
+/// transaction that stores them: the counter rows stay locked until the
+/// commit, so another node's next group in the same room waits and gets the
+/// numbers after these (rooms locked in name order, so two nodes' groups
+/// cannot deadlock).
+async fn number(tx: &mut PgConnection, rows: &mut [Row]) -> Result<(), StoreError> {
+    let mut counts: std::collections::BTreeMap<&str, i64> = Default::default();
+    for row in rows.iter() {
+        *counts.entry(row.room()?.as_str()).or_default() += 1;
+    }
+    let rooms: Vec<&str> = counts.keys().copied().collect();
+    let adds: Vec<i64> = counts.values().copied().collect();
+    let raised = sqlx::query(
+        "INSERT INTO room_seqs (room, last_seq) \
+         SELECT * FROM UNNEST($1::text[], $2::bigint[]) ORDER BY 1 \
+         ON CONFLICT (room) DO UPDATE SET last_seq = room_seqs.last_seq + EXCLUDED.last_seq \
+         RETURNING room, last_seq",
+    )
+    .bind(&rooms)
+    .bind(&adds)
+    .fetch_all(&mut *tx)
+    .await?;
+    // The next number per room: the raised counter minus what this group adds.
+    let mut next: HashMap<String, i64> = HashMap::with_capacity(raised.len());
+    for r in raised {
+        let room: String = r.try_get(0)?;
+        let last: i64 = r.try_get(1)?;
+        let added = counts.get(room.as_str()).copied().unwrap_or(0);
+        next.insert(room, last - added + 1);
+    }
+    for row in rows.iter_mut() {
+        let seq = next
+            .get_mut(row.room()?.as_str())
+            .ok_or_else(|| StoreError::Query("room counter not raised".into()))?;
+        row.event.seq = Some(*seq as u64);
+        *seq += 1;
+    }
+    Ok(())
 }
 
 impl Postgres {

@@ -24,6 +24,10 @@ const MIGRATIONS: &[(i64, &str)] =
 pub struct Sqlite {
     conn: SqliteConnection,
     max_name: usize,
+    /// The last `seq` given out per room: this store thread is the file's
+    /// only writer, so the room's next number is known without a query
+    /// (loaded on first use; forgotten after a failed write).
+    seqs: HashMap<RoomName, u64>,
 }
 
 impl Sqlite {
@@ -44,7 +48,11 @@ impl Sqlite {
         migrate(&mut conn)
             .await
             .map_err(|e| StoreError::Open(e.to_string()))?;
-        Ok(Sqlite { conn, max_name })
+        Ok(Sqlite {
+            conn,
+            max_name,
+            seqs: HashMap::new(),
+        })
     }
 }
 
@@ -73,6 +81,9 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
 
 impl Backend for Sqlite {
     async fn last_seq(&mut self, room: &RoomName) -> Result<u64, StoreError> {
+        if let Some(&seq) = self.seqs.get(room) {
+            return Ok(seq);
+        }
         let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room = ?")
             .bind(room.as_str())
             .fetch_one(&mut self.conn)
@@ -113,31 +124,16 @@ impl Backend for Sqlite {
         Ok(found)
     }
 
-    async fn append(&mut self, rows: &[Row]) -> Result<(), StoreError> {
-        let mut tx = self.conn.begin().await?;
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let tuples = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
-            let sql = format!(
-                "INSERT INTO messages (room, seq, id, sender, client_msg_id, body, ts_ms) \
-                 VALUES {tuples}"
-            );
-            // Audited: `sql` is fixed text and placeholders; the data is bound.
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for row in chunk {
-                let v = row.values()?;
-                query = query
-                    .bind(v.room)
-                    .bind(v.seq)
-                    .bind(v.id)
-                    .bind(v.sender)
-                    .bind(v.client_msg_id)
-                    .bind(v.body)
-                    .bind(v.ts_ms);
-            }
-            query.execute(&mut *tx).await?;
+    async fn append(&mut self, rows: &mut [Row]) -> Result<(), StoreError> {
+        let written = match self.number(rows).await {
+            Ok(()) => self.insert(rows).await,
+            Err(e) => Err(e),
+        };
+        if written.is_err() {
+            // Numbers given out but not stored: read them again.
+            self.seqs.clear();
         }
-        tx.commit().await?;
-        Ok(())
+        written
     }
 
     async fn trim(
@@ -212,6 +208,45 @@ impl Backend for Sqlite {
 }
 
 impl Sqlite {
+    /// Gives each row the next `seq` of its room.
+    async fn number(&mut self, rows: &mut [Row]) -> Result<(), StoreError> {
+        for row in rows.iter_mut() {
+            let room = row.room()?.clone();
+            let last = self.last_seq(&room).await?;
+            self.seqs.insert(room, last + 1);
+            row.event.seq = Some(last + 1);
+        }
+        Ok(())
+    }
+
+    /// Writes numbered `rows` in one transaction.
+    async fn insert(&mut self, rows: &[Row]) -> Result<(), StoreError> {
+        let mut tx = self.conn.begin().await?;
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let tuples = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
+                "INSERT INTO messages (room, seq, id, sender, client_msg_id, body, ts_ms) \
+                 VALUES {tuples}"
+            );
+            // Audited: `sql` is fixed text and placeholders; the data is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for row in chunk {
+                let v = row.values()?;
+                query = query
+                    .bind(v.room)
+                    .bind(v.seq)
+                    .bind(v.id)
+                    .bind(v.sender)
+                    .bind(v.client_msg_id)
+                    .bind(v.body)
+                    .bind(v.ts_ms);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// One row of `SELECT seq, id, sender, body, ts_ms` as an event.
     fn event(&self, room: &RoomName, r: sqlx::sqlite::SqliteRow) -> Result<Event, StoreError> {
         let row = StoredRow {

@@ -13,13 +13,16 @@ use chatd::{Config, Server};
 /// How long any single expected event may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// Starts a server with two shards (so cross-shard paths run) on a free port.
+/// Starts a server with two shards (so cross-shard paths run) on a free port,
+/// without a store unless `overrides` names one (the default, SQLite in
+/// `data/`, would be one file shared by every test).
 pub fn start(overrides: &[&str]) -> Server {
     let mut all: Vec<String> = [
         "server.host=127.0.0.1",
         "server.port=0",
         "server.shards=2",
         "metrics.port=0",
+        "store.backend=none",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -274,7 +277,10 @@ pub async fn listening_addr(child: &mut tokio::process::Child) -> SocketAddr {
         .unwrap()
 }
 
-/// The chatd binary, to add arguments to before [`spawn_chatd`].
+/// The chatd binary, to add arguments to before [`spawn_chatd`]; without a
+/// store unless a later `--set store.backend=...` names one (as [`start`]).
 pub fn chatd_command() -> tokio::process::Command {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatd"));
+    cmd.args(["--set", "store.backend=none"]);
+    cmd
 }

@@ -13,5 +13,6 @@ mod pg_harness;
 mod redis;
 mod redis_harness;
 mod relay;
+mod shared_history;
 mod store;
 mod tls;

@@ -289,6 +289,37 @@ async fn a_full_store_queue_answers_message_failed(new_db: fn(&str) -> Db) {
     server.shutdown().await;
 }
 
+/// With no store settings at all, the binary keeps history in SQLite at
+/// `data/chatd.db` under its working directory, and a restart keeps it.
+#[tokio::test]
+async fn the_default_store_is_an_sqlite_file_in_data() {
+    let dir = std::env::temp_dir().join(format!("chatd-store-{}-default", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let binary = || {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatd"));
+        cmd.current_dir(&dir);
+        cmd
+    };
+    let (mut child, addr) = spawn_chatd(&mut binary()).await;
+    let mut a = alice(addr).await;
+    post_acked(&mut a, 1..=3).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    assert!(dir.join("data/chatd.db").is_file());
+    let (_child, addr) = spawn_chatd(&mut binary()).await;
+    let (status, body) = http_get(addr, "/api/chat-api/rooms/r/messages").await;
+    assert_eq!(status, 200, "{body}");
+    let page: Value = serde_json::from_str(&body).unwrap();
+    let seqs: Vec<u64> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [3, 2, 1]);
+}
+
 #[tokio::test]
 async fn an_unreachable_postgres_stops_the_start_naming_the_key() {
     let url = format!(
