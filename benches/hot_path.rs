@@ -13,12 +13,10 @@ use std::hint::black_box;
 use std::rc::Rc;
 use std::time::Instant;
 
-use chatd::model::{Event, Payload, Topic};
-use chatd::protocol::envelope::ChatData;
-use chatd::protocol::{self, Header, Kind, RoomName};
-use chatd::queue::{ClientQueue, Limits};
-use chatd::rooms::{ConnId, LocalRooms};
-use chatd::ws::{OpCode, Outgoing};
+use chatd::bench::{self as protocol, frame, ChatData, ClientId, Header, Kind, RoomName};
+use chatd::bench::{
+    ClientQueue, ConnId, Event, Limits, LocalRooms, OpCode, Outgoing, Payload, Topic,
+};
 
 /// A 100-byte client chat, as the load generator sends.
 const CHAT: &[u8] = br#"{"type":"chat","room":"general","data":{"content":"hello everyone, this is a chat line!!"}}"#;
@@ -157,7 +155,7 @@ fn frame_once(c: &mut Criterion) {
     g.bench_function("1000 separate frames", |b| {
         b.iter(|| {
             let frames: Vec<Bytes> = (0..1000)
-                .map(|_| chatd::ws::frame::encode(OpCode::Text, black_box(&payload)))
+                .map(|_| frame::encode(OpCode::Text, black_box(&payload)))
                 .collect();
             frames
         })
@@ -182,7 +180,7 @@ fn fanout(c: &mut Criterion) {
     }
     let topic = Topic::Room(room);
     // An event: the fan-out frames it once (chat-api), then pushes 10k clones.
-    let sender = chatd::protocol::ClientId::parse("alice", 64).unwrap();
+    let sender = ClientId::parse("alice", 64).unwrap();
     let event = Event::chat(topic.clone(), sender, &"x".repeat(200));
     let payload = Payload::Event(std::sync::Arc::new(event));
     let waker = std::task::Waker::noop();

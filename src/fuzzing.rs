@@ -77,7 +77,16 @@ pub fn frames(data: &[u8]) {
 /// Routing and the upgrade checks of one parsed request: the path, its
 /// query parameters, the names in them, the handshake headers, and a token
 /// (verified with a fixed key).
-pub fn request<B>(req: &Request<B>, auth: &crate::auth::Authenticator) {
+pub fn request<B>(req: &Request<B>) {
+    static AUTH: OnceLock<crate::auth::Authenticator> = OnceLock::new();
+    let auth = AUTH.get_or_init(|| {
+        let config = crate::config::AuthConfig {
+            enabled: true,
+            jwt_secret: "fuzz-secret-fuzz-secret-fuzz-secret".into(),
+            ..Default::default()
+        };
+        crate::auth::Authenticator::new(&config)
+    });
     let path = req.uri().path();
     let query = req.uri().query();
     if let http::Route::Native { room: Some(room) } = http::route(path) {

@@ -33,26 +33,38 @@
 //! - [`tls`]: loading the certificate for `wss://`; [`auth`]: tokens on upgrades.
 //! - [`config`], [`metrics`], [`shutdown`]: leaves.
 
-pub mod auth;
-pub mod broker;
-pub mod chat;
+pub(crate) mod auth;
+pub(crate) mod broker;
+pub(crate) mod chat;
 pub mod config;
-pub mod conn;
+pub(crate) mod conn;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod http;
+pub(crate) mod http;
 pub mod metrics;
-pub mod model;
-pub mod node;
-pub mod protocol;
-pub mod queue;
-pub mod rooms;
-pub mod runtime;
-pub mod shard;
-pub mod shutdown;
-pub mod store;
-pub mod tls;
-pub mod ws;
+pub(crate) mod model;
+pub(crate) mod node;
+pub(crate) mod protocol;
+pub(crate) mod queue;
+pub(crate) mod rooms;
+pub(crate) mod runtime;
+pub(crate) mod shard;
+pub(crate) mod shutdown;
+pub(crate) mod store;
+pub(crate) mod tls;
+pub(crate) mod ws;
 
 pub use config::Config;
-pub use runtime::{start, Server, ShutdownReport};
+pub use runtime::{start, Server, ShutdownReport, StartError};
+
+/// What the micro-benchmarks in `benches/` drive directly (not an API:
+/// hidden from the docs).
+#[doc(hidden)]
+pub mod bench {
+    pub use crate::model::{Event, Payload, Topic};
+    pub use crate::protocol::envelope::ChatData;
+    pub use crate::protocol::{encode, parse, ClientId, Header, Kind, ParseLimits, RoomName};
+    pub use crate::queue::{ClientQueue, Limits};
+    pub use crate::rooms::{ConnId, LocalRooms};
+    pub use crate::ws::{frame, OpCode, Outgoing};
+}

@@ -251,6 +251,9 @@ impl Server {
         self.metrics_addr
     }
 
+    /// The node's shared state (for the integration tests' checks of
+    /// counters and bookkeeping; not an API).
+    #[doc(hidden)]
     pub fn node(&self) -> &Arc<Node> {
         &self.node
     }

@@ -2,18 +2,6 @@
 //! parsed as hyper does (httparse), then routed and checked.
 #![no_main]
 
-use std::sync::OnceLock;
-
-fn authenticator() -> &'static chatd::auth::Authenticator {
-    static AUTH: OnceLock<chatd::auth::Authenticator> = OnceLock::new();
-    AUTH.get_or_init(|| {
-        let mut config = chatd::config::AuthConfig::default();
-        config.enabled = true;
-        config.jwt_secret = "fuzz-secret-fuzz-secret-fuzz-secret".into();
-        chatd::auth::Authenticator::new(&config)
-    })
-}
-
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut parsed = httparse::Request::new(&mut headers);
@@ -32,6 +20,6 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     }
     // Requests hyper itself would refuse (bad URI or header) never reach us.
     if let Ok(req) = req.body(()) {
-        chatd::fuzzing::request(&req, authenticator());
+        chatd::fuzzing::request(&req);
     }
 });

@@ -23,7 +23,7 @@ const MAX_SLICES: usize = 128;
 #[derive(Debug)]
 pub enum WriterEnd {
     /// The queue closed; its Close frame was written.
-    Closed(CloseReason),
+    Closed,
     /// The socket failed or made no progress within the write timeout.
     Failed(io::Error),
 }
@@ -124,7 +124,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 )
                 .await;
                 return match sent {
-                    Ok(()) => WriterEnd::Closed(reason),
+                    Ok(()) => WriterEnd::Closed,
                     Err(e) => WriterEnd::Failed(e),
                 };
             }
@@ -246,10 +246,7 @@ mod tests {
         let (all, end) = local
             .run_until(async { tokio::join!(reader, writer) })
             .await;
-        assert!(matches!(
-            end.unwrap(),
-            WriterEnd::Closed(CloseReason::Shutdown)
-        ));
+        assert!(matches!(end.unwrap(), WriterEnd::Closed));
         let expected: Vec<u8> = (0..300u32).flat_map(|i| i.to_be_bytes()).collect();
         assert_eq!(&all[..1200], &expected[..]);
         assert_eq!(

@@ -5,6 +5,6 @@ pub mod depth;
 pub mod envelope;
 pub mod names;
 
-pub use command::{parse, Command, ParseError, ParseLimits};
+pub use command::{parse, Command, ParseLimits};
 pub use envelope::{encode, ErrorCode, Header, Kind};
 pub use names::{ClientId, NameError, RoomName};

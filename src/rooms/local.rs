@@ -99,10 +99,6 @@ impl Members {
         true
     }
 
-    pub fn len(&self) -> usize {
-        self.list.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
     }

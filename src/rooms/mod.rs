@@ -6,6 +6,6 @@ pub mod local;
 pub mod presence;
 pub mod registry;
 
-pub use local::{CaughtUp, ConnId, Fanout, LocalRooms, Members};
+pub use local::{ConnId, Fanout, LocalRooms};
 pub use presence::PresenceLimiter;
 pub use registry::{Registry, ShardMsg};

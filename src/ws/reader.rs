@@ -48,18 +48,6 @@ pub enum ReadError {
     TooBig(usize),
 }
 
-impl ReadError {
-    /// The close code to send the peer, if the socket is still usable.
-    pub fn close_code(&self) -> Option<u16> {
-        match self {
-            ReadError::Eof | ReadError::Io(_) => None,
-            ReadError::Protocol(_) => Some(1002),
-            ReadError::InvalidUtf8 => Some(1007),
-            ReadError::TooBig(_) => Some(1009),
-        }
-    }
-}
-
 /// A source that can wait for input before any buffer is committed to it, so
 /// that thousands of idle connections do not each hold a read buffer.
 pub trait ReadSource: AsyncRead + Unpin {
