@@ -6,7 +6,11 @@
 //! `conn` (read, parse) → `broker` (publish) → `rooms` (fan-out) → `queue` →
 //! `conn::writer`.
 //!
-//! - `fuzzing`: entry points for `fuzz/` (hidden; raw input into the parsers).
+//! - `fuzzing`: entry points for `fuzz/` (hidden; raw input into the parsers);
+//!   `bench`: what `benches/` drives directly (hidden).
+//!
+//! The crate's API is [`start`], [`Server`], [`Config`] (the `config`
+//! module) and the `metrics` module; every other module is `pub(crate)`.
 //! - [`runtime`]: start and stop; one current-thread runtime and one
 //!   `SO_REUSEPORT` listener per shard; the accept loop; shard inboxes.
 //! - [`http`]: routes, upgrade checks, health and readiness, metrics listener.
@@ -20,7 +24,9 @@
 //! - [`node`]: what all shards share (config, registry, broker, metrics).
 //! - [`store`]: durable history: a store thread with a bounded queue and
 //!   group commit, per-room `seq`, acks, idempotent send, history,
-//!   recovery, retention; `sqlite.rs` and `postgres.rs` behind one trait.
+//!   recovery, retention; `sqlite.rs` and `postgres.rs` behind one trait;
+//!   `order.rs`, the reorder stage in front of the bus when several nodes
+//!   share one history.
 //! - [`broker`]: the narrow `Broker` trait; `memory.rs` is the in-process default.
 //! - [`rooms`]: node-wide registry (which shards have members of a room) and
 //!   each shard's member queues; fan-out of one frame to many queues.
@@ -66,5 +72,6 @@ pub mod bench {
     pub use crate::protocol::{encode, parse, ClientId, Header, Kind, ParseLimits, RoomName};
     pub use crate::queue::{ClientQueue, Limits};
     pub use crate::rooms::{ConnId, LocalRooms};
+    pub use crate::store::{drive as drive_store, Database, Retention, Settings as StoreSettings};
     pub use crate::ws::{frame, OpCode, Outgoing};
 }

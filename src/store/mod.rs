@@ -783,3 +783,43 @@ impl<B: Backend> Writer<B> {
         }
     }
 }
+
+/// Drives the store thread alone, as fast as it takes chats: `total` chats
+/// (each with a `client_msg_id`, spread over `rooms` rooms) into the
+/// database, group-committed, numbered, published (to a node without
+/// members) and acked. Returns the seconds from the first chat to the last
+/// commit. For `benches/store.rs`: the store's own ceiling, without sockets.
+pub async fn drive(settings: Settings, total: u64, rooms: u64) -> Result<f64, StoreError> {
+    let registry = Arc::new(Registry::new(Vec::new()));
+    let metrics = crate::metrics::Metrics::new();
+    let broker: Arc<dyn Broker> = Arc::new(crate::broker::MemoryBroker::new(
+        registry.clone(),
+        metrics.broker.clone(),
+    ));
+    let store = start(settings, registry, broker, None)?;
+    let sender = ClientId::parse("bench", 64).expect("a valid name");
+    let names: Vec<RoomName> = (0..rooms.max(1))
+        .map(|r| RoomName::parse(&format!("room{r}"), 64).expect("a valid name"))
+        .collect();
+    let body = "a chat line of about forty bytes, typical";
+    let started = std::time::Instant::now();
+    for n in 0..total {
+        let room = names[(n % names.len() as u64) as usize].clone();
+        let origin = Origin {
+            shard: 0,
+            conn: 0,
+            client_msg_id: RoomName::parse(&format!("k{n}"), 64).ok(),
+        };
+        loop {
+            let event = Event::chat(Topic::Room(room.clone()), sender.clone(), body);
+            if store.append(event, origin.clone()).is_ok() {
+                break;
+            }
+            // Full: let the store thread drain (as a sender told
+            // MESSAGE_FAILED would retry).
+            tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+        }
+    }
+    store.flush().await;
+    Ok(started.elapsed().as_secs_f64())
+}
