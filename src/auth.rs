@@ -1,4 +1,5 @@
-//! Authentication of WebSocket upgrades (`auth.enabled`, or `AUTH_ENABLED`).
+//! Tokens: issued at login to registered users, verified on WebSocket
+//! upgrades and REST calls (required with `auth.enabled`, or `AUTH_ENABLED`).
 //!
 //! A client presents an HS256 JSON Web Token signed with `auth.jwt_secret`,
 //! as `Authorization: Bearer <token>` or, for browsers (which cannot set
@@ -11,8 +12,9 @@
 use hyper::header::AUTHORIZATION;
 use hyper::HeaderMap;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::AuthConfig;
 
@@ -41,11 +43,34 @@ struct Claims {
     sub: Option<String>,
     #[serde(default)]
     iat: Option<u64>,
+    /// The user's token generation when issued (tokens chatd issues).
+    #[serde(default)]
+    gen: u64,
+}
+
+/// What a verified token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The subject: a registered user's id, or any name an application's
+    /// own tokens give.
+    pub sub: String,
+    /// The token generation it was issued under (0 if it carries none).
+    pub gen: u64,
+}
+
+#[derive(Serialize)]
+struct Issued<'a> {
+    sub: &'a str,
+    iat: u64,
+    exp: u64,
+    gen: u64,
 }
 
 pub struct Authenticator {
     key: DecodingKey,
+    signing: EncodingKey,
     validation: Validation,
+    ttl: Duration,
 }
 
 impl Authenticator {
@@ -56,8 +81,37 @@ impl Authenticator {
         validation.leeway = config.leeway.as_secs();
         Authenticator {
             key: DecodingKey::from_secret(config.jwt_secret.as_bytes()),
+            signing: EncodingKey::from_secret(config.jwt_secret.as_bytes()),
             validation,
+            ttl: config.token_ttl,
         }
+    }
+
+    /// A token for `sub` under generation `gen`, valid for `auth.token_ttl`;
+    /// and when it expires.
+    pub fn issue(&self, sub: &str, gen: u64) -> (String, SystemTime) {
+        let now = SystemTime::now();
+        let exp = now + self.ttl;
+        let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let claims = Issued {
+            sub,
+            iat: secs(now),
+            exp: secs(exp),
+            gen,
+        };
+        let header = jsonwebtoken::Header::new(Algorithm::HS256);
+        let token = jsonwebtoken::encode(&header, &claims, &self.signing)
+            .expect("HS256 signing of plain claims cannot fail");
+        (token, exp)
+    }
+
+    /// The request's token (`Authorization: Bearer`, else `?token=`), if any.
+    pub fn token<'a>(headers: &'a HeaderMap, token_param: Option<&'a str>) -> Option<&'a str> {
+        let header = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        header.or(token_param).filter(|t| !t.is_empty())
     }
 
     /// The verified subject of the request's token.
@@ -66,14 +120,16 @@ impl Authenticator {
         headers: &HeaderMap,
         token_param: Option<&str>,
     ) -> Result<String, AuthError> {
-        let header = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let token = header
-            .or(token_param)
-            .filter(|t| !t.is_empty())
-            .ok_or(AuthError::Missing)?;
+        self.verify(headers, token_param).map(|v| v.sub)
+    }
+
+    /// Verifies the request's token.
+    pub fn verify(
+        &self,
+        headers: &HeaderMap,
+        token_param: Option<&str>,
+    ) -> Result<Verified, AuthError> {
+        let token = Self::token(headers, token_param).ok_or(AuthError::Missing)?;
         let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| refusal(e.kind()))?
             .claims;
@@ -86,7 +142,11 @@ impl Authenticator {
         {
             return Err(AuthError::IssuedInFuture);
         }
-        claims.sub.ok_or(AuthError::MissingClaim("sub"))
+        let sub = claims.sub.ok_or(AuthError::MissingClaim("sub"))?;
+        Ok(Verified {
+            sub,
+            gen: claims.gen,
+        })
     }
 }
 

@@ -37,6 +37,8 @@ pub struct Config {
     pub broker: BrokerConfig,
     pub auth: AuthConfig,
     pub store: StoreConfig,
+    pub api: ApiConfig,
+    pub presence: PresenceConfig,
     /// `CHATD_*` environment variables that were not read as config (no
     /// `__` in the name, e.g. `CHATD_BIN` of a script): logged as a warning
     /// at start, never an error.
@@ -56,6 +58,37 @@ pub struct AuthConfig {
     /// Clock skew allowed on `exp`. Default `30s`.
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
+    /// How long a token issued at login is valid. Default `24h`.
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+    pub argon2: Argon2Config,
+}
+
+/// Password hashing (Argon2id). Defaults: OWASP's minimum (19 MiB, 2
+/// passes, 1 lane), about 20-40 ms per hash on one core.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Argon2Config {
+    /// Memory per hash in KiB. Default 19456.
+    pub memory_kib: u32,
+    /// Passes over the memory. Default 2.
+    pub iterations: u32,
+    /// Lanes. Default 1.
+    pub parallelism: u32,
+    /// Most hashes running at once (each holds `memory_kib`); a login
+    /// beyond it waits. Default 4.
+    pub max_concurrent: usize,
+}
+
+impl Default for Argon2Config {
+    fn default() -> Self {
+        Argon2Config {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+            max_concurrent: 4,
+        }
+    }
 }
 
 impl Default for AuthConfig {
@@ -64,6 +97,44 @@ impl Default for AuthConfig {
             enabled: false,
             jwt_secret: String::new(),
             leeway: Duration::from_secs(30),
+            token_ttl: Duration::from_secs(24 * 3600),
+            argon2: Argon2Config::default(),
+        }
+    }
+}
+
+/// The server-side publish API (`POST /api/chat-api/server/publish`).
+#[derive(Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Secrets an application backend presents as `Authorization: Bearer`;
+    /// empty (the default) turns the API off.
+    pub keys: Vec<String>,
+}
+
+/// The keys never appear in logs.
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("keys", &format_args!("<{} redacted>", self.keys.len()))
+            .finish()
+    }
+}
+
+/// Users' online state.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresenceConfig {
+    /// With Redis: how long a node's users stay online after the node stops
+    /// renewing them (it died); it renews every third of this. Default `15s`.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig {
+            lease: Duration::from_secs(15),
         }
     }
 }
@@ -75,6 +146,8 @@ impl std::fmt::Debug for AuthConfig {
             .field("enabled", &self.enabled)
             .field("jwt_secret", &"<redacted>")
             .field("leeway", &self.leeway)
+            .field("token_ttl", &self.token_ttl)
+            .field("argon2", &self.argon2)
             .finish()
     }
 }
@@ -631,6 +704,14 @@ impl Config {
         positive("limits.read_budget", self.limits.read_budget)?;
         positive("server.max_handshakes", self.server.max_handshakes)?;
         positive("store.max_pending", self.store.max_pending)?;
+        let a = &self.auth.argon2;
+        if let Err(e) = argon2::Params::new(a.memory_kib, a.iterations, a.parallelism, None) {
+            return Err(ConfigError::Invalid {
+                field: "auth.argon2",
+                reason: e.to_string(),
+            });
+        }
+        positive("auth.argon2.max_concurrent", a.max_concurrent)?;
         positive("store.max_batch", self.store.max_batch)?;
         let pg = &self.store.postgres.url;
         if self.store.backend == StoreBackend::Postgres

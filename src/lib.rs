@@ -39,6 +39,7 @@
 //! - [`tls`]: loading the certificate for `wss://`; [`auth`]: tokens on upgrades.
 //! - [`config`], [`metrics`], [`shutdown`]: leaves.
 
+pub(crate) mod accounts;
 pub(crate) mod auth;
 pub(crate) mod broker;
 pub(crate) mod chat;

@@ -4,6 +4,7 @@
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
+use crate::accounts::Accounts;
 use crate::auth::Authenticator;
 use crate::broker::Broker;
 use crate::config::Config;
@@ -18,8 +19,11 @@ pub struct Node {
     pub broker: Arc<dyn Broker>,
     pub metrics: Arc<Metrics>,
     pub shutdown: Shutdown,
-    /// Set when `auth.enabled`: every WebSocket upgrade needs a valid token.
-    pub auth: Option<Authenticator>,
+    /// Verifies tokens (required on every request when `auth.enabled`) and
+    /// issues them at login.
+    pub auth: Arc<Authenticator>,
+    /// Users, logins, online state, access to private conversations.
+    pub accounts: Accounts,
     /// Connections accepted and not yet upgraded or done (bounded by
     /// `server.max_handshakes`).
     pub handshakes: AtomicUsize,

@@ -195,10 +195,24 @@ pub fn start(config: Config) -> Result<Server, StartError> {
             Some(store.map_err(|e| StartError::Store(key, e))?)
         }
     };
-    let auth = config
-        .auth
-        .enabled
-        .then(|| crate::auth::Authenticator::new(&config.auth));
+    let mut auth_config = config.auth.clone();
+    if auth_config.jwt_secret.is_empty() {
+        // Auth off and no secret: logins still get tokens, signed with a key
+        // of this process (they end with it, and other nodes refuse them).
+        tracing::warn!(
+            "auth.jwt_secret is not set: login tokens are signed with a random key \
+             and stop working at restart and on other nodes"
+        );
+        auth_config.jwt_secret = format!("{}{}", uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    }
+    let auth = Arc::new(crate::auth::Authenticator::new(&auth_config));
+    let accounts = crate::accounts::Accounts::new(
+        store.clone(),
+        auth.clone(),
+        config.auth.enabled,
+        config.auth.argon2.clone(),
+        crate::accounts::Online::default(),
+    );
     let node = Arc::new(Node {
         config,
         registry,
@@ -206,6 +220,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         metrics,
         shutdown: Shutdown::new(),
         auth,
+        accounts,
         handshakes: AtomicUsize::new(0),
         store,
     });

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::broker::Origin;
-use crate::model::{Ack, Recovery};
+use crate::model::{Ack, EventKind, Payload, Recovery, Topic};
 use crate::node::Node;
 use crate::protocol::envelope::{AckData, ErrorData, Event as SystemEvent, RecoveredData};
-use crate::protocol::{self, ErrorCode, Header, Kind, RoomName};
+use crate::protocol::{self, ClientId, ErrorCode, Header, Kind, RoomName};
 use crate::queue::{ClientQueue, CloseReason};
 use crate::rooms::{ConnId, Fanout, LocalRooms, PresenceLimiter, ShardMsg};
 use crate::shutdown::Phase;
@@ -24,9 +24,20 @@ pub struct ConnState {
     pub id: ConnId,
     pub queue: Rc<ClientQueue>,
     last_seen: Cell<Instant>,
+    /// Who is connected (native connections, once open): a removal from a
+    /// private conversation finds the user's connections by it.
+    client: RefCell<Option<ClientId>>,
 }
 
 impl ConnState {
+    pub fn set_client(&self, client: ClientId) {
+        *self.client.borrow_mut() = Some(client);
+    }
+
+    fn is_client(&self, client: &ClientId) -> bool {
+        self.client.borrow().as_ref() == Some(client)
+    }
+
     /// Records inbound traffic (any frame proves the peer is alive).
     pub fn touch(&self) {
         self.last_seen.set(Instant::now());
@@ -67,6 +78,7 @@ impl Shard {
             id,
             queue,
             last_seen: Cell::new(Instant::now()),
+            client: RefCell::new(None),
         });
         if self.node.shutdown.phase() != Phase::Running {
             state.queue.halt();
@@ -86,6 +98,11 @@ impl Shard {
     pub fn handle(&self, msg: ShardMsg) {
         match msg {
             ShardMsg::Deliver {
+                topic: Topic::Room(room),
+                payload: Payload::Event(event),
+                ..
+            } if event.kind == EventKind::Revoke => self.revoke(&room, &event.sender),
+            ShardMsg::Deliver {
                 topic,
                 payload,
                 arrived,
@@ -97,6 +114,30 @@ impl Shard {
             ShardMsg::Failed(origin) => self.publish_failed(origin),
             ShardMsg::Acked(ack) => self.acked(ack),
             ShardMsg::Recovered(recovery) => self.recovered(recovery),
+        }
+    }
+
+    /// `user` was removed from `room`: their connections here stop being
+    /// members at once and are told (their sessions forget the room at
+    /// their next request).
+    fn revoke(&self, room: &RoomName, user: &ClientId) {
+        let conns = self.conns.borrow();
+        for id in self.rooms.member_ids(room) {
+            let Some(conn) = conns.get(&id).filter(|c| c.is_client(user)) else {
+                continue;
+            };
+            self.rooms.leave(room, id);
+            let header = Header {
+                kind: Kind::System,
+                room: Some(room.as_str()),
+                from: None,
+            };
+            let data = crate::protocol::envelope::SystemData {
+                event: SystemEvent::Removed,
+                client_id: None,
+            };
+            let frame = protocol::encode(header, &data).into_frame(OpCode::Text);
+            let _ = conn.queue.push(frame, Instant::now());
         }
     }
 

@@ -5,10 +5,16 @@
 //! only translates its wire format to these calls and their results back.
 //! (`/relay` stays raw and does not pass through here.)
 
+pub mod conversations;
+
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::accounts::access::{self, RoomKind};
+use crate::accounts::{AccountError, Identity};
 use crate::broker::{Origin, Payload, Publish, PublishError};
+use crate::node::Node;
 use crate::model::{Event, Topic};
 use crate::protocol::{ClientId, RoomName};
 use crate::shard::{ConnState, Shard};
@@ -32,6 +38,20 @@ pub enum ChatError {
     NoHistory,
     #[error("history limit must be 1 to {0}")]
     BadLimit(u32),
+    #[error("not allowed in room {0}")]
+    Forbidden(RoomName),
+    #[error("the access check failed; try again")]
+    Unavailable,
+}
+
+impl ChatError {
+    /// An access refusal of the accounts service, for `room`.
+    fn from_access(e: AccountError, room: &RoomName) -> ChatError {
+        match e {
+            AccountError::Unavailable | AccountError::NoStore => ChatError::Unavailable,
+            _ => ChatError::Forbidden(room.clone()),
+        }
+    }
 }
 
 /// Most messages one history page may ask for.
@@ -71,6 +91,7 @@ pub enum Joined {
 
 /// One connection's part in the chat: who it is and where it is.
 pub struct Session {
+    identity: Identity,
     client: ClientId,
     /// The room from the URL: the target of a chat that names no room.
     url_room: Option<RoomName>,
@@ -79,8 +100,9 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(client: ClientId, url_room: Option<RoomName>) -> Session {
+    pub fn new(identity: Identity, client: ClientId, url_room: Option<RoomName>) -> Session {
         Session {
+            identity,
             client,
             url_room,
             rooms: Vec::new(),
@@ -95,9 +117,62 @@ impl Session {
         self.url_room.as_ref()
     }
 
-    /// The connection is open: it hears room-less (global) chats.
-    pub fn open(&self, shard: &Shard, conn: &ConnState) {
+    /// The connection is open: it hears room-less (global) chats, and a
+    /// user is online. A user's own channel (notifications) is `Some`.
+    pub fn open(&self, shard: &Shard, conn: &ConnState) -> Option<RoomName> {
         shard.rooms.add_native(conn.id, conn.queue.clone());
+        conn.set_client(self.client.clone());
+        let user = self.identity.user()?;
+        shard.node.accounts.online.connected(&user.id);
+        access::personal_room(&user.id, shard.node.config.limits.max_name_length)
+    }
+
+    /// Whether this client may use `room`, if that is known without asking
+    /// the store (public rooms, personal channels); `None`: ask
+    /// [`Session::access`].
+    pub fn access_now(&self, room: &RoomName) -> Option<Result<(), ChatError>> {
+        match access::kind(room) {
+            RoomKind::Public => Some(Ok(())),
+            RoomKind::Personal(owner) => Some(match self.identity.user() {
+                Some(u) if u.id == owner => Ok(()),
+                _ => Err(ChatError::Forbidden(room.clone())),
+            }),
+            RoomKind::Private(_) if self.identity.user().is_none() => {
+                Some(Err(ChatError::Forbidden(room.clone())))
+            }
+            RoomKind::Private(_) => None,
+        }
+    }
+
+    /// Asks the store whether this client may use `room` (a private
+    /// conversation: members only).
+    pub fn access(
+        &self,
+        node: Arc<Node>,
+        room: RoomName,
+    ) -> impl Future<Output = Result<(), ChatError>> + 'static {
+        let identity = self.identity.clone();
+        async move {
+            node.accounts
+                .may_use(&identity, &room)
+                .await
+                .map_err(|e| ChatError::from_access(e, &room))
+        }
+    }
+
+    /// Rooms the client was removed from (on any node) are forgotten here
+    /// too, so their bookkeeping is undone exactly once.
+    fn forget_revoked(&mut self, shard: &Shard, conn: &ConnState) {
+        let revoked: Vec<RoomName> = self
+            .rooms
+            .iter()
+            .filter(|r| !shard.rooms.is_member(r, conn.id))
+            .cloned()
+            .collect();
+        for room in revoked {
+            self.rooms.retain(|r| r != &room);
+            self.leave_room(shard, conn, &room);
+        }
     }
 
     /// Joins `room`; with `since_seq`, the stored messages after it come
@@ -111,6 +186,7 @@ impl Session {
         room: RoomName,
         since_seq: Option<u64>,
     ) -> Result<Joined, ChatError> {
+        self.forget_revoked(shard, conn);
         if self.rooms.contains(&room) {
             return Ok(Joined::Already);
         }
@@ -184,6 +260,14 @@ impl Session {
     ) -> Result<(), ChatError> {
         let topic = match room.or_else(|| self.url_room.clone()) {
             Some(room) if !self.rooms.contains(&room) => return Err(ChatError::NotMember(room)),
+            // Removed from it (a private conversation) since the join.
+            Some(room) if !shard.rooms.is_member(&room, conn.id) => {
+                return Err(ChatError::Forbidden(room))
+            }
+            // A user's channel carries the server's notifications only.
+            Some(room) if matches!(access::kind(&room), RoomKind::Personal(_)) => {
+                return Err(ChatError::Forbidden(room))
+            }
             Some(room) => Topic::Room(room),
             None => Topic::Global,
         };
@@ -195,11 +279,21 @@ impl Session {
         };
         // Room chats are stored first (then delivered and acked by the
         // store); room-less global chats stay ephemeral.
-        if let (Some(store), Topic::Room(_)) = (&shard.node.store, &topic) {
-            return store.append(event, origin).map_err(|busy| {
+        if let (Some(store), Topic::Room(room)) = (&shard.node.store, &topic) {
+            store.append(event, origin).map_err(|busy| {
                 shard.node.metrics.store.errors.inc();
                 ChatError::NotStored(busy)
-            });
+            })?;
+            if matches!(access::kind(room), RoomKind::Private(_)) && body.contains('@') {
+                let mentioned = conversations::mentions(
+                    shard.node.clone(),
+                    room.clone(),
+                    self.client.clone(),
+                    body.to_owned(),
+                );
+                tokio::task::spawn_local(mentioned);
+            }
+            return Ok(());
         }
         let publish = Publish {
             topic: &topic,
@@ -219,6 +313,9 @@ impl Session {
             self.leave_room(shard, conn, &room);
         }
         shard.rooms.remove_native(conn.id);
+        if let Some(user) = self.identity.user() {
+            shard.node.accounts.online.disconnected(&user.id);
+        }
     }
 
     /// Removes the membership everywhere and tells the room.

@@ -61,11 +61,27 @@ impl Conn {
     }
 }
 
+/// Work a handler cannot finish at once (an access check in the store):
+/// the read loop awaits it before the connection's next message, then hands
+/// its result to [`Handler::on_resume`]. Boxed: only the rare message that
+/// needs one pays for it, not every idle connection's task.
+pub type Deferred<T> = std::pin::Pin<Box<dyn Future<Output = T>>>;
+
 /// What an endpoint does with a connection's data messages.
 pub trait Handler {
+    /// What a [`Deferred`] step of this handler gives back.
+    type Resume;
     fn on_open(&mut self, conn: &Conn);
-    /// A complete text (already UTF-8 checked) or binary message.
-    fn on_data(&mut self, conn: &Conn, opcode: OpCode, payload: Bytes);
+    /// A complete text (already UTF-8 checked) or binary message; `Some`
+    /// when the message needs a deferred step (messages after it wait).
+    fn on_data(
+        &mut self,
+        conn: &Conn,
+        opcode: OpCode,
+        payload: Bytes,
+    ) -> Option<Deferred<Self::Resume>>;
+    /// The deferred step of the last message finished.
+    fn on_resume(&mut self, _conn: &Conn, _resume: Self::Resume) {}
     /// The connection is going: leave every room. Runs once.
     fn on_close(&mut self, conn: &Conn);
 }
@@ -282,12 +298,20 @@ async fn read_loop<R: ReadSource, H: Handler>(
             Ok(Message::Text(payload)) => {
                 metrics.messages_in.inc();
                 metrics.bytes_in.inc_by(payload.len() as u64);
-                handler.on_data(conn, OpCode::Text, payload);
+                if let Some(step) = handler.on_data(conn, OpCode::Text, payload) {
+                    if let Some(stop) = Box::pin(finish(conn, handler, step)).await {
+                        return stop.into();
+                    }
+                }
             }
             Ok(Message::Binary(payload)) => {
                 metrics.messages_in.inc();
                 metrics.bytes_in.inc_by(payload.len() as u64);
-                handler.on_data(conn, OpCode::Binary, payload);
+                if let Some(step) = handler.on_data(conn, OpCode::Binary, payload) {
+                    if let Some(stop) = Box::pin(finish(conn, handler, step)).await {
+                        return stop.into();
+                    }
+                }
             }
             Ok(Message::Ping(payload)) => conn.control(frame::encode(OpCode::Pong, &payload)),
             Ok(Message::Pong(_)) => {}
@@ -327,6 +351,24 @@ async fn read_loop<R: ReadSource, H: Handler>(
             if let Some(stop) = Box::pin(catch_up(conn)).await {
                 return stop.into();
             }
+        }
+    }
+}
+
+/// Awaits a handler's deferred step (unless the connection must stop
+/// first) and gives the handler its result.
+async fn finish<H: Handler>(
+    conn: &Conn,
+    handler: &mut H,
+    step: Deferred<H::Resume>,
+) -> Option<Stop> {
+    let queue = &conn.state.queue;
+    tokio::select! {
+        biased;
+        stop = poll_fn(|cx| queue.poll_stop(cx)) => Some(stop),
+        resume = step => {
+            handler.on_resume(conn, resume);
+            None
         }
     }
 }

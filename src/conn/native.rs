@@ -7,6 +7,8 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::{Conn, Handler};
+use super::Deferred;
+use crate::accounts::Identity;
 use crate::chat::{self, ChatError, Joined, Session};
 use crate::protocol::envelope::{Empty, ErrorData, Event, RecoveredData, SystemData};
 use crate::protocol::{self, ClientId, Command, ErrorCode, Header, Kind, ParseLimits, RoomName};
@@ -16,13 +18,38 @@ pub struct Native {
     session: Session,
     /// `?since_seq=` on the room URL: recover the URL room from there.
     url_since_seq: Option<u64>,
+    /// `?notifications_since=`: recover the user's notifications from there.
+    notifications_since: Option<u64>,
+}
+
+/// Where a join or history request that needed an access check goes on.
+pub enum Resume {
+    Join {
+        room: RoomName,
+        since_seq: Option<u64>,
+        allowed: Result<(), ChatError>,
+    },
+    History {
+        room: RoomName,
+        before_seq: Option<u64>,
+        limit: Option<u64>,
+        allowed: Result<(), ChatError>,
+    },
+}
+
+/// Where a connection starts: its URL room and catch-up points.
+pub struct Start {
+    pub room: Option<RoomName>,
+    pub since_seq: Option<u64>,
+    pub notifications_since: Option<u64>,
 }
 
 impl Native {
-    pub fn new(client_id: ClientId, url_room: Option<RoomName>, since_seq: Option<u64>) -> Native {
+    pub fn new(identity: Identity, client_id: ClientId, start: Start) -> Native {
         Native {
-            session: Session::new(client_id, url_room),
-            url_since_seq: since_seq,
+            session: Session::new(identity, client_id, start.room),
+            url_since_seq: start.since_seq,
+            notifications_since: start.notifications_since,
         }
     }
 
@@ -52,6 +79,8 @@ impl Native {
             ChatError::NotDelivered(_) | ChatError::NotStored(_) => ErrorCode::MessageFailed,
             ChatError::BadLimit(_) => ErrorCode::Validation,
             ChatError::NoHistory => ErrorCode::Unsupported,
+            ChatError::Forbidden(_) => ErrorCode::Forbidden,
+            ChatError::Unavailable => ErrorCode::MessageFailed,
         };
         let id = client_msg_id.map(RoomName::as_str);
         self.error(conn, code, &e.to_string(), id);
@@ -60,6 +89,56 @@ impl Native {
     fn system(&self, conn: &Conn, event: Event, room: Option<&RoomName>) {
         let client_id = (event == Event::Connected).then(|| self.session.client().as_str());
         self.reply(conn, Kind::System, room, &SystemData { event, client_id });
+    }
+
+    /// Joins now if access is known, or defers to the store's answer.
+    fn join_checked(
+        &mut self,
+        conn: &Conn,
+        room: RoomName,
+        since_seq: Option<u64>,
+    ) -> Option<Deferred<Resume>> {
+        match self.session.access_now(&room) {
+            Some(Ok(())) => self.join(conn, room, since_seq),
+            Some(Err(e)) => self.refused(conn, &e, None),
+            None => {
+                let check = self.session.access(conn.shard.node.clone(), room.clone());
+                return Some(Box::pin(async move {
+                    Resume::Join {
+                        room,
+                        since_seq,
+                        allowed: check.await,
+                    }
+                }));
+            }
+        }
+        None
+    }
+
+    /// Reads history now if access is known, or defers to the store.
+    fn history_checked(
+        &mut self,
+        conn: &Conn,
+        room: RoomName,
+        before_seq: Option<u64>,
+        limit: Option<u64>,
+    ) -> Option<Deferred<Resume>> {
+        match self.session.access_now(&room) {
+            Some(Ok(())) => self.history(conn, room, before_seq, limit),
+            Some(Err(e)) => self.refused(conn, &e, None),
+            None => {
+                let check = self.session.access(conn.shard.node.clone(), room.clone());
+                return Some(Box::pin(async move {
+                    Resume::History {
+                        room,
+                        before_seq,
+                        limit,
+                        allowed: check.await,
+                    }
+                }));
+            }
+        }
+        None
     }
 
     fn join(&mut self, conn: &Conn, room: RoomName, since_seq: Option<u64>) {
@@ -145,19 +224,50 @@ pub fn envelope_value(event: &crate::model::Event) -> sonic_rs::Value {
 }
 
 impl Handler for Native {
+    type Resume = Resume;
+
     fn on_open(&mut self, conn: &Conn) {
-        self.session.open(&conn.shard, &conn.state);
+        let personal = self.session.open(&conn.shard, &conn.state);
         let url_room = self.session.url_room().cloned();
         self.system(conn, Event::Connected, url_room.as_ref());
+        // A user hears their notifications on every connection.
+        if let Some(room) = personal {
+            self.join(conn, room, self.notifications_since);
+        }
         if let Some(room) = url_room {
-            self.join(conn, room, self.url_since_seq);
+            match self.session.access_now(&room) {
+                Some(Ok(())) => self.join(conn, room, self.url_since_seq),
+                Some(Err(e)) => self.refused(conn, &e, None),
+                // Private: checked before the upgrade (`http`).
+                None => self.join(conn, room, self.url_since_seq),
+            }
         }
     }
 
-    fn on_data(&mut self, conn: &Conn, opcode: OpCode, payload: Bytes) {
+    fn on_resume(&mut self, conn: &Conn, resume: Resume) {
+        match resume {
+            Resume::Join {
+                room,
+                since_seq,
+                allowed: Ok(()),
+            } => self.join(conn, room, since_seq),
+            Resume::History {
+                room,
+                before_seq,
+                limit,
+                allowed: Ok(()),
+            } => self.history(conn, room, before_seq, limit),
+            Resume::Join { allowed: Err(e), .. } | Resume::History { allowed: Err(e), .. } => {
+                self.refused(conn, &e, None)
+            }
+        }
+    }
+
+    fn on_data(&mut self, conn: &Conn, opcode: OpCode, payload: Bytes) -> Option<Deferred<Resume>> {
         if opcode == OpCode::Binary {
             let message = "binary frames are not part of this protocol; send JSON text";
-            return self.error(conn, ErrorCode::Unsupported, message, None);
+            self.error(conn, ErrorCode::Unsupported, message, None);
+            return None;
         }
         let l = &conn.shard.node.config.limits;
         let limits = ParseLimits {
@@ -166,6 +276,14 @@ impl Handler for Native {
         };
         match protocol::parse(&payload, limits) {
             Err(e) => self.error(conn, ErrorCode::Validation, &e.to_string(), None),
+            Ok(Command::Join { room, since_seq }) => {
+                return self.join_checked(conn, room, since_seq)
+            }
+            Ok(Command::History {
+                room,
+                before_seq,
+                limit,
+            }) => return self.history_checked(conn, room, before_seq, limit),
             Ok(Command::Chat {
                 room,
                 content,
@@ -182,18 +300,13 @@ impl Handler for Native {
                     self.refused(conn, &e, client_msg_id.as_ref());
                 }
             }
-            Ok(Command::Join { room, since_seq }) => self.join(conn, room, since_seq),
             Ok(Command::Leave(room)) => match self.session.leave(&conn.shard, &conn.state, &room) {
                 Ok(()) => self.system(conn, Event::Left, Some(&room)),
                 Err(e) => self.refused(conn, &e, None),
             },
-            Ok(Command::History {
-                room,
-                before_seq,
-                limit,
-            }) => self.history(conn, room, before_seq, limit),
             Ok(Command::Ping) => self.reply(conn, Kind::Pong, None, &Empty {}),
         }
+        None
     }
 
     fn on_close(&mut self, conn: &Conn) {

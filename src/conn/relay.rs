@@ -10,13 +10,20 @@ use crate::ws::{OpCode, Outgoing};
 pub struct Relay;
 
 impl Handler for Relay {
+    type Resume = ();
+
     fn on_open(&mut self, conn: &Conn) {
         conn.shard
             .rooms
             .add_relay(conn.state.id, conn.state.queue.clone());
     }
 
-    fn on_data(&mut self, conn: &Conn, opcode: OpCode, payload: Bytes) {
+    fn on_data(
+        &mut self,
+        conn: &Conn,
+        opcode: OpCode,
+        payload: Bytes,
+    ) -> Option<super::Deferred<()>> {
         // Framed once here; every relay client on every node gets this frame.
         let frame = Outgoing::from_payload(&payload).into_frame(opcode);
         let publish = Publish {
@@ -27,6 +34,7 @@ impl Handler for Relay {
         if let Err(e) = conn.shard.node.broker.publish(conn.shard.index, publish) {
             tracing::warn!(error = %e, "relay message not delivered");
         }
+        None
     }
 
     fn on_close(&mut self, conn: &Conn) {

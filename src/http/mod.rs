@@ -6,7 +6,10 @@
 //! | `/api/chat-api/ws/{room}`, `/ws/{room}` | native protocol in `room` |
 //! | `/relay` | verbatim relay |
 //! | `/healthz`, `/readyz` | liveness, readiness (JSON) |
+//! | `/api/chat-api/rooms/{room}/messages` | a room's history |
+//! | `/api/chat-api/...` | accounts, groups, DMs, server publish (`api.rs`) |
 
+pub mod api;
 pub mod metrics;
 
 use bytes::Bytes;
@@ -24,7 +27,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::conn::native::{envelope_value, Native};
+use crate::accounts::Identity;
+use crate::conn::native::{envelope_value, Native, Start};
 use crate::conn::{self, relay::Relay, ConnLimits};
 use crate::metrics::RejectReason;
 use crate::node::Node;
@@ -132,6 +136,10 @@ pub(crate) enum Route<'a> {
     History {
         room: &'a str,
     },
+    /// The rest of `/api/chat-api/...` (`api.rs`).
+    Api {
+        rest: &'a str,
+    },
     Relay,
     Health,
     Ready,
@@ -150,6 +158,11 @@ pub(crate) fn route(path: &str) -> Route<'_> {
             Some(room) if !room.is_empty() && !room.contains('/') => Route::History { room },
             _ => Route::NotFound,
         };
+    }
+    if let Some(rest) = path.strip_prefix("/api/chat-api/") {
+        if !(rest == "ws" || rest.starts_with("ws/")) {
+            return Route::Api { rest };
+        }
     }
     for prefix in ["/api/chat-api/ws", "/ws"] {
         if let Some(rest) = path.strip_prefix(prefix) {
@@ -195,29 +208,36 @@ fn json(status: StatusCode, body: String) -> Response<Body> {
     resp
 }
 
+/// `{"error":{"code","message"}}`, the code named after the status.
 fn error(status: StatusCode, message: &str) -> Response<Body> {
-    #[derive(serde::Serialize)]
-    struct ErrorBody<'a> {
-        error: &'a str,
-    }
-    json(status, to_json(&ErrorBody { error: message }))
+    let code = match status {
+        StatusCode::BAD_REQUEST => "VALIDATION",
+        StatusCode::UNAUTHORIZED => "UNAUTHORIZED",
+        StatusCode::FORBIDDEN => "FORBIDDEN",
+        StatusCode::NOT_FOUND => "NOT_FOUND",
+        StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
+        _ => "UNAVAILABLE",
+    };
+    api::error_body(status, code, message, None)
 }
 
 async fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
     let route = route(&path);
-    if route != Route::NotFound && req.method() != Method::GET {
+    if !matches!(route, Route::NotFound | Route::Api { .. }) && req.method() != Method::GET {
         return error(StatusCode::METHOD_NOT_ALLOWED, "only GET is allowed here");
     }
     let node = &shard.node;
     match route {
         Route::NotFound => error(StatusCode::NOT_FOUND, "no such endpoint"),
+        Route::Api { rest } => api::handle(req, shard.clone(), rest).await,
         Route::History { room } => {
-            if let Err(e) = authenticate(&req, node, query.as_deref()) {
-                return unauthorized(e);
-            }
-            history_page(node, room, query.as_deref()).await
+            let identity = match identify(&req, node, query.as_deref()).await {
+                Ok(identity) => identity,
+                Err(e) => return api::refusal(&e),
+            };
+            history_page(node, &identity, room, query.as_deref()).await
         }
         Route::Health => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
         Route::Ready => {
@@ -243,8 +263,8 @@ async fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> 
             error(StatusCode::NOT_FOUND, "the relay endpoint is disabled")
         }
         Route::Relay => {
-            if let Err(e) = authenticate(&req, node, query.as_deref()) {
-                return unauthorized(e);
+            if let Err(e) = identify(&req, node, query.as_deref()).await {
+                return api::refusal(&e);
             }
             let relay = &node.config.relay;
             let limits = ConnLimits {
@@ -268,18 +288,38 @@ async fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> 
                     return error(StatusCode::BAD_REQUEST, &format!("invalid room name: {e}"))
                 }
             };
-            let since_seq = match query_param(query.as_deref(), "since_seq").map(str::parse) {
-                None => None,
-                Some(Ok(seq)) => Some(seq),
-                Some(Err(_)) => {
-                    let message = "since_seq must be a non-negative integer";
-                    return error(StatusCode::BAD_REQUEST, message);
-                }
+            let number = |key: &str| -> Result<Option<u64>, String> {
+                query_param(query.as_deref(), key)
+                    .map(|v| v.parse())
+                    .transpose()
+                    .map_err(|_| format!("{key} must be a non-negative integer"))
             };
-            let client_id = match authenticate(&req, node, query.as_deref()) {
-                Err(e) => return unauthorized(e),
-                // With authentication on, the token's subject is the id.
-                Ok(Some(subject)) => match ClientId::parse(&subject, max_name) {
+            let (since_seq, notifications_since) =
+                match (number("since_seq"), number("notifications_since")) {
+                    (Ok(s), Ok(n)) => (s, n),
+                    (Err(m), _) | (_, Err(m)) => return error(StatusCode::BAD_REQUEST, &m),
+                };
+            let identity = match identify(&req, node, query.as_deref()).await {
+                Ok(identity) => identity,
+                Err(e) => return api::refusal(&e),
+            };
+            // A private URL room is checked before the upgrade.
+            if let Some(room) = &room {
+                if let Err(e) = node.accounts.may_use(&identity, room).await {
+                    return api::refusal(&e);
+                }
+            }
+            let client_id = match &identity {
+                // A token's subject is the id: a client cannot choose its
+                // `from` when it presents one.
+                Identity::User(user) => match ClientId::parse(&user.id, max_name) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        let message = format!("user id is not a valid client id: {e}");
+                        return error(StatusCode::FORBIDDEN, &message);
+                    }
+                },
+                Identity::Subject(subject) => match ClientId::parse(subject, max_name) {
                     Ok(id) => id,
                     Err(e) => {
                         return error(
@@ -288,7 +328,7 @@ async fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> 
                         )
                     }
                 },
-                Ok(None) => {
+                Identity::Anonymous => {
                     match query_param(query.as_deref(), "client_id").filter(|c| !c.is_empty()) {
                         None => ClientId::generate(),
                         Some(id) => match ClientId::parse(id, max_name) {
@@ -316,7 +356,15 @@ async fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> 
                 &mut req,
                 shard.clone(),
                 limits,
-                Native::new(client_id, room, since_seq),
+                Native::new(
+                    identity,
+                    client_id,
+                    Start {
+                        room,
+                        since_seq,
+                        notifications_since,
+                    },
+                ),
             )
         }
     }
@@ -366,11 +414,19 @@ fn is_base64_of_16_bytes(key: &[u8]) -> bool {
 
 /// `GET /api/chat-api/rooms/{room}/messages?before_seq=&limit=`: the room's
 /// stored messages, newest first, each as live delivery frames it.
-async fn history_page(node: &Node, room: &str, query: Option<&str>) -> Response<Body> {
+async fn history_page(
+    node: &Node,
+    identity: &Identity,
+    room: &str,
+    query: Option<&str>,
+) -> Response<Body> {
     let room = match RoomName::parse(room, node.config.limits.max_name_length) {
         Ok(room) => room,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid room name: {e}")),
     };
+    if let Err(e) = node.accounts.may_use(identity, &room).await {
+        return api::refusal(&e);
+    }
     // The name of a parameter that is not a number.
     let number = |key: &'static str| -> Result<Option<u64>, &'static str> {
         query_param(query, key)
@@ -415,27 +471,15 @@ struct HistoryPage<'a> {
     messages: Vec<sonic_rs::Value>,
 }
 
-/// With `auth.enabled`, the verified token subject; without, `None`.
-fn authenticate(
+/// Who the request is from (a token is required with `auth.enabled`).
+async fn identify(
     req: &Request<Incoming>,
-    node: &crate::node::Node,
+    node: &Node,
     query: Option<&str>,
-) -> Result<Option<String>, crate::auth::AuthError> {
-    match &node.auth {
-        None => Ok(None),
-        Some(auth) => auth
-            .subject(req.headers(), query_param(query, "token"))
-            .map(Some),
-    }
-}
-
-fn unauthorized(e: crate::auth::AuthError) -> Response<Body> {
-    let mut resp = error(StatusCode::UNAUTHORIZED, &e.to_string());
-    resp.headers_mut().insert(
-        hyper::header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer"),
-    );
-    resp
+) -> Result<Identity, crate::accounts::AccountError> {
+    node.accounts
+        .identify(req.headers(), query_param(query, "token"))
+        .await
 }
 
 fn upgrade(

@@ -15,6 +15,30 @@ pub enum EventKind {
     Chat,
     /// The sender came online in (joined) or went offline from (left) the room.
     Presence { online: bool },
+    /// A notification to one user (in their channel `user:<id>`); `body` is
+    /// its JSON `data`. Stored like a chat.
+    Notification,
+    /// Control, never sent to clients: the sender (a user id) was removed
+    /// from the room; every node drops that user's memberships in it at once.
+    Revoke,
+}
+
+impl EventKind {
+    /// The name stored with a message (the `kind` column).
+    pub fn stored_name(&self) -> &'static str {
+        match self {
+            EventKind::Notification => "notification",
+            _ => "chat",
+        }
+    }
+
+    /// The kind a stored message was.
+    pub fn from_stored(name: &str) -> EventKind {
+        match name {
+            "notification" => EventKind::Notification,
+            _ => EventKind::Chat,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +62,16 @@ impl Event {
     /// A new chat event from `sender` to `topic`.
     pub fn chat(topic: Topic, sender: ClientId, body: &str) -> Event {
         Event::new(topic, sender, EventKind::Chat, body)
+    }
+
+    /// A notification for the user whose channel is `room`; `data` is JSON.
+    pub fn notification(room: RoomName, sender: ClientId, data: &str) -> Event {
+        Event::new(Topic::Room(room), sender, EventKind::Notification, data)
+    }
+
+    /// `user` was removed from `room` (see [`EventKind::Revoke`]).
+    pub fn revoke(room: RoomName, user: ClientId) -> Event {
+        Event::new(Topic::Room(room), user, EventKind::Revoke, "")
     }
 
     /// A new presence event about `sender` in `room`.
@@ -71,6 +105,8 @@ impl Event {
             EventKind::Chat => KIND_CHAT,
             EventKind::Presence { online: true } => KIND_ONLINE,
             EventKind::Presence { online: false } => KIND_OFFLINE,
+            EventKind::Notification => KIND_NOTIFICATION,
+            EventKind::Revoke => KIND_REVOKE,
         });
         out.extend_from_slice(self.id.as_bytes());
         let ms = self.ts.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -99,6 +135,8 @@ impl Event {
             KIND_CHAT => EventKind::Chat,
             KIND_ONLINE => EventKind::Presence { online: true },
             KIND_OFFLINE => EventKind::Presence { online: false },
+            KIND_NOTIFICATION => EventKind::Notification,
+            KIND_REVOKE => EventKind::Revoke,
             _ => return Err(DecodeError::Invalid),
         };
         let id = Uuid::from_bytes(r.take(16)?.try_into().expect("16 bytes"));
@@ -137,6 +175,8 @@ const VERSION: u8 = 1;
 const KIND_CHAT: u8 = 1;
 const KIND_ONLINE: u8 = 2;
 const KIND_OFFLINE: u8 = 3;
+const KIND_NOTIFICATION: u8 = 4;
+const KIND_REVOKE: u8 = 5;
 const TOPIC_ROOM: u8 = 1;
 const TOPIC_GLOBAL: u8 = 2;
 const TOPIC_RELAY: u8 = 3;

@@ -46,6 +46,19 @@ pub struct Origin {
     pub client_msg_id: Option<RoomName>,
 }
 
+impl Origin {
+    /// A message the server makes itself (a notification, a server-side
+    /// publish): nobody to ack or to tell of a failure. (No shard has this
+    /// index, so acks and failures addressed to it are dropped.)
+    pub fn server(client_msg_id: Option<RoomName>) -> Origin {
+        Origin {
+            shard: usize::MAX,
+            conn: 0,
+            client_msg_id,
+        }
+    }
+}
+
 /// A stored message's acknowledgement, for its sender.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ack {

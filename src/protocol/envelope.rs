@@ -20,6 +20,7 @@ pub enum Kind {
     Pong,
     Ack,
     History,
+    Notification,
 }
 
 /// Error codes carried in `data.code` of an `error` message.
@@ -36,6 +37,9 @@ pub enum ErrorCode {
     MessageFailed,
     /// Binary frames are not part of the native protocol.
     Unsupported,
+    /// A private conversation the client is not a member of, or another
+    /// user's channel.
+    Forbidden,
 }
 
 #[derive(Serialize)]
@@ -65,6 +69,8 @@ pub enum Event {
     Left,
     /// After a join with `since_seq`: the catch-up is complete (or not).
     Recovered,
+    /// The user was removed from the (private) room: no more messages from it.
+    Removed,
 }
 
 #[derive(Serialize)]

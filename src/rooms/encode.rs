@@ -6,7 +6,9 @@
 use bytes::Bytes;
 
 use crate::model::{Event, EventKind, Topic};
-use crate::protocol::envelope::{encode_as, ChatData, PresenceData, Stamp, Status};
+use crate::protocol::envelope::{
+    encode_as, ChatData, Event as SystemEvent, PresenceData, Stamp, Status, SystemData,
+};
 use crate::protocol::{Header, Kind};
 use crate::ws::{OpCode, Outgoing};
 
@@ -51,6 +53,31 @@ pub fn chat_api_json(event: &Event) -> Outgoing {
                 Status::Offline
             };
             encode_as(header, &PresenceData { status }, stamp)
+        }
+        EventKind::Notification => {
+            let header = Header {
+                kind: Kind::Notification,
+                room,
+                from,
+            };
+            // Stored as the JSON text it was made from.
+            let data: sonic_rs::Value =
+                sonic_rs::from_str(&event.body).unwrap_or_else(|_| sonic_rs::Value::new());
+            encode_as(header, &data, stamp)
+        }
+        // Handled by each shard (members removed), never fanned out; framed
+        // as what it means, should one ever be.
+        EventKind::Revoke => {
+            let header = Header {
+                kind: Kind::System,
+                room,
+                from,
+            };
+            let data = SystemData {
+                event: SystemEvent::Removed,
+                client_id: None,
+            };
+            encode_as(header, &data, stamp)
         }
     }
 }

@@ -216,6 +216,23 @@ impl LocalRooms {
         removed
     }
 
+    /// The connections in `room` on this shard.
+    pub fn member_ids(&self, room: &RoomName) -> Vec<ConnId> {
+        let rooms = self.rooms.borrow();
+        rooms
+            .get(room.as_str())
+            .map(|m| m.list.iter().map(|m| m.id).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether `id` is a member of `room` here.
+    pub fn is_member(&self, room: &RoomName, id: ConnId) -> bool {
+        let rooms = self.rooms.borrow();
+        rooms
+            .get(room.as_str())
+            .is_some_and(|m| m.index.contains_key(&id))
+    }
+
     pub fn add_native(&self, id: ConnId, queue: Rc<ClientQueue>) {
         self.native.borrow_mut().insert(id, queue);
     }

@@ -12,6 +12,7 @@
 //! `client_msg_id` (same sender and room) gets the original ack and is not
 //! stored or delivered again.
 
+pub mod directory;
 pub mod order;
 pub mod postgres;
 pub mod sqlite;
@@ -26,6 +27,7 @@ use crate::metrics::StoreMetrics;
 use crate::model::{Ack, Event, Recovery, Topic};
 use crate::protocol::{ClientId, RoomName};
 use crate::rooms::Registry;
+use directory::{Directory, DirectoryRequest};
 use order::Wake;
 pub use order::{Order, OrderWakes};
 
@@ -87,7 +89,7 @@ pub(crate) trait Backend {
     ) -> Result<Vec<Event>, StoreError>;
 }
 
-/// A stored row, read back (`SELECT seq, id, sender, body, ts_ms`), as the
+/// A stored row, read back (`SELECT seq, id, sender, body, ts_ms, kind`), as the
 /// event it was: the same for every backend.
 pub(crate) struct StoredRow {
     pub seq: i64,
@@ -95,6 +97,7 @@ pub(crate) struct StoredRow {
     pub sender: String,
     pub body: String,
     pub ts_ms: i64,
+    pub kind: String,
 }
 
 impl StoredRow {
@@ -105,7 +108,7 @@ impl StoredRow {
             topic: Topic::Room(room.clone()),
             seq: Some(self.seq as u64),
             sender: ClientId::parse(&self.sender, max_name).map_err(|e| corrupt(e.to_string()))?,
-            kind: crate::model::EventKind::Chat,
+            kind: crate::model::EventKind::from_stored(&self.kind),
             body: self.body.into(),
             ts: std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.ts_ms.max(0) as u64),
         })
@@ -113,7 +116,7 @@ impl StoredRow {
 }
 
 /// The values a backend binds for one row, in column order (`room, seq, id,
-/// sender, client_msg_id, body, ts_ms`).
+/// sender, client_msg_id, body, ts_ms, kind`).
 pub(crate) struct RowValues<'a> {
     pub room: &'a str,
     pub seq: i64,
@@ -122,6 +125,7 @@ pub(crate) struct RowValues<'a> {
     pub client_msg_id: Option<&'a str>,
     pub body: &'a str,
     pub ts_ms: i64,
+    pub kind: &'static str,
 }
 
 impl Row {
@@ -148,6 +152,7 @@ impl Row {
             client_msg_id: self.client_msg_id.as_ref().map(RoomName::as_str),
             body: &self.event.body,
             ts_ms: ts.as_millis() as i64,
+            kind: self.event.kind.stored_name(),
         })
     }
 }
@@ -220,6 +225,8 @@ enum Request {
     /// Answered once everything queued before it is written, published and
     /// acked (shutdown).
     Flush(oneshot::Sender<()>),
+    /// Users and private conversations.
+    Directory(DirectoryRequest),
     /// A member joined `room` on `shard` with `since_seq`.
     Recover {
         room: RoomName,
@@ -230,6 +237,7 @@ enum Request {
 }
 
 /// The shards' side of the store: submits without waiting.
+#[derive(Clone)]
 pub struct StoreHandle {
     tx: mpsc::Sender<Request>,
     /// Several nodes share the history: delivery is put in `seq` order.
@@ -285,6 +293,14 @@ impl StoreHandle {
         if self.tx.send(Request::Flush(done)).await.is_ok() {
             let _ = rx.await;
         }
+    }
+
+    /// Queues a directory request (users, conversations); it is answered
+    /// on its own channel.
+    pub fn directory(&self, request: DirectoryRequest) -> Result<(), Busy> {
+        self.tx
+            .try_send(Request::Directory(request))
+            .map_err(|_| Busy)
     }
 
     /// Asks for a page of history; the answer comes on the receiver.
@@ -378,7 +394,7 @@ struct Parts {
 
 /// Reports how opening went, then runs the store on `backend` until every
 /// handle is gone.
-async fn serve<B: Backend>(
+async fn serve<B: Backend + Directory>(
     opened: Result<B, StoreError>,
     report: std::sync::mpsc::Sender<Result<(), StoreError>>,
     parts: Parts,
@@ -456,7 +472,7 @@ pub type Stored = (uuid::Uuid, u64);
 /// One row of an idempotency lookup: `(room, sender, client_msg_id, id, seq)`.
 pub(crate) type LookupAnswer = (String, String, String, Vec<u8>, i64);
 
-impl<B: Backend> Writer<B> {
+impl<B: Backend + Directory> Writer<B> {
     async fn run(
         mut self,
         mut rx: mpsc::Receiver<Request>,
@@ -509,6 +525,11 @@ impl<B: Backend> Writer<B> {
                         self.write(std::mem::take(&mut appends)).await;
                         let page = self.backend.history(&room, before_seq, limit).await;
                         let _ = reply.send(page);
+                    }
+                    Request::Directory(request) => {
+                        // Answered after the writes queued before it.
+                        self.write(std::mem::take(&mut appends)).await;
+                        request.answer(&mut self.backend).await;
                     }
                     Request::Flush(done) => {
                         self.write(std::mem::take(&mut appends)).await;

@@ -11,7 +11,7 @@ use crate::protocol::RoomName;
 use std::collections::HashMap;
 
 /// Rows per INSERT (and keys per lookup): one statement, one round trip,
-/// for many messages (100 × 7 parameters, far under PostgreSQL's 65535).
+/// for many messages (100 × 8 parameters, far under PostgreSQL's 65535).
 const ROWS_PER_STATEMENT: usize = 100;
 
 /// Versioned migrations, applied in order at start (kept in `migrations/`).
@@ -23,6 +23,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         2,
         include_str!("../../migrations/postgres/0002_room_seqs.sql"),
+    ),
+    (
+        3,
+        include_str!("../../migrations/postgres/0003_accounts.sql"),
+    ),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_message_kind.sql"),
     ),
 ];
 
@@ -144,14 +152,14 @@ impl Backend for Postgres {
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let tuples = (0..chunk.len())
                 .map(|i| {
-                    let n = 7 * i;
-                    let p: Vec<String> = (1..=7).map(|k| format!("${}", n + k)).collect();
+                    let n = 8 * i;
+                    let p: Vec<String> = (1..=8).map(|k| format!("${}", n + k)).collect();
                     format!("({})", p.join(", "))
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
             let sql = format!(
-                "INSERT INTO messages (room, seq, id, sender, client_msg_id, body, ts_ms) \
+                "INSERT INTO messages (room, seq, id, sender, client_msg_id, body, ts_ms, kind) \
                  VALUES {tuples}"
             );
             // Audited: `sql` is fixed text and placeholders; the data is bound.
@@ -165,7 +173,8 @@ impl Backend for Postgres {
                     .bind(v.sender)
                     .bind(v.client_msg_id)
                     .bind(v.body)
-                    .bind(v.ts_ms);
+                    .bind(v.ts_ms)
+                    .bind(v.kind);
             }
             query.execute(&mut *tx).await?;
         }
@@ -213,7 +222,7 @@ impl Backend for Postgres {
         limit: u32,
     ) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, id, sender, body, ts_ms FROM messages \
+            "SELECT seq, id, sender, body, ts_ms, kind FROM messages \
              WHERE room = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3",
         )
         .bind(room.as_str())
@@ -232,7 +241,7 @@ impl Backend for Postgres {
     ) -> Result<Vec<Event>, StoreError> {
         let before = before_seq.map_or(i64::MAX, |s| s.min(i64::MAX as u64) as i64);
         let rows = sqlx::query(
-            "SELECT seq, id, sender, body, ts_ms FROM messages \
+            "SELECT seq, id, sender, body, ts_ms, kind FROM messages \
              WHERE room = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
         )
         .bind(room.as_str())
@@ -293,7 +302,10 @@ impl Postgres {
             sender: r.try_get(2)?,
             body: r.try_get(3)?,
             ts_ms: r.try_get(4)?,
+            kind: r.try_get(5)?,
         };
         row.into_event(room, self.max_name)
     }
 }
+
+super::directory::sql_directory!(Postgres);

@@ -13,13 +13,16 @@ use crate::protocol::RoomName;
 use std::collections::HashMap;
 
 /// Rows per INSERT (and keys per lookup): one statement, one round trip to
-/// the SQLite worker, for many messages. 100 × 7 parameters stays far under
+/// the SQLite worker, for many messages. 100 × 8 parameters stays far under
 /// SQLite's limit.
 const ROWS_PER_STATEMENT: usize = 100;
 
 /// Versioned migrations, applied in order at start (kept in `migrations/`).
-const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../../migrations/sqlite/0001_messages.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_messages.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_accounts.sql")),
+    (3, include_str!("../../migrations/sqlite/0003_message_kind.sql")),
+];
 
 pub struct Sqlite {
     conn: SqliteConnection,
@@ -186,7 +189,7 @@ impl Backend for Sqlite {
         limit: u32,
     ) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, id, sender, body, ts_ms FROM messages \
+            "SELECT seq, id, sender, body, ts_ms, kind FROM messages \
              WHERE room = ? AND seq > ? ORDER BY seq ASC LIMIT ?",
         )
         .bind(room.as_str())
@@ -205,7 +208,7 @@ impl Backend for Sqlite {
     ) -> Result<Vec<Event>, StoreError> {
         let before = before_seq.map_or(i64::MAX, |s| s.min(i64::MAX as u64) as i64);
         let rows = sqlx::query(
-            "SELECT seq, id, sender, body, ts_ms FROM messages \
+            "SELECT seq, id, sender, body, ts_ms, kind FROM messages \
              WHERE room = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
         )
         .bind(room.as_str())
@@ -233,9 +236,9 @@ impl Sqlite {
     async fn insert(&mut self, rows: &[Row]) -> Result<(), StoreError> {
         let mut tx = self.conn.begin().await?;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let tuples = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            let tuples = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
             let sql = format!(
-                "INSERT INTO messages (room, seq, id, sender, client_msg_id, body, ts_ms) \
+                "INSERT INTO messages (room, seq, id, sender, client_msg_id, body, ts_ms, kind) \
                  VALUES {tuples}"
             );
             // Audited: `sql` is fixed text and placeholders; the data is bound.
@@ -249,7 +252,8 @@ impl Sqlite {
                     .bind(v.sender)
                     .bind(v.client_msg_id)
                     .bind(v.body)
-                    .bind(v.ts_ms);
+                    .bind(v.ts_ms)
+                    .bind(v.kind);
             }
             query.execute(&mut *tx).await?;
         }
@@ -265,7 +269,10 @@ impl Sqlite {
             sender: r.try_get(2)?,
             body: r.try_get(3)?,
             ts_ms: r.try_get(4)?,
+            kind: r.try_get(5)?,
         };
         row.into_event(room, self.max_name)
     }
 }
+
+super::directory::sql_directory!(Sqlite);

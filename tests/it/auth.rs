@@ -107,15 +107,15 @@ async fn future_tokens_are_refused_with_short_reasons() {
     let cases = [
         (
             serde_json::json!({"sub":"a","exp":now + 2 * day,"nbf":now + day}),
-            r#"{"error":"invalid token: not valid yet"}"#,
+            r#"{"error":{"code":"UNAUTHORIZED","message":"invalid token: not valid yet"}}"#,
         ),
         (
             serde_json::json!({"sub":"a","exp":now + 2 * day,"iat":now + day}),
-            r#"{"error":"invalid token: issued in the future"}"#,
+            r#"{"error":{"code":"UNAUTHORIZED","message":"invalid token: issued in the future"}}"#,
         ),
         (
             serde_json::json!({"exp":now + 300}),
-            r#"{"error":"invalid token: missing claim sub"}"#,
+            r#"{"error":{"code":"UNAUTHORIZED","message":"invalid token: missing claim sub"}}"#,
         ),
     ];
     for (claims, expected) in cases {

@@ -1,0 +1,372 @@
+//! Accounts: registration and login, profiles, who is online, and who may
+//! see which private conversation. The REST layer (`http::api`) and the
+//! WebSocket upgrade call this; it calls the store's directory.
+//!
+//! Passwords are Argon2id hashes, computed on tokio's blocking pool (never
+//! on a shard thread, so a login burst cannot stall message delivery), at
+//! most `auth.argon2.max_concurrent` at once.
+
+pub mod access;
+pub mod online;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+use tokio::sync::{oneshot, Semaphore};
+
+use crate::auth::{AuthError, Authenticator, Verified};
+use crate::config::Argon2Config;
+use crate::store::directory::{DirectoryError, DirectoryRequest, User, UserRecord};
+use crate::store::{StoreError, StoreHandle};
+
+pub use online::Online;
+
+/// Why an account request was refused: each maps to one HTTP status and a
+/// JSON `{"error":{"code","message","field"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountError {
+    #[error("{message}")]
+    Invalid {
+        field: &'static str,
+        message: &'static str,
+    },
+    #[error("username is taken")]
+    Taken,
+    #[error("wrong username or password")]
+    BadCredentials,
+    #[error("{0}")]
+    Unauthorized(AuthError),
+    #[error("the token was revoked (the password changed); log in again")]
+    Revoked,
+    #[error("not allowed")]
+    Forbidden,
+    #[error("no such {0}")]
+    NotFound(&'static str),
+    #[error("accounts need a store (store.backend is none)")]
+    NoStore,
+    #[error("the store is busy or failed; try again")]
+    Unavailable,
+}
+
+impl From<StoreError> for AccountError {
+    fn from(e: StoreError) -> AccountError {
+        tracing::warn!(error = %e, "account request failed in the store");
+        AccountError::Unavailable
+    }
+}
+
+/// Who made a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// No token (only with `auth.enabled` off).
+    Anonymous,
+    /// A valid token whose subject is not a registered user (an
+    /// application's own tokens): a name, with no account.
+    Subject(String),
+    /// A registered user.
+    User(User),
+}
+
+impl Identity {
+    pub fn user(&self) -> Option<&User> {
+        match self {
+            Identity::User(u) => Some(u),
+            _ => None,
+        }
+    }
+}
+
+/// A successful login.
+pub struct Login {
+    pub token: String,
+    pub expires_at: SystemTime,
+    pub user: User,
+}
+
+/// The accounts service: the node's one instance.
+pub struct Accounts {
+    store: Option<StoreHandle>,
+    auth: Arc<Authenticator>,
+    /// Whether every request needs a token (`auth.enabled`).
+    required: bool,
+    argon2: Argon2Config,
+    hashing: Arc<Semaphore>,
+    pub online: Online,
+}
+
+/// Usernames: 3 to 32 of `a-z 0-9 _ . -` (upper case is folded: unique
+/// case-insensitively).
+pub fn check_username(name: &str) -> Result<String, AccountError> {
+    let folded = name.to_ascii_lowercase();
+    let ok = (3..=32).contains(&folded.len())
+        && folded
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+    ok.then_some(folded).ok_or(AccountError::Invalid {
+        field: "username",
+        message: "username must be 3-32 characters of a-z 0-9 _ . -",
+    })
+}
+
+/// Display names: 1 to 64 characters, no control characters.
+pub fn check_display_name(name: &str) -> Result<(), AccountError> {
+    let n = name.chars().count();
+    if !(1..=64).contains(&n) || name.chars().any(char::is_control) || name.trim().is_empty() {
+        return Err(AccountError::Invalid {
+            field: "display_name",
+            message: "display_name must be 1-64 characters without control characters",
+        });
+    }
+    Ok(())
+}
+
+/// Passwords: 8 to 256 characters.
+pub fn check_password(password: &str, field: &'static str) -> Result<(), AccountError> {
+    let n = password.chars().count();
+    if !(8..=256).contains(&n) {
+        return Err(AccountError::Invalid {
+            field,
+            message: "password must be 8-256 characters",
+        });
+    }
+    Ok(())
+}
+
+fn millis(t: SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Accounts {
+    pub fn new(
+        store: Option<StoreHandle>,
+        auth: Arc<Authenticator>,
+        required: bool,
+        argon2: Argon2Config,
+        online: Online,
+    ) -> Accounts {
+        let hashing = Arc::new(Semaphore::new(argon2.max_concurrent.max(1)));
+        Accounts {
+            store,
+            auth,
+            required,
+            argon2,
+            hashing,
+            online,
+        }
+    }
+
+    pub fn store(&self) -> Result<&StoreHandle, AccountError> {
+        self.store.as_ref().ok_or(AccountError::NoStore)
+    }
+
+    /// Sends a directory request and waits for its answer.
+    pub(crate) async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> DirectoryRequest,
+    ) -> Result<T, AccountError> {
+        let (tx, rx) = oneshot::channel();
+        self.store()?
+            .directory(make(tx))
+            .map_err(|_| AccountError::Unavailable)?;
+        rx.await.map_err(|_| AccountError::Unavailable)
+    }
+
+    fn hasher(&self) -> Argon2<'static> {
+        let a = &self.argon2;
+        let params = Params::new(a.memory_kib, a.iterations, a.parallelism, None)
+            .expect("argon2 parameters are validated at start");
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    }
+
+    /// Hashes on the blocking pool, a bounded number at once.
+    async fn hash(&self, password: String) -> Result<String, AccountError> {
+        let _permit = self.hashing.acquire().await.expect("never closed");
+        let hasher = self.hasher();
+        tokio::task::spawn_blocking(move || {
+            let salt = SaltString::encode_b64(uuid::Uuid::new_v4().as_bytes())
+                .expect("16 bytes are a valid salt");
+            hasher
+                .hash_password(password.as_bytes(), &salt)
+                .map(|h| h.to_string())
+        })
+        .await
+        .map_err(|_| AccountError::Unavailable)?
+        .map_err(|_| AccountError::Unavailable)
+    }
+
+    /// Checks `password` against `hash` on the blocking pool.
+    async fn verify(&self, password: String, hash: String) -> bool {
+        let Ok(_permit) = self.hashing.acquire().await else {
+            return false;
+        };
+        let hasher = self.hasher();
+        tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash)
+                .is_ok_and(|h| hasher.verify_password(password.as_bytes(), &h).is_ok())
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// A hash no password matches, verified against for unknown usernames so
+    /// a wrong name costs what a wrong password does.
+    async fn decoy(&self) -> String {
+        static DECOY: OnceLock<String> = OnceLock::new();
+        if let Some(h) = DECOY.get() {
+            return h.clone();
+        }
+        let h = self
+            .hash(uuid::Uuid::new_v4().to_string())
+            .await
+            .unwrap_or_default();
+        DECOY.get_or_init(|| h).clone()
+    }
+
+    pub async fn register(
+        &self,
+        username: &str,
+        password: String,
+        display_name: &str,
+    ) -> Result<User, AccountError> {
+        let username = check_username(username)?;
+        check_password(&password, "password")?;
+        check_display_name(display_name)?;
+        self.store()?;
+        let password_hash = self.hash(password).await?;
+        let user = User {
+            id: uuid::Uuid::new_v4().to_string(),
+            username,
+            display_name: display_name.to_owned(),
+            avatar_file_id: None,
+            created_at: millis(SystemTime::now()),
+        };
+        let record = UserRecord {
+            user: user.clone(),
+            password_hash,
+            token_gen: 0,
+        };
+        match self
+            .ask(|tx| DirectoryRequest::CreateUser(record, tx))
+            .await?
+        {
+            Ok(()) => Ok(user),
+            Err(DirectoryError::Taken) => Err(AccountError::Taken),
+            Err(DirectoryError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    /// A token for the user, or the same refusal whether the name or the
+    /// password is wrong (and in about the same time).
+    pub async fn login(&self, username: &str, password: String) -> Result<Login, AccountError> {
+        let name = username.to_ascii_lowercase();
+        let record = self
+            .ask(|tx| DirectoryRequest::UserByName(name, tx))
+            .await??;
+        let (hash, record) = match record {
+            Some(r) => (r.password_hash.clone(), Some(r)),
+            None => (self.decoy().await, None),
+        };
+        let matches = self.verify(password, hash).await;
+        let record = record
+            .filter(|_| matches)
+            .ok_or(AccountError::BadCredentials)?;
+        let (token, expires_at) = self.auth.issue(&record.user.id, record.token_gen);
+        Ok(Login {
+            token,
+            expires_at,
+            user: record.user,
+        })
+    }
+
+    /// Who the request's token names: a user whose token generation is
+    /// current, another subject, or anonymous (no token, auth off).
+    pub async fn identify(
+        &self,
+        headers: &hyper::HeaderMap,
+        token_param: Option<&str>,
+    ) -> Result<Identity, AccountError> {
+        if Authenticator::token(headers, token_param).is_none() && !self.required {
+            return Ok(Identity::Anonymous);
+        }
+        let Verified { sub, gen } = self
+            .auth
+            .verify(headers, token_param)
+            .map_err(AccountError::Unauthorized)?;
+        if uuid::Uuid::parse_str(&sub).is_err() || self.store.is_none() {
+            return Ok(Identity::Subject(sub));
+        }
+        let id = sub.clone();
+        match self.ask(|tx| DirectoryRequest::UserById(id, tx)).await?? {
+            Some(r) if r.token_gen == gen => Ok(Identity::User(r.user)),
+            Some(_) => Err(AccountError::Revoked),
+            None => Ok(Identity::Subject(sub)),
+        }
+    }
+
+    /// The caller must be a registered user.
+    pub fn require_user(identity: &Identity) -> Result<&User, AccountError> {
+        identity
+            .user()
+            .ok_or(AccountError::Unauthorized(AuthError::Missing))
+    }
+
+    pub async fn user(&self, id: &str) -> Result<User, AccountError> {
+        let id = id.to_owned();
+        self.ask(|tx| DirectoryRequest::UserById(id, tx))
+            .await??
+            .map(|r| r.user)
+            .ok_or(AccountError::NotFound("user"))
+    }
+
+    pub async fn users(&self) -> Result<Vec<User>, AccountError> {
+        Ok(self.ask(DirectoryRequest::Users).await??)
+    }
+
+    pub async fn set_display_name(&self, user: &User, name: &str) -> Result<User, AccountError> {
+        check_display_name(name)?;
+        let (id, n) = (user.id.clone(), name.to_owned());
+        if !self
+            .ask(|tx| DirectoryRequest::SetDisplayName(id, n, tx))
+            .await??
+        {
+            return Err(AccountError::NotFound("user"));
+        }
+        self.user(&user.id).await
+    }
+
+    /// Changes the password (the old one must match) and revokes every
+    /// token issued before; returns a fresh token for the caller.
+    pub async fn change_password(
+        &self,
+        user: &User,
+        old: String,
+        new: String,
+    ) -> Result<Login, AccountError> {
+        check_password(&new, "new_password")?;
+        let id = user.id.clone();
+        let record = self
+            .ask(|tx| DirectoryRequest::UserById(id, tx))
+            .await??
+            .ok_or(AccountError::NotFound("user"))?;
+        if !self.verify(old, record.password_hash).await {
+            return Err(AccountError::Invalid {
+                field: "old_password",
+                message: "old_password is wrong",
+            });
+        }
+        let hash = self.hash(new).await?;
+        let id = user.id.clone();
+        let gen = self
+            .ask(|tx| DirectoryRequest::SetPassword(id, hash, tx))
+            .await??
+            .ok_or(AccountError::NotFound("user"))?;
+        let (token, expires_at) = self.auth.issue(&user.id, gen);
+        Ok(Login {
+            token,
+            expires_at,
+            user: record.user,
+        })
+    }
+}

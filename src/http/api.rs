@@ -1,0 +1,404 @@
+//! The REST API under `/api/chat-api/`: accounts, users, groups, direct
+//! conversations, and the server-side publish API. JSON in and out; every
+//! refusal is `{"error":{"code","message","field"?}}` with its status.
+//!
+//! | method and path | who | what |
+//! |---|---|---|
+//! | `POST auth/register` | anyone | `{"username","password","display_name"}` → 201 user |
+//! | `POST auth/login` | anyone | `{"username","password"}` → `{"token","expires_at","user"}` |
+//! | `GET me`, `PATCH me` | user | the caller; `{"display_name"}` |
+//! | `POST me/password` | user | `{"old_password","new_password"}` → a new token; older ones stop working |
+//! | `GET users`, `GET users/{id}` | token (any, with auth on) | users with `online` |
+//! | `GET groups`, `POST groups` | user | mine; `{"name"}` → 201 group (caller owns it) |
+//! | `POST groups/{id}/members` | owner | `{"user_id"}` |
+//! | `DELETE groups/{id}/members/{user_id}` | owner | removed at once on every node |
+//! | `POST groups/{id}/leave` | member | |
+//! | `GET` or `POST dm/{user_id}` | user | the pair's conversation (one per pair) |
+//! | `POST server/publish` | `api.keys` | `{"room","type":"chat"\|"notification","data"}` |
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+use std::rc::Rc;
+
+use super::{json, query_param, to_json};
+use crate::accounts::{AccountError, Accounts, Identity, Login};
+use crate::chat::conversations::{self, ServerMessage};
+use crate::chat::ChatError;
+use crate::node::Node;
+use crate::protocol::RoomName;
+use crate::shard::Shard;
+use crate::store::directory::User;
+
+type Body = Full<Bytes>;
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+/// `{"error":{"code","message","field"}}` with `status`.
+pub fn error_body(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    field: Option<&str>,
+) -> Response<Body> {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code,
+            message,
+            field,
+        },
+    };
+    let mut resp = json(status, to_json(&body));
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    resp
+}
+
+/// An account refusal as its HTTP answer.
+pub fn refusal(e: &AccountError) -> Response<Body> {
+    let message = e.to_string();
+    let (status, code, field) = match e {
+        AccountError::Invalid { field, .. } => {
+            (StatusCode::BAD_REQUEST, "VALIDATION", Some(*field))
+        }
+        AccountError::Taken => (StatusCode::CONFLICT, "TAKEN", Some("username")),
+        AccountError::BadCredentials | AccountError::Unauthorized(_) | AccountError::Revoked => {
+            (StatusCode::UNAUTHORIZED, "UNAUTHORIZED", None)
+        }
+        AccountError::Forbidden => (StatusCode::FORBIDDEN, "FORBIDDEN", None),
+        AccountError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND", None),
+        AccountError::NoStore => (StatusCode::NOT_FOUND, "UNSUPPORTED", None),
+        AccountError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", None),
+    };
+    error_body(status, code, &message, field)
+}
+
+fn invalid(field: &'static str, message: &'static str) -> AccountError {
+    AccountError::Invalid { field, message }
+}
+
+/// The request body as `T`, at most `limits.max_message_size` bytes.
+async fn body<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+    max: usize,
+) -> Result<T, AccountError> {
+    let bytes = Limited::new(req.into_body(), max)
+        .collect()
+        .await
+        .map_err(|_| invalid("body", "the body is too large or was cut off"))?
+        .to_bytes();
+    sonic_rs::from_slice(&bytes).map_err(|_| invalid("body", "the body is not the JSON expected"))
+}
+
+#[derive(Serialize)]
+struct UserView<'a> {
+    id: &'a str,
+    username: &'a str,
+    display_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    avatar_file_id: Option<&'a str>,
+    created_at: i64,
+    online: bool,
+}
+
+fn user_view<'a>(accounts: &Accounts, u: &'a User) -> UserView<'a> {
+    UserView {
+        id: &u.id,
+        username: &u.username,
+        display_name: &u.display_name,
+        avatar_file_id: u.avatar_file_id.as_deref(),
+        created_at: u.created_at,
+        online: accounts.online.is_online(&u.id),
+    }
+}
+
+#[derive(Serialize)]
+struct LoginView<'a> {
+    token: &'a str,
+    /// RFC 3339.
+    expires_at: String,
+    user: UserView<'a>,
+}
+
+fn login_view(accounts: &Accounts, login: &Login) -> Response<Body> {
+    let view = LoginView {
+        token: &login.token,
+        expires_at: humantime::format_rfc3339_seconds(login.expires_at).to_string(),
+        user: user_view(accounts, &login.user),
+    };
+    json(StatusCode::OK, to_json(&view))
+}
+
+#[derive(Deserialize)]
+struct Register {
+    username: String,
+    password: String,
+    display_name: String,
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    username: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+struct Profile {
+    display_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PasswordChange {
+    old_password: String,
+    new_password: String,
+}
+
+#[derive(Deserialize)]
+struct NewGroup {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct NewMember {
+    user_id: String,
+}
+
+#[derive(Deserialize)]
+struct ServerPublish {
+    room: String,
+    #[serde(rename = "type")]
+    kind: String,
+    data: sonic_rs::Value,
+    #[serde(default)]
+    client_msg_id: Option<String>,
+}
+
+/// One API request (`rest` is the path after `/api/chat-api/`).
+pub async fn handle(req: Request<Incoming>, shard: Rc<Shard>, rest: &str) -> Response<Body> {
+    let node = shard.node.clone();
+    let segments: Vec<&str> = rest.split('/').collect();
+    let method = req.method().clone();
+    let outcome = match (&method, segments.as_slice()) {
+        (&Method::POST, ["server", "publish"]) => return server_publish(req, &node).await,
+        (&Method::POST, ["auth", "register"]) => register(req, &node).await,
+        (&Method::POST, ["auth", "login"]) => login(req, &node).await,
+        _ => match identify(&req, &node).await {
+            Err(e) => Err(e),
+            Ok(identity) => route(req, &node, shard.index, &segments, identity).await,
+        },
+    };
+    outcome.unwrap_or_else(|e| refusal(&e))
+}
+
+async fn identify(req: &Request<Incoming>, node: &Node) -> Result<Identity, AccountError> {
+    let query = req.uri().query();
+    node.accounts
+        .identify(req.headers(), query_param(query, "token"))
+        .await
+}
+
+async fn register(req: Request<Incoming>, node: &Node) -> Result<Response<Body>, AccountError> {
+    let r: Register = body(req, node.config.limits.max_message_size).await?;
+    let accounts = &node.accounts;
+    let user = accounts
+        .register(&r.username, r.password, &r.display_name)
+        .await?;
+    Ok(json(
+        StatusCode::CREATED,
+        to_json(&user_view(accounts, &user)),
+    ))
+}
+
+async fn login(req: Request<Incoming>, node: &Node) -> Result<Response<Body>, AccountError> {
+    let c: Credentials = body(req, node.config.limits.max_message_size).await?;
+    let accounts = &node.accounts;
+    let login = accounts.login(&c.username, c.password).await?;
+    Ok(login_view(accounts, &login))
+}
+
+/// Everything that needs the caller's identity.
+async fn route(
+    req: Request<Incoming>,
+    node: &Node,
+    shard: usize,
+    segments: &[&str],
+    identity: Identity,
+) -> Result<Response<Body>, AccountError> {
+    let accounts = &node.accounts;
+    let max = node.config.limits.max_message_size;
+    let method = req.method().clone();
+    let ok = |value: String| json(StatusCode::OK, value);
+    match (&method, segments) {
+        (&Method::GET, ["users"]) => {
+            let users = accounts.users().await?;
+            let views: Vec<UserView> = users.iter().map(|u| user_view(accounts, u)).collect();
+            Ok(ok(to_json(&views)))
+        }
+        (&Method::GET, ["users", id]) => {
+            let user = accounts.user(id).await?;
+            Ok(ok(to_json(&user_view(accounts, &user))))
+        }
+        _ => {
+            let user = Accounts::require_user(&identity)?;
+            user_route(req, node, shard, segments, user, max).await
+        }
+    }
+}
+
+/// Everything only a registered user may do.
+async fn user_route(
+    req: Request<Incoming>,
+    node: &Node,
+    shard: usize,
+    segments: &[&str],
+    user: &User,
+    max: usize,
+) -> Result<Response<Body>, AccountError> {
+    let accounts = &node.accounts;
+    let method = req.method().clone();
+    let ok = |value: String| json(StatusCode::OK, value);
+    match (&method, segments) {
+        (&Method::GET, ["me"]) => Ok(ok(to_json(&user_view(accounts, user)))),
+        (&Method::PATCH, ["me"]) => {
+            let p: Profile = body(req, max).await?;
+            let updated = match p.display_name {
+                Some(name) => accounts.set_display_name(user, &name).await?,
+                None => user.clone(),
+            };
+            Ok(ok(to_json(&user_view(accounts, &updated))))
+        }
+        (&Method::POST, ["me", "password"]) => {
+            let p: PasswordChange = body(req, max).await?;
+            let login = accounts
+                .change_password(user, p.old_password, p.new_password)
+                .await?;
+            Ok(login_view(accounts, &login))
+        }
+        (&Method::GET, ["groups"]) => {
+            let groups = conversations::groups(node, user).await?;
+            Ok(ok(to_json(&groups)))
+        }
+        (&Method::POST, ["groups"]) => {
+            let g: NewGroup = body(req, max).await?;
+            let group = conversations::create_group(node, user, &g.name).await?;
+            Ok(json(StatusCode::CREATED, to_json(&group)))
+        }
+        (&Method::POST, ["groups", id, "members"]) => {
+            let id = id.to_string();
+            let m: NewMember = body(req, max).await?;
+            let group = conversations::add_member(node, user, &id, &m.user_id).await?;
+            Ok(ok(to_json(&group)))
+        }
+        (&Method::DELETE, ["groups", id, "members", member]) => {
+            conversations::remove_member(node, shard, user, id, member).await?;
+            Ok(json(StatusCode::NO_CONTENT, String::new()))
+        }
+        (&Method::POST, ["groups", id, "leave"]) => {
+            conversations::remove_member(node, shard, user, id, &user.id).await?;
+            Ok(json(StatusCode::NO_CONTENT, String::new()))
+        }
+        (&Method::GET | &Method::POST, ["dm", other]) => {
+            let dm = conversations::direct(node, user, other).await?;
+            Ok(ok(to_json(&dm)))
+        }
+        _ => Err(AccountError::NotFound("endpoint")),
+    }
+}
+
+/// Whether `presented` is one of the keys, compared in constant time (per
+/// key: the time does not tell how much of a key matched).
+fn key_matches(keys: &[String], presented: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    keys.iter().fold(false, |found, key| {
+        found | bool::from(key.as_bytes().ct_eq(presented.as_bytes()))
+    })
+}
+
+async fn server_publish(req: Request<Incoming>, node: &Node) -> Response<Body> {
+    let keys = &node.config.api.keys;
+    if keys.is_empty() {
+        return error_body(
+            StatusCode::NOT_FOUND,
+            "UNSUPPORTED",
+            "the server API is off (api.keys is empty)",
+            None,
+        );
+    }
+    let presented = crate::auth::Authenticator::token(req.headers(), None).unwrap_or("");
+    if !key_matches(keys, presented) {
+        // The key itself is never logged.
+        tracing::warn!(
+            path = req.uri().path(),
+            "server API call with a missing or wrong key"
+        );
+        return error_body(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "a valid API key is required: Authorization: Bearer <key>",
+            None,
+        );
+    }
+    let max_name = node.config.limits.max_name_length;
+    let p: ServerPublish = match body(req, node.config.limits.max_message_size).await {
+        Ok(p) => p,
+        Err(e) => return refusal(&e),
+    };
+    let Ok(room) = RoomName::parse(&p.room, max_name) else {
+        return refusal(&invalid("room", "room must be a valid room name"));
+    };
+    let id = match p.client_msg_id.as_deref().map(|c| RoomName::parse(c, max_name)) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(_)) => return refusal(&invalid("client_msg_id", "client_msg_id is invalid")),
+    };
+    use sonic_rs::JsonValueTrait;
+    let message = match p.kind.as_str() {
+        "chat" => match p.data.get("content").and_then(|c| c.as_str()) {
+            Some(content) if !content.is_empty() => ServerMessage::Chat(content.to_owned()),
+            _ => return refusal(&invalid("data", "a chat needs data.content")),
+        },
+        "notification" => ServerMessage::Notification(p.data.to_string()),
+        _ => return refusal(&invalid("type", "type must be chat or notification")),
+    };
+    match conversations::server_publish(node, room, message, id) {
+        Ok(()) => json(StatusCode::ACCEPTED, r#"{"status":"accepted"}"#.into()),
+        Err(ChatError::NotStored(_) | ChatError::NotDelivered(_)) => error_body(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "MESSAGE_FAILED",
+            "the message could not be taken; try again",
+            None,
+        ),
+        Err(e) => error_body(StatusCode::BAD_REQUEST, "VALIDATION", &e.to_string(), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_keys_match_only_exactly() {
+        let keys = vec!["first-key".to_owned(), "second-key".to_owned()];
+        assert!(key_matches(&keys, "second-key"));
+        assert!(!key_matches(&keys, "second-ke"));
+        assert!(!key_matches(&keys, ""));
+        assert!(!key_matches(&[], "x"));
+    }
+}

@@ -1,0 +1,489 @@
+//! Users and private conversations (groups, direct messages): the
+//! [`Directory`] each database implements beside its message store, and the
+//! requests the store thread answers for it.
+//!
+//! Ids are UUID strings; a conversation's id is also its room name
+//! (`group:<uuid>`, `dm:<uuid>`), so its messages, `seq`, acks and recovery
+//! are those of any room.
+
+use tokio::sync::oneshot;
+
+use super::StoreError;
+
+/// A registered user, as anyone may see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    /// Lower-cased; unique.
+    pub username: String,
+    pub display_name: String,
+    pub avatar_file_id: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+}
+
+/// A user with what only the server reads.
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub user: User,
+    /// Argon2id, PHC string format.
+    pub password_hash: String,
+    /// Raised by a password change: tokens carrying an older one are void.
+    pub token_gen: u64,
+}
+
+/// What kind of private conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConversationKind {
+    Group,
+    Direct,
+}
+
+impl ConversationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConversationKind::Group => "group",
+            ConversationKind::Direct => "dm",
+        }
+    }
+
+    fn parse(s: &str) -> Result<ConversationKind, StoreError> {
+        match s {
+            "group" => Ok(ConversationKind::Group),
+            "dm" => Ok(ConversationKind::Direct),
+            other => Err(StoreError::Corrupt(format!("conversation kind {other}"))),
+        }
+    }
+}
+
+/// A private conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversation {
+    /// Also its room name: `group:<uuid>` or `dm:<uuid>`.
+    pub id: String,
+    pub kind: ConversationKind,
+    pub name: String,
+    /// A group's owner (who may add and remove members); none for a DM.
+    pub owner: Option<String>,
+    pub created_at: i64,
+}
+
+/// Why a directory change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("already taken")]
+    Taken,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a database keeps about users and conversations. Called only on the
+/// store thread, one call at a time.
+pub(crate) trait Directory {
+    async fn create_user(&mut self, user: &UserRecord) -> Result<(), DirectoryError>;
+    async fn user_by_name(&mut self, username: &str) -> Result<Option<UserRecord>, StoreError>;
+    async fn user_by_id(&mut self, id: &str) -> Result<Option<UserRecord>, StoreError>;
+    async fn users(&mut self) -> Result<Vec<User>, StoreError>;
+    /// False if there is no such user.
+    async fn set_display_name(&mut self, id: &str, name: &str) -> Result<bool, StoreError>;
+    /// Sets the hash and raises the token generation; the new generation.
+    async fn set_password(&mut self, id: &str, hash: &str) -> Result<Option<u64>, StoreError>;
+    /// Creates a conversation with its first members.
+    async fn create_conversation(
+        &mut self,
+        conversation: &Conversation,
+        members: &[&str],
+    ) -> Result<(), StoreError>;
+    /// The direct conversation of the pair `key`, created as `candidate`
+    /// (with `members`) if there is none yet.
+    async fn direct(
+        &mut self,
+        key: &str,
+        candidate: &Conversation,
+        members: [&str; 2],
+    ) -> Result<(Conversation, bool), StoreError>;
+    async fn conversation(&mut self, id: &str) -> Result<Option<Conversation>, StoreError>;
+    /// False if the user was a member already.
+    async fn add_member(&mut self, conversation: &str, user: &str) -> Result<bool, StoreError>;
+    /// False if the user was not a member.
+    async fn remove_member(&mut self, conversation: &str, user: &str) -> Result<bool, StoreError>;
+    async fn is_member(&mut self, conversation: &str, user: &str) -> Result<bool, StoreError>;
+    async fn members(&mut self, conversation: &str) -> Result<Vec<String>, StoreError>;
+    /// The user's groups and direct conversations, oldest first.
+    async fn conversations_of(&mut self, user: &str) -> Result<Vec<Conversation>, StoreError>;
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// One request to the directory, answered on its channel.
+pub enum DirectoryRequest {
+    CreateUser(UserRecord, oneshot::Sender<Result<(), DirectoryError>>),
+    UserByName(String, Reply<Option<UserRecord>>),
+    UserById(String, Reply<Option<UserRecord>>),
+    Users(Reply<Vec<User>>),
+    SetDisplayName(String, String, Reply<bool>),
+    SetPassword(String, String, Reply<Option<u64>>),
+    CreateConversation(Conversation, Vec<String>, Reply<()>),
+    Direct(String, Conversation, [String; 2], Reply<(Conversation, bool)>),
+    Conversation(String, Reply<Option<Conversation>>),
+    AddMember(String, String, Reply<bool>),
+    RemoveMember(String, String, Reply<bool>),
+    IsMember(String, String, Reply<bool>),
+    Members(String, Reply<Vec<String>>),
+    ConversationsOf(String, Reply<Vec<Conversation>>),
+}
+
+impl DirectoryRequest {
+    /// Runs the request on `dir` and sends the answer (a requester that
+    /// went away is not an error).
+    pub(crate) async fn answer<D: Directory>(self, dir: &mut D) {
+        use DirectoryRequest::*;
+        match self {
+            CreateUser(user, reply) => {
+                let _ = reply.send(dir.create_user(&user).await);
+            }
+            UserByName(name, reply) => {
+                let _ = reply.send(dir.user_by_name(&name).await);
+            }
+            UserById(id, reply) => {
+                let _ = reply.send(dir.user_by_id(&id).await);
+            }
+            Users(reply) => {
+                let _ = reply.send(dir.users().await);
+            }
+            SetDisplayName(id, name, reply) => {
+                let _ = reply.send(dir.set_display_name(&id, &name).await);
+            }
+            SetPassword(id, hash, reply) => {
+                let _ = reply.send(dir.set_password(&id, &hash).await);
+            }
+            CreateConversation(conversation, members, reply) => {
+                let members: Vec<&str> = members.iter().map(String::as_str).collect();
+                let _ = reply.send(dir.create_conversation(&conversation, &members).await);
+            }
+            Direct(key, candidate, [a, b], reply) => {
+                let _ = reply.send(dir.direct(&key, &candidate, [&a, &b]).await);
+            }
+            Conversation(id, reply) => {
+                let _ = reply.send(dir.conversation(&id).await);
+            }
+            AddMember(c, u, reply) => {
+                let _ = reply.send(dir.add_member(&c, &u).await);
+            }
+            RemoveMember(c, u, reply) => {
+                let _ = reply.send(dir.remove_member(&c, &u).await);
+            }
+            IsMember(c, u, reply) => {
+                let _ = reply.send(dir.is_member(&c, &u).await);
+            }
+            Members(c, reply) => {
+                let _ = reply.send(dir.members(&c).await);
+            }
+            ConversationsOf(u, reply) => {
+                let _ = reply.send(dir.conversations_of(&u).await);
+            }
+        }
+    }
+}
+
+/// A row of `SELECT id, username, display_name, avatar_file_id, created_at,
+/// password_hash, token_gen FROM users`.
+pub(crate) type UserRow = (String, String, String, Option<String>, i64, String, i64);
+
+pub(crate) fn user_record(r: UserRow) -> UserRecord {
+    UserRecord {
+        user: User {
+            id: r.0,
+            username: r.1,
+            display_name: r.2,
+            avatar_file_id: r.3,
+            created_at: r.4,
+        },
+        password_hash: r.5,
+        token_gen: r.6.max(0) as u64,
+    }
+}
+
+/// A row of `SELECT id, kind, name, owner, created_at FROM conversations`.
+pub(crate) type ConversationRow = (String, String, String, Option<String>, i64);
+
+pub(crate) fn conversation(r: ConversationRow) -> Result<Conversation, StoreError> {
+    Ok(Conversation {
+        id: r.0,
+        kind: ConversationKind::parse(&r.1)?,
+        name: r.2,
+        owner: r.3,
+        created_at: r.4,
+    })
+}
+
+/// Implements [`Directory`] for a backend whose `conn` field is a sqlx
+/// connection; the SQL is the same for SQLite and PostgreSQL (numbered
+/// parameters, each used once, in order).
+macro_rules! sql_directory {
+    ($backend:ty) => {
+        impl $crate::store::directory::Directory for $backend {
+            async fn create_user(
+                &mut self,
+                u: &$crate::store::directory::UserRecord,
+            ) -> Result<(), $crate::store::directory::DirectoryError> {
+                let inserted = sqlx::query(
+                    "INSERT INTO users (id, username, display_name, password_hash, token_gen, \
+                     avatar_file_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&u.user.id)
+                .bind(&u.user.username)
+                .bind(&u.user.display_name)
+                .bind(&u.password_hash)
+                .bind(u.token_gen as i64)
+                .bind(&u.user.avatar_file_id)
+                .bind(u.user.created_at)
+                .execute(&mut self.conn)
+                .await;
+                match inserted {
+                    Ok(_) => Ok(()),
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                        Err($crate::store::directory::DirectoryError::Taken)
+                    }
+                    Err(e) => Err($crate::store::StoreError::from(e).into()),
+                }
+            }
+
+            async fn user_by_name(
+                &mut self,
+                username: &str,
+            ) -> Result<Option<$crate::store::directory::UserRecord>, $crate::store::StoreError>
+            {
+                let row: Option<$crate::store::directory::UserRow> = sqlx::query_as(
+                    "SELECT id, username, display_name, avatar_file_id, created_at, \
+                     password_hash, token_gen FROM users WHERE username = $1",
+                )
+                .bind(username)
+                .fetch_optional(&mut self.conn)
+                .await?;
+                Ok(row.map($crate::store::directory::user_record))
+            }
+
+            async fn user_by_id(
+                &mut self,
+                id: &str,
+            ) -> Result<Option<$crate::store::directory::UserRecord>, $crate::store::StoreError>
+            {
+                let row: Option<$crate::store::directory::UserRow> = sqlx::query_as(
+                    "SELECT id, username, display_name, avatar_file_id, created_at, \
+                     password_hash, token_gen FROM users WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&mut self.conn)
+                .await?;
+                Ok(row.map($crate::store::directory::user_record))
+            }
+
+            async fn users(
+                &mut self,
+            ) -> Result<Vec<$crate::store::directory::User>, $crate::store::StoreError> {
+                let rows: Vec<$crate::store::directory::UserRow> = sqlx::query_as(
+                    "SELECT id, username, display_name, avatar_file_id, created_at, \
+                     password_hash, token_gen FROM users ORDER BY username",
+                )
+                .fetch_all(&mut self.conn)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|r| $crate::store::directory::user_record(r).user)
+                    .collect())
+            }
+
+            async fn set_display_name(
+                &mut self,
+                id: &str,
+                name: &str,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query("UPDATE users SET display_name = $1 WHERE id = $2")
+                    .bind(name)
+                    .bind(id)
+                    .execute(&mut self.conn)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn set_password(
+                &mut self,
+                id: &str,
+                hash: &str,
+            ) -> Result<Option<u64>, $crate::store::StoreError> {
+                let row: Option<(i64,)> = sqlx::query_as(
+                    "UPDATE users SET password_hash = $1, token_gen = token_gen + 1 \
+                     WHERE id = $2 RETURNING token_gen",
+                )
+                .bind(hash)
+                .bind(id)
+                .fetch_optional(&mut self.conn)
+                .await?;
+                Ok(row.map(|(g,)| g.max(0) as u64))
+            }
+
+            async fn create_conversation(
+                &mut self,
+                c: &$crate::store::directory::Conversation,
+                members: &[&str],
+            ) -> Result<(), $crate::store::StoreError> {
+                use sqlx::Connection as _;
+                let mut tx = self.conn.begin().await?;
+                sqlx::query(
+                    "INSERT INTO conversations (id, kind, name, owner, dm_key, created_at) \
+                     VALUES ($1, $2, $3, $4, NULL, $5)",
+                )
+                .bind(&c.id)
+                .bind(c.kind.as_str())
+                .bind(&c.name)
+                .bind(&c.owner)
+                .bind(c.created_at)
+                .execute(&mut *tx)
+                .await?;
+                for m in members {
+                    sqlx::query("INSERT INTO members (conversation, user_id) VALUES ($1, $2)")
+                        .bind(&c.id)
+                        .bind(*m)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn direct(
+                &mut self,
+                key: &str,
+                c: &$crate::store::directory::Conversation,
+                members: [&str; 2],
+            ) -> Result<($crate::store::directory::Conversation, bool), $crate::store::StoreError>
+            {
+                use sqlx::Connection as _;
+                let mut tx = self.conn.begin().await?;
+                let created = sqlx::query(
+                    "INSERT INTO conversations (id, kind, name, owner, dm_key, created_at) \
+                     VALUES ($1, $2, $3, NULL, $4, $5) ON CONFLICT (dm_key) DO NOTHING",
+                )
+                .bind(&c.id)
+                .bind(c.kind.as_str())
+                .bind(&c.name)
+                .bind(key)
+                .bind(c.created_at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if created {
+                    for m in members {
+                        sqlx::query("INSERT INTO members (conversation, user_id) VALUES ($1, $2)")
+                            .bind(&c.id)
+                            .bind(m)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                let row: $crate::store::directory::ConversationRow = sqlx::query_as(
+                    "SELECT id, kind, name, owner, created_at FROM conversations WHERE dm_key = $1",
+                )
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(($crate::store::directory::conversation(row)?, created))
+            }
+
+            async fn conversation(
+                &mut self,
+                id: &str,
+            ) -> Result<Option<$crate::store::directory::Conversation>, $crate::store::StoreError>
+            {
+                let row: Option<$crate::store::directory::ConversationRow> = sqlx::query_as(
+                    "SELECT id, kind, name, owner, created_at FROM conversations WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&mut self.conn)
+                .await?;
+                row.map($crate::store::directory::conversation).transpose()
+            }
+
+            async fn add_member(
+                &mut self,
+                conversation: &str,
+                user: &str,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query(
+                    "INSERT INTO members (conversation, user_id) VALUES ($1, $2) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(conversation)
+                .bind(user)
+                .execute(&mut self.conn)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn remove_member(
+                &mut self,
+                conversation: &str,
+                user: &str,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done =
+                    sqlx::query("DELETE FROM members WHERE conversation = $1 AND user_id = $2")
+                        .bind(conversation)
+                        .bind(user)
+                        .execute(&mut self.conn)
+                        .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn is_member(
+                &mut self,
+                conversation: &str,
+                user: &str,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let row: Option<(i64,)> = sqlx::query_as(
+                    "SELECT 1 FROM members WHERE conversation = $1 AND user_id = $2",
+                )
+                .bind(conversation)
+                .bind(user)
+                .fetch_optional(&mut self.conn)
+                .await?;
+                Ok(row.is_some())
+            }
+
+            async fn members(
+                &mut self,
+                conversation: &str,
+            ) -> Result<Vec<String>, $crate::store::StoreError> {
+                let rows: Vec<(String,)> = sqlx::query_as(
+                    "SELECT user_id FROM members WHERE conversation = $1 ORDER BY user_id",
+                )
+                .bind(conversation)
+                .fetch_all(&mut self.conn)
+                .await?;
+                Ok(rows.into_iter().map(|(u,)| u).collect())
+            }
+
+            async fn conversations_of(
+                &mut self,
+                user: &str,
+            ) -> Result<Vec<$crate::store::directory::Conversation>, $crate::store::StoreError>
+            {
+                let rows: Vec<$crate::store::directory::ConversationRow> = sqlx::query_as(
+                    "SELECT c.id, c.kind, c.name, c.owner, c.created_at FROM members m \
+                     JOIN conversations c ON c.id = m.conversation \
+                     WHERE m.user_id = $1 ORDER BY c.created_at, c.id",
+                )
+                .bind(user)
+                .fetch_all(&mut self.conn)
+                .await?;
+                rows.into_iter()
+                    .map($crate::store::directory::conversation)
+                    .collect()
+            }
+        }
+    };
+}
+
+pub(crate) use sql_directory;
