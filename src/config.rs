@@ -125,8 +125,9 @@ impl std::fmt::Debug for ApiConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PresenceConfig {
-    /// With Redis: how long a node's users stay online after the node stops
-    /// renewing them (it died); it renews every third of this. Default `15s`.
+    /// With Redis: a node that dies has its users offline (and presence
+    /// `offline` sent to their rooms) within this; nodes renew and read
+    /// every quarter of it. Default `15s`.
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
 }
@@ -712,6 +713,12 @@ impl Config {
             });
         }
         positive("auth.argon2.max_concurrent", a.max_concurrent)?;
+        if self.presence.lease < Duration::from_millis(300) {
+            return Err(ConfigError::Invalid {
+                field: "presence.lease",
+                reason: "must be at least 300ms".into(),
+            });
+        }
         positive("store.max_batch", self.store.max_batch)?;
         let pg = &self.store.postgres.url;
         if self.store.backend == StoreBackend::Postgres

@@ -18,10 +18,16 @@
 //!   writer task, the held-back 101 (`hold.rs`); the native (chat-api) and
 //!   relay handlers.
 //! - [`chat`]: the chat service (join, leave, post and their access checks,
-//!   in events): the one caller of local rooms, registry and broker for chat.
+//!   in events): the one caller of local rooms, registry and broker for chat;
+//!   `conversations.rs`: groups, direct messages, notifications, removals,
+//!   the server publish API.
 //! - [`shard`]: one shard's connections and rooms, owned by its thread; its
 //!   inbox dispatch and heartbeat sweep.
-//! - [`node`]: what all shards share (config, registry, broker, metrics).
+//! - [`node`]: what all shards share (config, registry, broker, metrics,
+//!   accounts).
+//! - [`accounts`]: users (Argon2id passwords, login tokens with a revocable
+//!   generation), who is online (with Redis: a lease per node), who may use
+//!   a private conversation; the REST layer and the chat service call it.
 //! - [`store`]: durable history: a store thread with a bounded queue and
 //!   group commit, per-room `seq`, acks, idempotent send, history,
 //!   recovery, retention; `sqlite.rs` and `postgres.rs` behind one trait;

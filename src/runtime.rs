@@ -206,12 +206,22 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         auth_config.jwt_secret = format!("{}{}", uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     }
     let auth = Arc::new(crate::auth::Authenticator::new(&auth_config));
+    let online = crate::accounts::Online::default();
+    if config.broker.redis.enabled() {
+        crate::accounts::lease::start(
+            config.broker.redis.clone(),
+            config.presence.lease,
+            online.clone(),
+            broker.clone(),
+            config.limits.max_name_length,
+        );
+    }
     let accounts = crate::accounts::Accounts::new(
         store.clone(),
         auth.clone(),
         config.auth.enabled,
         config.auth.argon2.clone(),
-        crate::accounts::Online::default(),
+        online,
     );
     let node = Arc::new(Node {
         config,

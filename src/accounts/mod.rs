@@ -7,6 +7,7 @@
 //! most `auth.argon2.max_concurrent` at once.
 
 pub mod access;
+pub mod lease;
 pub mod online;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};

@@ -19,6 +19,9 @@ pub struct Online {
 #[derive(Default)]
 struct State {
     local: HashMap<String, usize>,
+    /// The rooms each local user is in (connections per room), so that if
+    /// this node dies another can tell those rooms the user went offline.
+    rooms: HashMap<String, HashMap<String, usize>>,
     /// Users online on other nodes, per node (refreshed from Redis).
     remote: HashMap<String, HashSet<String>>,
 }
@@ -47,15 +50,50 @@ impl Online {
         false
     }
 
+    /// A connection of `user` joined `room`.
+    pub fn joined(&self, user: &str, room: &str) {
+        let mut s = self.inner.lock();
+        let rooms = s.rooms.entry(user.to_owned()).or_default();
+        *rooms.entry(room.to_owned()).or_default() += 1;
+    }
+
+    /// A connection of `user` left `room`.
+    pub fn left(&self, user: &str, room: &str) {
+        let mut s = self.inner.lock();
+        let Some(rooms) = s.rooms.get_mut(user) else {
+            return;
+        };
+        if let Some(n) = rooms.get_mut(room) {
+            *n -= 1;
+            if *n == 0 {
+                rooms.remove(room);
+            }
+        }
+        if rooms.is_empty() {
+            s.rooms.remove(user);
+        }
+    }
+
+    /// Each local user with the rooms they are in.
+    pub fn local_rooms(&self) -> HashMap<String, Vec<String>> {
+        let s = self.inner.lock();
+        s.local
+            .keys()
+            .map(|u| {
+                let rooms = s
+                    .rooms
+                    .get(u)
+                    .map(|r| r.keys().cloned().collect())
+                    .unwrap_or_default();
+                (u.clone(), rooms)
+            })
+            .collect()
+    }
+
     /// Whether `user` has a connection on any node.
     pub fn is_online(&self, user: &str) -> bool {
         let s = self.inner.lock();
         s.local.contains_key(user) || s.remote.values().any(|users| users.contains(user))
-    }
-
-    /// The users connected to this node.
-    pub fn local_users(&self) -> Vec<String> {
-        self.inner.lock().local.keys().cloned().collect()
     }
 
     /// What the other nodes report: node id → its online users.

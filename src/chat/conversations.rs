@@ -179,7 +179,10 @@ pub async fn groups(node: &Node, caller: &User) -> Result<Vec<ConversationView>,
         .ask(|tx| DirectoryRequest::ConversationsOf(id, tx))
         .await??;
     let mut out = Vec::new();
-    for c in all.into_iter().filter(|c| c.kind == ConversationKind::Group) {
+    for c in all
+        .into_iter()
+        .filter(|c| c.kind == ConversationKind::Group)
+    {
         out.push(view(accounts, c).await?);
     }
     Ok(out)
@@ -288,11 +291,18 @@ fn publish_event(
         payload: Payload::Event(Arc::new(event)),
         origin: None,
     };
-    node.broker.publish(0, publish).map_err(ChatError::NotDelivered)
+    node.broker
+        .publish(0, publish)
+        .map_err(ChatError::NotDelivered)
 }
 
 /// Every node drops `user_id`'s memberships in `conversation` now.
-fn revoke(node: &Node, shard: usize, conversation: &str, user_id: &str) -> Result<(), AccountError> {
+fn revoke(
+    node: &Node,
+    shard: usize,
+    conversation: &str,
+    user_id: &str,
+) -> Result<(), AccountError> {
     let room = room_of(node, conversation)?;
     let user = ClientId::parse(user_id, node.config.limits.max_name_length)
         .map_err(|_| AccountError::NotFound("user"))?;
@@ -337,7 +347,9 @@ pub async fn mentions(node: Arc<Node>, room: RoomName, sender: ClientId, body: S
         }
         let (c, u) = (room.as_str().to_owned(), user.user.id.clone());
         if !matches!(
-            accounts.ask(|tx| DirectoryRequest::IsMember(c, u, tx)).await,
+            accounts
+                .ask(|tx| DirectoryRequest::IsMember(c, u, tx))
+                .await,
             Ok(Ok(true))
         ) {
             continue;

@@ -14,8 +14,8 @@ use std::time::Instant;
 use crate::accounts::access::{self, RoomKind};
 use crate::accounts::{AccountError, Identity};
 use crate::broker::{Origin, Payload, Publish, PublishError};
-use crate::node::Node;
 use crate::model::{Event, Topic};
+use crate::node::Node;
 use crate::protocol::{ClientId, RoomName};
 use crate::shard::{ConnState, Shard};
 use crate::store::{Busy, StoreError, StoreHandle};
@@ -228,6 +228,9 @@ impl Session {
             }
         };
         self.presence(shard, &room, true);
+        if let Some(user) = self.identity.user() {
+            node.accounts.online.joined(&user.id, room.as_str());
+        }
         self.rooms.push(room);
         Ok(joined)
     }
@@ -329,6 +332,9 @@ impl Session {
             }
         }
         self.presence(shard, room, false);
+        if let Some(user) = self.identity.user() {
+            node.accounts.online.left(&user.id, room.as_str());
+        }
     }
 
     /// Announces this client in `room` (capped per room: a join storm is not

@@ -6,8 +6,8 @@
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::{Conn, Handler};
 use super::Deferred;
+use super::{Conn, Handler};
 use crate::accounts::Identity;
 use crate::chat::{self, ChatError, Joined, Session};
 use crate::protocol::envelope::{Empty, ErrorData, Event, RecoveredData, SystemData};
@@ -257,9 +257,12 @@ impl Handler for Native {
                 limit,
                 allowed: Ok(()),
             } => self.history(conn, room, before_seq, limit),
-            Resume::Join { allowed: Err(e), .. } | Resume::History { allowed: Err(e), .. } => {
-                self.refused(conn, &e, None)
+            Resume::Join {
+                allowed: Err(e), ..
             }
+            | Resume::History {
+                allowed: Err(e), ..
+            } => self.refused(conn, &e, None),
         }
     }
 

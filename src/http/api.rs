@@ -363,7 +363,11 @@ async fn server_publish(req: Request<Incoming>, node: &Node) -> Response<Body> {
     let Ok(room) = RoomName::parse(&p.room, max_name) else {
         return refusal(&invalid("room", "room must be a valid room name"));
     };
-    let id = match p.client_msg_id.as_deref().map(|c| RoomName::parse(c, max_name)) {
+    let id = match p
+        .client_msg_id
+        .as_deref()
+        .map(|c| RoomName::parse(c, max_name))
+    {
         None => None,
         Some(Ok(id)) => Some(id),
         Some(Err(_)) => return refusal(&invalid("client_msg_id", "client_msg_id is invalid")),

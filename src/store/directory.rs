@@ -124,7 +124,12 @@ pub enum DirectoryRequest {
     SetDisplayName(String, String, Reply<bool>),
     SetPassword(String, String, Reply<Option<u64>>),
     CreateConversation(Conversation, Vec<String>, Reply<()>),
-    Direct(String, Conversation, [String; 2], Reply<(Conversation, bool)>),
+    Direct(
+        String,
+        Conversation,
+        [String; 2],
+        Reply<(Conversation, bool)>,
+    ),
     Conversation(String, Reply<Option<Conversation>>),
     AddMember(String, String, Reply<bool>),
     RemoveMember(String, String, Reply<bool>),
@@ -442,14 +447,16 @@ macro_rules! sql_directory {
                 conversation: &str,
                 user: &str,
             ) -> Result<bool, $crate::store::StoreError> {
-                let row: Option<(i64,)> = sqlx::query_as(
-                    "SELECT 1 FROM members WHERE conversation = $1 AND user_id = $2",
+                // COUNT: a BIGINT in both databases (a literal 1 is an
+                // INT4 in PostgreSQL).
+                let (n,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM members WHERE conversation = $1 AND user_id = $2",
                 )
                 .bind(conversation)
                 .bind(user)
-                .fetch_optional(&mut self.conn)
+                .fetch_one(&mut self.conn)
                 .await?;
-                Ok(row.is_some())
+                Ok(n > 0)
             }
 
             async fn members(

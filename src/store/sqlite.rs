@@ -21,7 +21,10 @@ const ROWS_PER_STATEMENT: usize = 100;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_messages.sql")),
     (2, include_str!("../../migrations/sqlite/0002_accounts.sql")),
-    (3, include_str!("../../migrations/sqlite/0003_message_kind.sql")),
+    (
+        3,
+        include_str!("../../migrations/sqlite/0003_message_kind.sql"),
+    ),
 ];
 
 pub struct Sqlite {

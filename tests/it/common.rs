@@ -242,6 +242,46 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// A plain HTTP/1.1 request with an optional bearer token and JSON body;
+/// returns (status, body as JSON, or `null` when empty).
+pub async fn http_json(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut raw))
+        .await
+        .expect("response in time")
+        .expect("read");
+    let status = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"))
+    };
+    (status, value)
+}
+
 /// Runs the real binary on 127.0.0.1, any free port, metrics off, plus
 /// `args`; returns it (killed when dropped) and the address it printed.
 pub async fn spawn_chatd(cmd: &mut tokio::process::Command) -> (tokio::process::Child, SocketAddr) {

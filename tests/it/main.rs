@@ -1,6 +1,10 @@
 //! Integration tests: the real server on 127.0.0.1:0, real WebSocket clients.
 //! One test binary (faster to build and link than one per file).
 
+#[macro_use]
+mod store;
+mod accounts;
+mod accounts_nodes;
 mod auth;
 mod bursts;
 mod common;
@@ -14,5 +18,4 @@ mod redis;
 mod redis_harness;
 mod relay;
 mod shared_history;
-mod store;
 mod tls;

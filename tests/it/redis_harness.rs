@@ -145,7 +145,7 @@ pub fn numsub(redis: &Redis, channel: &str, sharded: bool) -> u64 {
 
 /// A chatd process (killed when dropped).
 pub struct Chatd {
-    _child: tokio::process::Child,
+    child: tokio::process::Child,
     pub addr: SocketAddr,
 }
 
@@ -163,10 +163,13 @@ impl Chatd {
             cmd.args(["--set", e]);
         }
         let (child, addr) = spawn_chatd(&mut cmd).await;
-        Chatd {
-            _child: child,
-            addr,
-        }
+        Chatd { child, addr }
+    }
+
+    /// `kill -9`: the process gets no chance to clean up.
+    pub async fn kill_9(mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
     }
 
     pub async fn ready(&self) -> bool {

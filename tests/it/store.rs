@@ -24,15 +24,15 @@ pub enum Db {
 }
 
 impl Db {
-    fn sqlite(name: &str) -> Db {
+    pub fn sqlite(name: &str) -> Db {
         Db::Sqlite(db_path(name))
     }
 
-    fn postgres(_name: &str) -> Db {
+    pub fn postgres(_name: &str) -> Db {
         Db::Postgres(crate::pg_harness::Postgres::start())
     }
 
-    fn overrides(&self) -> [String; 2] {
+    pub fn overrides(&self) -> [String; 2] {
         match self {
             Db::Sqlite(path) => store_overrides(path),
             Db::Postgres(pg) => [
