@@ -111,3 +111,9 @@ pub fn event(data: &[u8]) {
         assert_eq!(again, data);
     }
 }
+
+/// The REST API's request bodies (register, login, profile, password,
+/// groups, members, server publish) and the `@mention` scan of a message.
+pub fn api(data: &[u8]) {
+    http::api::parse_bodies(data);
+}

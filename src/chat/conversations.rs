@@ -19,7 +19,7 @@ use crate::protocol::{ClientId, RoomName};
 use crate::store::directory::{Conversation, ConversationKind, DirectoryRequest, User};
 
 /// Group names: 1 to 64 characters, no control characters.
-fn check_group_name(name: &str) -> Result<(), AccountError> {
+pub(crate) fn check_group_name(name: &str) -> Result<(), AccountError> {
     let n = name.chars().count();
     if !(1..=64).contains(&n) || name.chars().any(char::is_control) || name.trim().is_empty() {
         return Err(AccountError::Invalid {
@@ -321,21 +321,8 @@ fn revoke(
 /// Notifies each member of the private conversation `room` named as
 /// `@username` in `body` (not the sender).
 pub async fn mentions(node: Arc<Node>, room: RoomName, sender: ClientId, body: String) {
-    let mut names: Vec<String> = body
-        .split('@')
-        .skip(1)
-        .filter_map(|rest| {
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || "_.-".contains(*c))
-                .collect();
-            crate::accounts::check_username(name.trim_end_matches('.')).ok()
-        })
-        .collect();
-    names.sort();
-    names.dedup();
     let accounts = &node.accounts;
-    for name in names.into_iter().take(16) {
+    for name in mentioned_names(&body) {
         let Ok(Ok(Some(user))) = accounts
             .ask(|tx| DirectoryRequest::UserByName(name, tx))
             .await
@@ -366,6 +353,29 @@ pub async fn mentions(node: Arc<Node>, room: RoomName, sender: ClientId, body: S
     }
 }
 
+/// Most users one message may mention (each costs store lookups).
+const MAX_MENTIONS: usize = 16;
+
+/// The distinct valid usernames written as `@name` in `body` (a trailing
+/// `.` ends a sentence, not a name), at most [`MAX_MENTIONS`].
+pub(crate) fn mentioned_names(body: &str) -> Vec<String> {
+    let mut names: Vec<String> = body
+        .split('@')
+        .skip(1)
+        .filter_map(|rest| {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || "_.-".contains(*c))
+                .collect();
+            crate::accounts::check_username(name.trim_end_matches('.')).ok()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names.truncate(MAX_MENTIONS);
+    names
+}
+
 /// What an application backend may publish (`POST
 /// /api/chat-api/server/publish`).
 pub enum ServerMessage {
@@ -388,4 +398,17 @@ pub fn server_publish(
         ServerMessage::Notification(data) => Event::notification(room, server_sender(), &data),
     };
     publish_event(node, event, client_msg_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mentions_are_valid_distinct_names() {
+        let names = mentioned_names("hi @Bob and @bob. also @al, @carol_1 and @x y@z");
+        assert_eq!(names, ["bob", "carol_1"]);
+        let many: String = (0..40).map(|i| format!("@user{i:02} ")).collect();
+        assert_eq!(mentioned_names(&many).len(), MAX_MENTIONS);
+    }
 }
