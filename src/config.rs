@@ -121,6 +121,18 @@ impl std::fmt::Debug for ApiConfig {
     }
 }
 
+/// Per-user rate limits of the native protocol, across all of a user's
+/// connections on a node (0: no limit). Over one: an `error`
+/// `RATE_LIMITED` with `retry_after_ms`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateConfig {
+    /// Chats per minute per user. Default 0 (off).
+    pub messages_per_minute: u32,
+    /// Typing indicators per minute per user. Default 0 (off).
+    pub typing_per_minute: u32,
+}
+
 /// Users' online state.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -435,6 +447,7 @@ pub struct LimitsConfig {
     /// second; more (a join storm) are not sent, and counted in
     /// `chatd_presence_suppressed_total`. 0 turns presence off. Default 50.
     pub presence_per_second: u32,
+    pub rate: RateConfig,
     /// Rooms one connection may be in at once. Default 100.
     pub max_rooms_per_connection: usize,
     /// Longest room name or client id. Default 64.
@@ -471,6 +484,7 @@ impl Default for LimitsConfig {
             read_budget_bytes: 256 << 10,
             inbox_high_water: 4096,
             presence_per_second: 50,
+            rate: RateConfig::default(),
             max_rooms_per_connection: 100,
             max_name_length: 64,
             max_json_depth: 32,

@@ -154,6 +154,7 @@ impl Shard {
             code: ErrorCode::MessageFailed,
             message: "message not delivered: the message bus or the store failed",
             client_msg_id: origin.client_msg_id.as_ref().map(RoomName::as_str),
+            retry_after_ms: None,
         };
         self.reply(ConnId(origin.conn), protocol::encode(header, &data));
     }

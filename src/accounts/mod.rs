@@ -9,6 +9,7 @@
 pub mod access;
 pub mod lease;
 pub mod online;
+pub mod rate;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -94,6 +95,8 @@ pub struct Accounts {
     argon2: Argon2Config,
     hashing: Arc<Semaphore>,
     pub online: Online,
+    /// Per-user message and typing limits.
+    pub rate: rate::RateLimiter,
 }
 
 /// Usernames: 3 to 32 of `a-z 0-9 _ . -` (upper case is folded: unique
@@ -155,6 +158,7 @@ impl Accounts {
             argon2,
             hashing,
             online,
+            rate: rate::RateLimiter::default(),
         }
     }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::accounts::access::{self, RoomKind};
+use crate::accounts::rate::Action;
 use crate::accounts::{AccountError, Identity};
 use crate::broker::{Origin, Payload, Publish, PublishError};
 use crate::model::{Event, Topic};
@@ -42,6 +43,8 @@ pub enum ChatError {
     Forbidden(RoomName),
     #[error("the access check failed; try again")]
     Unavailable,
+    #[error("too many messages; try again in {} ms", .0.as_millis().max(1))]
+    RateLimited(std::time::Duration),
 }
 
 impl ChatError {
@@ -274,6 +277,16 @@ impl Session {
             Some(room) => Topic::Room(room),
             None => Topic::Global,
         };
+        let node = &shard.node;
+        node.accounts
+            .rate
+            .take(
+                self.client.as_str(),
+                Action::Message,
+                node.config.limits.rate.messages_per_minute,
+                Instant::now(),
+            )
+            .map_err(ChatError::RateLimited)?;
         let event = Event::chat(topic.clone(), self.client.clone(), body);
         let origin = Origin {
             shard: shard.index,
@@ -306,6 +319,39 @@ impl Session {
         shard
             .node
             .broker
+            .publish(shard.index, publish)
+            .map_err(ChatError::NotDelivered)
+    }
+
+    /// Tells `room`'s members (on every node) that this client is typing:
+    /// ephemeral, never stored; rate-limited per user.
+    pub fn typing(
+        &mut self,
+        shard: &Shard,
+        conn: &ConnState,
+        room: RoomName,
+    ) -> Result<(), ChatError> {
+        self.forget_revoked(shard, conn);
+        if !self.rooms.contains(&room) {
+            return Err(ChatError::NotMember(room));
+        }
+        let node = &shard.node;
+        node.accounts
+            .rate
+            .take(
+                self.client.as_str(),
+                Action::Typing,
+                node.config.limits.rate.typing_per_minute,
+                Instant::now(),
+            )
+            .map_err(ChatError::RateLimited)?;
+        let topic = Topic::Room(room.clone());
+        let publish = Publish {
+            topic: &topic,
+            payload: Payload::Event(Arc::new(Event::typing(room, self.client.clone()))),
+            origin: None,
+        };
+        node.broker
             .publish(shard.index, publish)
             .map_err(ChatError::NotDelivered)
     }

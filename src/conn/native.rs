@@ -67,12 +67,22 @@ impl Native {
             code,
             message,
             client_msg_id,
+            retry_after_ms: None,
         };
         self.reply(conn, Kind::Error, None, &data);
     }
 
     /// A refusal of the chat service, in this protocol's terms.
     fn refused(&self, conn: &Conn, e: &ChatError, client_msg_id: Option<&RoomName>) {
+        if let ChatError::RateLimited(wait) = e {
+            let data = ErrorData {
+                code: ErrorCode::RateLimited,
+                message: &e.to_string(),
+                client_msg_id: client_msg_id.map(RoomName::as_str),
+                retry_after_ms: Some(wait.as_millis().max(1) as u64),
+            };
+            return self.reply(conn, Kind::Error, None, &data);
+        }
         let code = match e {
             ChatError::NotMember(_) | ChatError::NotIn(_) => ErrorCode::NotMember,
             ChatError::RoomLimit(_) => ErrorCode::RoomLimit,
@@ -80,6 +90,7 @@ impl Native {
             ChatError::BadLimit(_) => ErrorCode::Validation,
             ChatError::NoHistory => ErrorCode::Unsupported,
             ChatError::Forbidden(_) => ErrorCode::Forbidden,
+            ChatError::RateLimited(_) => ErrorCode::RateLimited,
             ChatError::Unavailable => ErrorCode::MessageFailed,
         };
         let id = client_msg_id.map(RoomName::as_str);
@@ -194,6 +205,7 @@ impl Native {
                         code: ErrorCode::MessageFailed,
                         message: "history could not be read",
                         client_msg_id: None,
+                        retry_after_ms: None,
                     };
                     protocol::encode(
                         Header {
@@ -307,6 +319,11 @@ impl Handler for Native {
                 Ok(()) => self.system(conn, Event::Left, Some(&room)),
                 Err(e) => self.refused(conn, &e, None),
             },
+            Ok(Command::Typing(room)) => {
+                if let Err(e) = self.session.typing(&conn.shard, &conn.state, room) {
+                    self.refused(conn, &e, None);
+                }
+            }
             Ok(Command::Ping) => self.reply(conn, Kind::Pong, None, &Empty {}),
         }
         None

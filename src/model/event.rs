@@ -18,6 +18,8 @@ pub enum EventKind {
     /// A notification to one user (in their channel `user:<id>`); `body` is
     /// its JSON `data`. Stored like a chat.
     Notification,
+    /// The sender is typing in the room (ephemeral: never stored).
+    Typing,
     /// Control, never sent to clients: the sender (a user id) was removed
     /// from the room; every node drops that user's memberships in it at once.
     Revoke,
@@ -69,6 +71,11 @@ impl Event {
         Event::new(Topic::Room(room), sender, EventKind::Notification, data)
     }
 
+    /// `sender` is typing in `room`.
+    pub fn typing(room: RoomName, sender: ClientId) -> Event {
+        Event::new(Topic::Room(room), sender, EventKind::Typing, "")
+    }
+
     /// `user` was removed from `room` (see [`EventKind::Revoke`]).
     pub fn revoke(room: RoomName, user: ClientId) -> Event {
         Event::new(Topic::Room(room), user, EventKind::Revoke, "")
@@ -107,6 +114,7 @@ impl Event {
             EventKind::Presence { online: false } => KIND_OFFLINE,
             EventKind::Notification => KIND_NOTIFICATION,
             EventKind::Revoke => KIND_REVOKE,
+            EventKind::Typing => KIND_TYPING,
         });
         out.extend_from_slice(self.id.as_bytes());
         let ms = self.ts.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -137,6 +145,7 @@ impl Event {
             KIND_OFFLINE => EventKind::Presence { online: false },
             KIND_NOTIFICATION => EventKind::Notification,
             KIND_REVOKE => EventKind::Revoke,
+            KIND_TYPING => EventKind::Typing,
             _ => return Err(DecodeError::Invalid),
         };
         let id = Uuid::from_bytes(r.take(16)?.try_into().expect("16 bytes"));
@@ -177,6 +186,7 @@ const KIND_ONLINE: u8 = 2;
 const KIND_OFFLINE: u8 = 3;
 const KIND_NOTIFICATION: u8 = 4;
 const KIND_REVOKE: u8 = 5;
+const KIND_TYPING: u8 = 6;
 const TOPIC_ROOM: u8 = 1;
 const TOPIC_GLOBAL: u8 = 2;
 const TOPIC_RELAY: u8 = 3;

@@ -31,6 +31,8 @@ pub enum Command<'a> {
         before_seq: Option<u64>,
         limit: Option<u64>,
     },
+    /// The client is typing in the room (relayed, never stored).
+    Typing(RoomName),
     Ping,
 }
 
@@ -57,7 +59,7 @@ pub enum ParseError {
     WrongShape,
     #[error("missing field \"type\"")]
     MissingType,
-    #[error("unknown type {0:?}; expected chat, join, leave, history or ping")]
+    #[error("unknown type {0:?}; expected chat, join, leave, history, typing or ping")]
     UnknownType(String),
     #[error("type {0} needs a \"room\"")]
     MissingRoom(&'static str),
@@ -141,6 +143,7 @@ pub fn parse(text: &[u8], limits: ParseLimits) -> Result<Command<'_>, ParseError
             before_seq: raw.data.as_ref().and_then(|d| d.before_seq),
             limit: raw.data.as_ref().and_then(|d| d.limit),
         }),
+        "typing" => Ok(Command::Typing(room("typing")?)),
         "ping" => Ok(Command::Ping),
         other => Err(ParseError::UnknownType(short(other.to_string()))),
     }

@@ -21,6 +21,7 @@ pub enum Kind {
     Ack,
     History,
     Notification,
+    Typing,
 }
 
 /// Error codes carried in `data.code` of an `error` message.
@@ -40,6 +41,8 @@ pub enum ErrorCode {
     /// A private conversation the client is not a member of, or another
     /// user's channel.
     Forbidden,
+    /// Over a per-user rate limit; `retry_after_ms` says when to try again.
+    RateLimited,
 }
 
 #[derive(Serialize)]
@@ -97,6 +100,9 @@ pub struct ErrorData<'a> {
     /// The `client_msg_id` of the chat this error is about, where it had one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_msg_id: Option<&'a str>,
+    /// `RATE_LIMITED`: when the next one would be taken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 /// A stored message's acknowledgement.

@@ -65,6 +65,14 @@ pub fn chat_api_json(event: &Event) -> Outgoing {
                 sonic_rs::from_str(&event.body).unwrap_or_else(|_| sonic_rs::Value::new());
             encode_as(header, &data, stamp)
         }
+        EventKind::Typing => {
+            let header = Header {
+                kind: Kind::Typing,
+                room,
+                from,
+            };
+            encode_as(header, &crate::protocol::envelope::Empty {}, stamp)
+        }
         // Handled by each shard (members removed), never fanned out; framed
         // as what it means, should one ever be.
         EventKind::Revoke => {

@@ -325,3 +325,52 @@ async fn every_message_exactly_once_in_per_sender_order() {
     );
     server.shutdown().await;
 }
+
+/// `typing` goes to the room's members on every shard and is never stored;
+/// per-user rate limits hold across a user's connections and say when to
+/// retry.
+#[tokio::test]
+async fn typing_is_relayed_and_chats_and_typing_are_rate_limited_per_user() {
+    let server = start(&[
+        "limits.rate.messages_per_minute=2",
+        "limits.rate.typing_per_minute=1",
+    ]);
+    let addr = server.addr();
+    let mut a = connect(addr, "/ws/r?client_id=ann").await;
+    a.recv_type("system").await;
+    let mut a2 = connect(addr, "/ws/r?client_id=ann").await;
+    a2.recv_type("system").await;
+    let mut b = connect(addr, "/ws/r?client_id=ben").await;
+    b.recv_type("system").await;
+    a.send_json(json!({"type":"typing","room":"r"})).await;
+    let t = b.recv_type("typing").await;
+    assert_eq!(
+        (t["from"].as_str(), t["room"].as_str()),
+        (Some("ann"), Some("r"))
+    );
+    a.send_json(json!({"type":"typing","room":"r"})).await;
+    let limited = a.recv_type("error").await;
+    assert_eq!(limited["data"]["code"], "RATE_LIMITED");
+    assert!(
+        limited["data"]["retry_after_ms"].as_u64().unwrap() > 1000,
+        "{limited}"
+    );
+    a.send_json(json!({"type":"typing","room":"elsewhere"}))
+        .await;
+    assert_eq!(a.recv_type("error").await["data"]["code"], "NOT_MEMBER");
+    // Two chats per minute for ann, whichever connection sends them.
+    a.chat(Some("r"), "one").await;
+    a2.chat(Some("r"), "two").await;
+    for n in ["one", "two"] {
+        assert_eq!(b.recv_type("chat").await["data"]["content"], n);
+    }
+    a2.send_json(json!({"type":"chat","room":"r","client_msg_id":"k3","data":{"content":"three"}}))
+        .await;
+    let limited = a2.recv_type("error").await;
+    assert_eq!(limited["data"]["code"], "RATE_LIMITED");
+    assert_eq!(limited["data"]["client_msg_id"], "k3");
+    // Ben has his own budget.
+    b.chat(Some("r"), "ben's").await;
+    assert_eq!(b.recv_type("chat").await["data"]["content"], "ben's");
+    server.shutdown().await;
+}
