@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::rc::Rc;
 use std::time::Instant;
 
-use chatd::bench::{self as protocol, frame, ChatData, ClientId, Header, Kind, RoomName};
+use chatd::bench::{self as protocol, frame, ChatData, ClientId, Header, Kind, RoomName, Wire};
 use chatd::bench::{
     ClientQueue, ConnId, Event, Limits, LocalRooms, OpCode, Outgoing, Payload, Topic,
 };
@@ -176,7 +176,7 @@ fn fanout(c: &mut Criterion) {
         .map(|_| Rc::new(ClientQueue::new(limits)))
         .collect();
     for (i, q) in queues.iter().enumerate() {
-        rooms.join(&room, ConnId(i as u64), q.clone());
+        rooms.join(&room, ConnId(i as u64), q.clone(), Wire::ChatApi);
     }
     let topic = Topic::Room(room);
     // An event: the fan-out frames it once (chat-api), then pushes 10k clones.

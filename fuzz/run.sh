@@ -16,7 +16,7 @@ fi
 
 cd "$here"
 cargo +nightly fuzz build
-for target in command frames request event api; do
+for target in command frames request event api demo; do
   scratch=$(mktemp -d)
   cp -r "corpus/$target/." "$scratch/"
   echo "fuzz: $target for ${seconds}s"

@@ -39,6 +39,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub api: ApiConfig,
     pub presence: PresenceConfig,
+    pub demo: DemoConfig,
     /// `CHATD_*` environment variables that were not read as config (no
     /// `__` in the name, e.g. `CHATD_BIN` of a script): logged as a warning
     /// at start, never an error.
@@ -131,6 +132,58 @@ pub struct RateConfig {
     pub messages_per_minute: u32,
     /// Typing indicators per minute per user. Default 0 (off).
     pub typing_per_minute: u32,
+}
+
+/// A WebSocket wire protocol (dialect) chatd speaks. All of them are
+/// translations of the same chat service: one message is framed once per
+/// dialect present in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+pub enum Wire {
+    /// The native JSON protocol.
+    #[serde(rename = "chat-api")]
+    ChatApi,
+    /// redis-chat-demo's protocol.
+    #[serde(rename = "redis-chat-demo")]
+    Demo,
+}
+
+impl Wire {
+    pub const ALL: [Wire; 2] = [Wire::ChatApi, Wire::Demo];
+
+    /// Its name in config and in `Sec-WebSocket-Protocol`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Wire::ChatApi => "chat-api",
+            Wire::Demo => "redis-chat-demo",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Wire> {
+        Wire::ALL.into_iter().find(|w| w.name() == name)
+    }
+
+    /// A small index (per-dialect tables).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The redis-chat-demo dialect.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// The room the demo's public channel (`recipientUUID` `""` or `0`) is:
+    /// native clients in it see the demo's public messages and the other
+    /// way round. Default `general`.
+    pub public_room: String,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig {
+            public_room: "general".into(),
+        }
+    }
 }
 
 /// Users' online state.
@@ -369,6 +422,10 @@ pub struct ServerConfig {
     /// WebSocket connections the node serves at once; an upgrade beyond it
     /// is answered `503` before the upgrade. 0: no limit. Default 0.
     pub max_connections: usize,
+    /// What a bare `/ws` speaks when the client names no
+    /// `Sec-WebSocket-Protocol`: `chat-api` (default) or `redis-chat-demo`,
+    /// so that an unchanged client of either works.
+    pub default_protocol: Wire,
     pub tls: TlsConfig,
 }
 
@@ -408,6 +465,7 @@ impl Default for ServerConfig {
             http_idle_timeout: Duration::from_secs(5),
             max_handshakes: 1024,
             max_connections: 0,
+            default_protocol: Wire::ChatApi,
             tls: TlsConfig::default(),
         }
     }

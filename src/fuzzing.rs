@@ -117,3 +117,8 @@ pub fn event(data: &[u8]) {
 pub fn api(data: &[u8]) {
     http::api::parse_bodies(data);
 }
+
+/// The redis-chat-demo dialect's request parser.
+pub fn demo(data: &[u8]) {
+    let _ = protocol::demo::parse(data, 32);
+}

@@ -74,6 +74,7 @@ pub use runtime::{start, Server, ShutdownReport, StartError};
 /// hidden from the docs).
 #[doc(hidden)]
 pub mod bench {
+    pub use crate::config::Wire;
     pub use crate::model::{Event, Payload, Topic};
     pub use crate::protocol::envelope::ChatData;
     pub use crate::protocol::{encode, parse, ClientId, Header, Kind, ParseLimits, RoomName};

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::broker::Origin;
+use crate::config::Wire;
 use crate::model::{Ack, EventKind, Payload, Recovery, Topic};
 use crate::node::Node;
 use crate::protocol::envelope::{AckData, ErrorData, Event as SystemEvent, RecoveredData};
@@ -19,6 +20,11 @@ use crate::rooms::{ConnId, Fanout, LocalRooms, PresenceLimiter, ShardMsg};
 use crate::shutdown::Phase;
 use crate::ws::frame::{self, OpCode};
 
+/// The demo dialect's error code for a message that was accepted and then
+/// lost (its README leaves codes to the server; the conn adapter uses 1xx
+/// for requests, this one for delivery).
+pub const MESSAGE_FAILED_CODE: u16 = 200;
+
 /// What the heartbeat needs of a connection.
 pub struct ConnState {
     pub id: ConnId,
@@ -27,11 +33,14 @@ pub struct ConnState {
     /// Who is connected (native connections, once open): a removal from a
     /// private conversation finds the user's connections by it.
     client: RefCell<Option<ClientId>>,
+    /// Its dialect: replies the shard makes (acks, failures) are framed in it.
+    wire: Cell<Wire>,
 }
 
 impl ConnState {
-    pub fn set_client(&self, client: ClientId) {
+    pub fn set_client(&self, client: ClientId, wire: Wire) {
         *self.client.borrow_mut() = Some(client);
+        self.wire.set(wire);
     }
 
     fn is_client(&self, client: &ClientId) -> bool {
@@ -79,6 +88,7 @@ impl Shard {
             queue,
             last_seen: Cell::new(Instant::now()),
             client: RefCell::new(None),
+            wire: Cell::new(Wire::ChatApi),
         });
         if self.node.shutdown.phase() != Phase::Running {
             state.queue.halt();
@@ -145,6 +155,16 @@ impl Shard {
     /// lost on the bus or by the store: `MESSAGE_FAILED` with its
     /// `client_msg_id`.
     fn publish_failed(&self, origin: Origin) {
+        if self.wire_of(ConnId(origin.conn)) == Some(Wire::Demo) {
+            let text = protocol::demo::error(
+                MESSAGE_FAILED_CODE,
+                "the message could not be stored or delivered",
+            );
+            return self.reply(
+                ConnId(origin.conn),
+                crate::ws::Outgoing::from_payload(text.as_bytes()),
+            );
+        }
         let header = Header {
             kind: Kind::Error,
             room: None,
@@ -162,6 +182,10 @@ impl Shard {
     /// `{"type":"ack","room":R,"data":{"client_msg_id","id","seq"}}` to the
     /// sender of a stored message, if still connected.
     fn acked(&self, ack: Ack) {
+        // The demo dialect has no acks: its sender sees its own message.
+        if self.wire_of(ConnId(ack.origin.conn)) == Some(Wire::Demo) {
+            return;
+        }
         let header = Header {
             kind: Kind::Ack,
             room: Some(ack.room.as_str()),
@@ -177,6 +201,11 @@ impl Shard {
     }
 
     /// Queues a reply for one connection of this shard, if it is still here.
+    /// The dialect of a connection of this shard, if it is still here.
+    fn wire_of(&self, id: ConnId) -> Option<Wire> {
+        self.conns.borrow().get(&id).map(|c| c.wire.get())
+    }
+
     fn reply(&self, id: ConnId, msg: crate::ws::Outgoing) {
         let Some(conn) = self.conns.borrow().get(&id).cloned() else {
             return;
@@ -204,7 +233,9 @@ impl Shard {
         let now = Instant::now();
         let mut sent = 0u64;
         for event in &recovery.events {
-            let frame = crate::rooms::encode::chat_api(event);
+            let Some(frame) = crate::rooms::encode::frame(event, caught_up.wire) else {
+                continue;
+            };
             sent += frame.len() as u64;
             let _ = queue.push(frame, now);
         }

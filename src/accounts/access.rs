@@ -19,7 +19,7 @@ pub enum RoomKind<'a> {
 }
 
 pub const GROUP_PREFIX: &str = "group:";
-pub const DM_PREFIX: &str = "dm:";
+pub const DM_PREFIX: &str = crate::rooms::encode::DM_PREFIX;
 pub const USER_PREFIX: &str = "user:";
 
 pub fn kind(room: &RoomName) -> RoomKind<'_> {

@@ -15,6 +15,7 @@ use crate::accounts::access::{self, RoomKind};
 use crate::accounts::rate::Action;
 use crate::accounts::{AccountError, Identity};
 use crate::broker::{Origin, Payload, Publish, PublishError};
+use crate::config::Wire;
 use crate::model::{Event, Topic};
 use crate::node::Node;
 use crate::protocol::{ClientId, RoomName};
@@ -81,6 +82,17 @@ pub fn history(
         .map_err(ChatError::NotStored)
 }
 
+/// A chat to post.
+pub struct Post<'a> {
+    /// `None`: the URL room, or (without one) every native client.
+    pub room: Option<RoomName>,
+    pub body: &'a str,
+    /// The client's id for it (idempotent send; echoed in errors).
+    pub client_msg_id: Option<RoomName>,
+    /// The user it is for, in a direct conversation (dialects that say so).
+    pub to: Option<ClientId>,
+}
+
 /// What a join did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Joined {
@@ -96,6 +108,8 @@ pub enum Joined {
 pub struct Session {
     identity: Identity,
     client: ClientId,
+    /// The dialect the connection speaks (its frames in every room).
+    wire: Wire,
     /// The room from the URL: the target of a chat that names no room.
     url_room: Option<RoomName>,
     /// Rooms joined, in join order (at most `max_rooms_per_connection`).
@@ -103,10 +117,16 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(identity: Identity, client: ClientId, url_room: Option<RoomName>) -> Session {
+    pub fn new(
+        identity: Identity,
+        client: ClientId,
+        url_room: Option<RoomName>,
+        wire: Wire,
+    ) -> Session {
         Session {
             identity,
             client,
+            wire,
             url_room,
             rooms: Vec::new(),
         }
@@ -123,11 +143,43 @@ impl Session {
     /// The connection is open: it hears room-less (global) chats, and a
     /// user is online. A user's own channel (notifications) is `Some`.
     pub fn open(&self, shard: &Shard, conn: &ConnState) -> Option<RoomName> {
-        shard.rooms.add_native(conn.id, conn.queue.clone());
-        conn.set_client(self.client.clone());
+        shard
+            .rooms
+            .add_native(conn.id, conn.queue.clone(), self.wire);
+        conn.set_client(self.client.clone(), self.wire);
         let user = self.identity.user()?;
         shard.node.accounts.online.connected(&user.id);
         access::personal_room(&user.id, shard.node.config.limits.max_name_length)
+    }
+
+    /// The connection signs in or out (dialects whose sign-in happens on the
+    /// open socket): it leaves every room under its old name and goes on as
+    /// `identity`, `client`.
+    pub fn reidentify(
+        &mut self,
+        shard: &Shard,
+        conn: &ConnState,
+        identity: Identity,
+        client: ClientId,
+    ) {
+        for room in std::mem::take(&mut self.rooms) {
+            self.leave_room(shard, conn, &room);
+        }
+        let online = &shard.node.accounts.online;
+        if let Some(user) = self.identity.user() {
+            online.disconnected(&user.id);
+        }
+        if let Some(user) = identity.user() {
+            online.connected(&user.id);
+        }
+        self.identity = identity;
+        self.client = client;
+        conn.set_client(self.client.clone(), self.wire);
+    }
+
+    /// Whether the connection is in `room` (and was not removed from it).
+    pub fn is_in(&self, shard: &Shard, conn: &ConnState, room: &RoomName) -> bool {
+        self.rooms.contains(room) && shard.rooms.is_member(room, conn.id)
     }
 
     /// Whether this client may use `room`, if that is known without asking
@@ -209,17 +261,21 @@ impl Session {
         }
         let joined = match (since_seq, &node.store) {
             (None, _) => {
-                shard.rooms.join(&room, conn.id, conn.queue.clone());
+                shard
+                    .rooms
+                    .join(&room, conn.id, conn.queue.clone(), self.wire);
                 Joined::Now
             }
             (Some(_), None) => {
-                shard.rooms.join(&room, conn.id, conn.queue.clone());
+                shard
+                    .rooms
+                    .join(&room, conn.id, conn.queue.clone(), self.wire);
                 Joined::NoStore
             }
             (Some(since), Some(store)) => {
                 shard
                     .rooms
-                    .join_catching_up(&room, conn.id, conn.queue.clone());
+                    .join_catching_up(&room, conn.id, conn.queue.clone(), self.wire);
                 match store.recover(room.clone(), since, shard.index, conn.id.0) {
                     Ok(()) => Joined::Recovering,
                     Err(Busy) => {
@@ -256,14 +312,13 @@ impl Session {
 
     /// Posts a chat to `room`, or (without one) to the URL room, or (without
     /// that) to every native client of every node.
-    pub fn post(
-        &self,
-        shard: &Shard,
-        conn: &ConnState,
-        room: Option<RoomName>,
-        body: &str,
-        client_msg_id: Option<RoomName>,
-    ) -> Result<(), ChatError> {
+    pub fn post(&self, shard: &Shard, conn: &ConnState, post: Post<'_>) -> Result<(), ChatError> {
+        let Post {
+            room,
+            body,
+            client_msg_id,
+            to,
+        } = post;
         let topic = match room.or_else(|| self.url_room.clone()) {
             Some(room) if !self.rooms.contains(&room) => return Err(ChatError::NotMember(room)),
             // Removed from it (a private conversation) since the join.
@@ -287,7 +342,8 @@ impl Session {
                 Instant::now(),
             )
             .map_err(ChatError::RateLimited)?;
-        let event = Event::chat(topic.clone(), self.client.clone(), body);
+        let mut event = Event::chat(topic.clone(), self.client.clone(), body);
+        event.to = to;
         let origin = Origin {
             shard: shard.index,
             conn: conn.id.0,

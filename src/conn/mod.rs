@@ -6,6 +6,7 @@
 //! endpoint's [`Handler`]: `native.rs` (the chat-api JSON protocol) or
 //! `relay.rs` (verbatim relay).
 
+pub mod demo;
 pub mod hold;
 pub mod native;
 pub mod relay;

@@ -9,7 +9,8 @@ use serde::Serialize;
 use super::Deferred;
 use super::{Conn, Handler};
 use crate::accounts::Identity;
-use crate::chat::{self, ChatError, Joined, Session};
+use crate::chat::{self, ChatError, Joined, Post, Session};
+use crate::config::Wire;
 use crate::protocol::envelope::{Empty, ErrorData, Event, RecoveredData, SystemData};
 use crate::protocol::{self, ClientId, Command, ErrorCode, Header, Kind, ParseLimits, RoomName};
 use crate::ws::OpCode;
@@ -47,7 +48,7 @@ pub struct Start {
 impl Native {
     pub fn new(identity: Identity, client_id: ClientId, start: Start) -> Native {
         Native {
-            session: Session::new(identity, client_id, start.room),
+            session: Session::new(identity, client_id, start.room, Wire::ChatApi),
             url_since_seq: start.since_seq,
             notifications_since: start.notifications_since,
         }
@@ -304,13 +305,13 @@ impl Handler for Native {
                 content,
                 client_msg_id,
             }) => {
-                let posted = self.session.post(
-                    &conn.shard,
-                    &conn.state,
+                let post = Post {
                     room,
-                    &content,
-                    client_msg_id.clone(),
-                );
+                    body: &content,
+                    client_msg_id: client_msg_id.clone(),
+                    to: None,
+                };
+                let posted = self.session.post(&conn.shard, &conn.state, post);
                 if let Err(e) = posted {
                     self.refused(conn, &e, client_msg_id.as_ref());
                 }

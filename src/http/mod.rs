@@ -28,6 +28,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::accounts::Identity;
+use crate::config::Wire;
+use crate::conn::demo::Demo;
 use crate::conn::native::{envelope_value, Native, Start};
 use crate::conn::{self, relay::Relay, ConnLimits};
 use crate::metrics::RejectReason;
@@ -136,6 +138,8 @@ pub(crate) enum Route<'a> {
     History {
         room: &'a str,
     },
+    /// The redis-chat-demo dialect.
+    Demo,
     /// The rest of `/api/chat-api/...` (`api.rs`).
     Api {
         rest: &'a str,
@@ -151,6 +155,7 @@ pub(crate) fn route(path: &str) -> Route<'_> {
         "/healthz" => return Route::Health,
         "/readyz" => return Route::Ready,
         "/relay" => return Route::Relay,
+        "/demo/ws" | "/demo/ws/" => return Route::Demo,
         _ => {}
     }
     if let Some(rest) = path.strip_prefix("/api/chat-api/rooms/") {
@@ -275,9 +280,27 @@ async fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> 
                     slow_timeout: node.config.limits.slow_consumer_timeout,
                 },
             };
-            upgrade(&mut req, shard.clone(), limits, Relay)
+            upgrade(&mut req, shard.clone(), limits, None, Relay)
+        }
+        Route::Demo => {
+            // With auth on, this upgrade needs a token like any other.
+            if let Err(e) = identify(&req, node, query.as_deref()).await {
+                return api::refusal(&e);
+            }
+            demo_upgrade(&mut req, shard.clone(), None)
         }
         Route::Native { room } => {
+            // A dialect named by Sec-WebSocket-Protocol, or the default.
+            let offered = subprotocols(&req);
+            let chosen = offered.iter().find_map(|p| Wire::from_name(p));
+            let wire = chosen.unwrap_or(node.config.server.default_protocol);
+            let echo = chosen.map(Wire::name);
+            if wire == Wire::Demo {
+                if let Err(e) = identify(&req, node, query.as_deref()).await {
+                    return api::refusal(&e);
+                }
+                return demo_upgrade(&mut req, shard.clone(), echo);
+            }
             let max_name = node.config.limits.max_name_length;
             let room = room
                 .or_else(|| query_param(query.as_deref(), "room"))
@@ -343,19 +366,12 @@ async fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> 
                     }
                 }
             };
-            let l = &node.config.limits;
-            let limits = ConnLimits {
-                max_message: l.max_message_size,
-                queue: Limits {
-                    max_messages: l.queue_messages,
-                    max_bytes: l.queue_bytes,
-                    slow_timeout: l.slow_consumer_timeout,
-                },
-            };
+            let limits = chat_limits(node);
             upgrade(
                 &mut req,
                 shard.clone(),
                 limits,
+                echo,
                 Native::new(
                     identity,
                     client_id,
@@ -482,10 +498,47 @@ async fn identify(
         .await
 }
 
+/// The `Sec-WebSocket-Protocol` names the client offers, in its order.
+fn subprotocols<B>(req: &Request<B>) -> Vec<String> {
+    req.headers()
+        .get_all(hyper::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// The native limits of a chat connection.
+fn chat_limits(node: &Node) -> ConnLimits {
+    let l = &node.config.limits;
+    ConnLimits {
+        max_message: l.max_message_size,
+        queue: Limits {
+            max_messages: l.queue_messages,
+            max_bytes: l.queue_bytes,
+            slow_timeout: l.slow_consumer_timeout,
+        },
+    }
+}
+
+/// Upgrades to the redis-chat-demo dialect (`echo`: the subprotocol to name
+/// in the 101, when the client asked for it).
+fn demo_upgrade(
+    req: &mut Request<Incoming>,
+    shard: Rc<Shard>,
+    echo: Option<&'static str>,
+) -> Response<Body> {
+    let limits = chat_limits(&shard.node);
+    upgrade(req, shard, limits, echo, Demo::new())
+}
+
 fn upgrade(
     req: &mut Request<Incoming>,
     shard: Rc<Shard>,
     limits: ConnLimits,
+    protocol: Option<&'static str>,
     handler: impl conn::Handler + 'static,
 ) -> Response<Body> {
     if !fastwebsockets::upgrade::is_upgrade_request(req) {
@@ -512,7 +565,7 @@ fn upgrade(
             "this node is at its connection limit; try another or retry later",
         );
     }
-    let (resp, fut) = match fastwebsockets::upgrade::upgrade(req) {
+    let (mut resp, fut) = match fastwebsockets::upgrade::upgrade(req) {
         Ok(pair) => pair,
         Err(e) => {
             return error(
@@ -537,6 +590,12 @@ fn upgrade(
         }
     });
     tokio::task::spawn_local(task);
+    if let Some(protocol) = protocol {
+        resp.headers_mut().insert(
+            hyper::header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(protocol),
+        );
+    }
     resp.map(|_| Full::default())
 }
 

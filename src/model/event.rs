@@ -53,6 +53,10 @@ pub struct Event {
     /// history); `None` for ephemeral events.
     pub seq: Option<u64>,
     pub sender: ClientId,
+    /// The user a chat in a direct conversation is for, where the sender
+    /// named one (dialects whose messages say `to`: FastChat, the demo's
+    /// private channels). Not stored.
+    pub to: Option<ClientId>,
     pub kind: EventKind,
     /// The chat content (empty for presence).
     pub body: Box<str>,
@@ -97,6 +101,7 @@ impl Event {
             topic,
             seq: None,
             sender,
+            to: None,
             kind,
             body: body.into(),
             ts: SystemTime::now(),
@@ -105,7 +110,8 @@ impl Event {
 
     /// The compact encoding the broker carries between nodes:
     /// `version kind(1) id(16) ts_ms(8) seq(8, 0 = none) topic(1 tag, 1 len,
-    /// name) sender(1 len, name) body(4 len, utf-8)`, integers big-endian.
+    /// name) sender(1 len, name) to(1 len, name; 0 = none) body(4 len,
+    /// utf-8)`, integers big-endian.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.push(VERSION);
         out.push(match self.kind {
@@ -128,6 +134,7 @@ impl Event {
         out.push(tag);
         short_str(out, name);
         short_str(out, self.sender.as_str());
+        short_str(out, self.to.as_ref().map_or("", ClientId::as_str));
         out.extend_from_slice(&(self.body.len() as u32).to_be_bytes());
         out.extend_from_slice(self.body.as_bytes());
     }
@@ -163,6 +170,11 @@ impl Event {
         };
         let len = r.u8()? as usize;
         let sender = ClientId::parse(r.str(len)?, max_name)?;
+        let len = r.u8()? as usize;
+        let to = match r.str(len)? {
+            "" => None,
+            to => Some(ClientId::parse(to, max_name)?),
+        };
         let len = r.u32()? as usize;
         let body = r.str(len)?.into();
         if !r.0.is_empty() {
@@ -173,6 +185,7 @@ impl Event {
             topic,
             seq,
             sender,
+            to,
             kind,
             body,
             ts,
@@ -180,7 +193,8 @@ impl Event {
     }
 }
 
-const VERSION: u8 = 1;
+/// 2: with `to` (after the sender).
+const VERSION: u8 = 2;
 const KIND_CHAT: u8 = 1;
 const KIND_ONLINE: u8 = 2;
 const KIND_OFFLINE: u8 = 3;

@@ -1,6 +1,8 @@
-//! The native JSON protocol (chat-api): typed commands in, envelopes out.
+//! The wire protocols' text: the native JSON protocol (chat-api: typed
+//! commands in, envelopes out) and the redis-chat-demo dialect (`demo.rs`).
 
 pub mod command;
+pub mod demo;
 pub mod depth;
 pub mod envelope;
 pub mod names;

@@ -5,12 +5,48 @@
 
 use bytes::Bytes;
 
+use crate::config::Wire;
 use crate::model::{Event, EventKind, Topic};
+use crate::protocol::demo;
 use crate::protocol::envelope::{
     encode_as, ChatData, Event as SystemEvent, PresenceData, Stamp, Status, SystemData,
 };
 use crate::protocol::{Header, Kind};
 use crate::ws::{OpCode, Outgoing};
+
+/// `event` framed in `wire`'s dialect, if that dialect carries it.
+pub fn frame(event: &Event, wire: Wire) -> Option<Bytes> {
+    match wire {
+        Wire::ChatApi => Some(chat_api(event)),
+        Wire::Demo => demo_live(event),
+    }
+}
+
+/// A chat as the demo dialect's `channelMessage` (its only live message):
+/// the recipient is `""` in a public room (the shipped client files public
+/// messages under `""`), the addressed user in a direct conversation.
+fn demo_live(event: &Event) -> Option<Bytes> {
+    if event.kind != EventKind::Chat {
+        return None;
+    }
+    let Topic::Room(room) = &event.topic else {
+        return None;
+    };
+    let recipient = match (&event.to, room.as_str().starts_with(DM_PREFIX)) {
+        (Some(to), true) => to.as_str(),
+        _ => "",
+    };
+    let mut id = uuid::Uuid::encode_buffer();
+    let id = event.id.hyphenated().encode_lower(&mut id);
+    let at = humantime::format_rfc3339_millis(event.ts).to_string();
+    let message = demo::Message::new(id, event.sender.as_str(), recipient, &event.body, &at);
+    let text = demo::answer("channelMessage", &message);
+    Some(Outgoing::from_payload(text.as_bytes()).into_frame(OpCode::Text))
+}
+
+/// The room-name prefix of direct conversations (see `accounts::access`;
+/// `rooms` sits below it).
+pub const DM_PREFIX: &str = "dm:";
 
 /// The chat-api envelope of `event`, framed: what every native member gets.
 pub fn chat_api(event: &Event) -> Bytes {

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use super::encode;
+use crate::config::Wire;
 use crate::model::{Payload, Topic};
 use crate::protocol::RoomName;
 use crate::queue::{ClientQueue, PushError};
@@ -41,6 +42,8 @@ struct Held {
 /// it meanwhile (after the catch-up's end, in order).
 pub struct CaughtUp {
     pub queue: Rc<ClientQueue>,
+    /// The member's dialect (its catch-up is framed in it).
+    pub wire: Wire,
     pub held: Vec<(Bytes, Instant)>,
     /// Messages were dropped while holding: the member has a gap.
     pub overflowed: bool,
@@ -50,6 +53,8 @@ pub struct CaughtUp {
 struct Member {
     id: ConnId,
     queue: Rc<ClientQueue>,
+    /// The dialect it speaks: its frame of each message is that dialect's.
+    wire: Wire,
     /// Stored messages (`seq`) up to this one are not pushed: the member
     /// got them from the store in its catch-up (`CATCHING_UP`: it is
     /// catching up now, so every stored message is in its catch-up).
@@ -70,11 +75,17 @@ pub struct Fanout {
 }
 
 impl Members {
-    pub fn insert(&mut self, id: ConnId, queue: Rc<ClientQueue>) -> bool {
-        self.insert_member(id, queue, 0)
+    pub fn insert(&mut self, id: ConnId, queue: Rc<ClientQueue>, wire: Wire) -> bool {
+        self.insert_member(id, queue, wire, 0)
     }
 
-    fn insert_member(&mut self, id: ConnId, queue: Rc<ClientQueue>, has_up_to: u64) -> bool {
+    fn insert_member(
+        &mut self,
+        id: ConnId,
+        queue: Rc<ClientQueue>,
+        wire: Wire,
+        has_up_to: u64,
+    ) -> bool {
         if self.index.contains_key(&id) {
             return false;
         }
@@ -82,6 +93,7 @@ impl Members {
         self.list.push(Member {
             id,
             queue,
+            wire,
             has_up_to: Cell::new(has_up_to),
         });
         true
@@ -103,18 +115,27 @@ impl Members {
         self.list.is_empty()
     }
 
-    /// Pushes a refcount clone of `frame` to every member's queue (of a
-    /// stored message, `seq`: to every member that does not have it yet;
-    /// held for one catching up, at most `max_held`).
-    pub fn fanout(
-        &self,
-        frame: &Bytes,
-        arrived: Instant,
-        seq: Option<u64>,
-        max_held: usize,
-    ) -> Fanout {
+    /// Pushes a refcount clone of the payload's frame in each member's
+    /// dialect to every member's queue (framed once per dialect present, on
+    /// first need; of a stored message, `seq`: to every member that does not
+    /// have it yet; held for one catching up, at most `max_held`). A dialect
+    /// without a frame for the event (e.g. typing in the demo's) is skipped.
+    pub fn fanout(&self, payload: &Payload, arrived: Instant, max_held: usize) -> Fanout {
         let mut out = Fanout::default();
+        let seq = match payload {
+            Payload::Event(event) => event.seq,
+            Payload::Frame(_) => None,
+        };
+        let mut frames: [Option<Option<Bytes>>; Wire::ALL.len()] = Default::default();
         for member in &self.list {
+            let frame = frames[member.wire.index()].get_or_insert_with(|| match payload {
+                Payload::Event(event) => encode::frame(event, member.wire),
+                Payload::Frame(frame) => Some(frame.clone()),
+            });
+            let Some(frame) = frame.as_ref() else {
+                continue;
+            };
+            out.frame_len = frame.len();
             let has_up_to = member.has_up_to.get();
             if let Some(seq) = seq.filter(|&seq| seq <= has_up_to) {
                 if has_up_to == CATCHING_UP {
@@ -164,23 +185,29 @@ impl LocalRooms {
         }
     }
 
-    pub fn join(&self, room: &RoomName, id: ConnId, queue: Rc<ClientQueue>) -> bool {
+    pub fn join(&self, room: &RoomName, id: ConnId, queue: Rc<ClientQueue>, wire: Wire) -> bool {
         self.rooms
             .borrow_mut()
             .entry(room.clone())
             .or_default()
-            .insert(id, queue)
+            .insert(id, queue, wire)
     }
 
     /// Joins a member whose catch-up from the store is on its way: until
     /// [`LocalRooms::caught_up`], stored messages are not pushed to it (the
     /// catch-up has them), other events are.
-    pub fn join_catching_up(&self, room: &RoomName, id: ConnId, queue: Rc<ClientQueue>) -> bool {
+    pub fn join_catching_up(
+        &self,
+        room: &RoomName,
+        id: ConnId,
+        queue: Rc<ClientQueue>,
+        wire: Wire,
+    ) -> bool {
         self.rooms
             .borrow_mut()
             .entry(room.clone())
             .or_default()
-            .insert_member(id, queue, CATCHING_UP)
+            .insert_member(id, queue, wire, CATCHING_UP)
     }
 
     /// The member's catch-up went out with everything up to `seq`: live
@@ -194,6 +221,7 @@ impl LocalRooms {
         let held = members.held.borrow_mut().remove(&id).unwrap_or_default();
         Some(CaughtUp {
             queue: member.queue.clone(),
+            wire: member.wire,
             held: held
                 .frames
                 .into_iter()
@@ -233,8 +261,8 @@ impl LocalRooms {
             .is_some_and(|m| m.index.contains_key(&id))
     }
 
-    pub fn add_native(&self, id: ConnId, queue: Rc<ClientQueue>) {
-        self.native.borrow_mut().insert(id, queue);
+    pub fn add_native(&self, id: ConnId, queue: Rc<ClientQueue>, wire: Wire) {
+        self.native.borrow_mut().insert(id, queue, wire);
     }
 
     pub fn remove_native(&self, id: ConnId) {
@@ -242,7 +270,7 @@ impl LocalRooms {
     }
 
     pub fn add_relay(&self, id: ConnId, queue: Rc<ClientQueue>) {
-        self.relay.borrow_mut().insert(id, queue);
+        self.relay.borrow_mut().insert(id, queue, Wire::ChatApi);
     }
 
     pub fn remove_relay(&self, id: ConnId) {
@@ -275,15 +303,7 @@ impl LocalRooms {
         if members.is_empty() {
             return Fanout::default();
         }
-        let (frame, seq) = match payload {
-            Payload::Event(event) => (encode::chat_api(event), event.seq),
-            Payload::Frame(frame) => (frame.clone(), None),
-        };
-        let out = members.fanout(&frame, arrived, seq, self.max_held);
-        Fanout {
-            frame_len: frame.len(),
-            ..out
-        }
+        members.fanout(payload, arrived, self.max_held)
     }
 
     pub fn room_count(&self) -> usize {
@@ -304,21 +324,30 @@ mod tests {
         }))
     }
 
+    /// A stored chat with `seq` and body `body`, as a payload.
+    fn stored(seq: u64, body: &str) -> Payload {
+        let room = RoomName::parse("r", 64).unwrap();
+        let sender = crate::protocol::ClientId::parse("u", 64).unwrap();
+        let mut e = crate::model::Event::chat(Topic::Room(room), sender, body);
+        e.seq = Some(seq);
+        Payload::Event(std::sync::Arc::new(e))
+    }
+
+    fn frame(bytes: &'static [u8]) -> Payload {
+        Payload::Frame(Bytes::from_static(bytes))
+    }
+
     #[test]
     fn remove_keeps_the_index_dense() {
         let mut m = Members::default();
         let qs: Vec<_> = (0..4).map(|_| queue()).collect();
         for (i, q) in qs.iter().enumerate() {
-            assert!(m.insert(ConnId(i as u64), q.clone()));
+            assert!(m.insert(ConnId(i as u64), q.clone(), Wire::ChatApi));
         }
-        assert!(!m.insert(ConnId(0), qs[0].clone()));
+        assert!(!m.insert(ConnId(0), qs[0].clone(), Wire::ChatApi));
         assert!(m.remove(ConnId(1)));
         assert!(!m.remove(ConnId(1)));
-        assert_eq!(
-            m.fanout(&Bytes::from_static(b"x"), Instant::now(), None, 0)
-                .delivered,
-            3
-        );
+        assert_eq!(m.fanout(&frame(b"x"), Instant::now(), 0).delivered, 3);
         assert!(m.remove(ConnId(3)));
         assert!(m.remove(ConnId(0)));
         assert!(m.remove(ConnId(2)));
@@ -331,8 +360,8 @@ mod tests {
     fn fanout_skips_a_queue_over_its_byte_bound() {
         let rooms = LocalRooms::default();
         let room = RoomName::parse("r", 64).unwrap();
-        rooms.join(&room, ConnId(1), queue());
-        let (frame, now) = (Payload::Frame(Bytes::from_static(b"x")), Instant::now());
+        rooms.join(&room, ConnId(1), queue(), Wire::ChatApi);
+        let (frame, now) = (frame(b"x"), Instant::now());
         let topic = Topic::Room(room.clone());
         assert_eq!(rooms.fanout(&topic, &frame, now).delivered, 1);
         assert_eq!(rooms.fanout(&topic, &frame, now).sample_depth, Some(2));
@@ -340,6 +369,53 @@ mod tests {
         assert_eq!((skipped.delivered, skipped.sample_depth), (0, None));
         assert!(rooms.leave(&room, ConnId(1)));
         assert_eq!(rooms.room_count(), 0);
+    }
+
+    #[test]
+    fn each_dialect_gets_its_own_frame_and_one_without_one_is_skipped() {
+        let rooms = LocalRooms::default();
+        let room = RoomName::parse("r", 64).unwrap();
+        let big = || {
+            Rc::new(ClientQueue::new(Limits {
+                max_messages: 16,
+                max_bytes: 1 << 20,
+                slow_timeout: std::time::Duration::from_secs(5),
+            }))
+        };
+        let (native, demo) = (big(), big());
+        rooms.join(&room, ConnId(1), native.clone(), Wire::ChatApi);
+        rooms.join(&room, ConnId(2), demo.clone(), Wire::Demo);
+        let topic = Topic::Room(room.clone());
+        let out = rooms.fanout(&topic, &stored(1, "hello"), Instant::now());
+        assert_eq!(out.delivered, 2);
+        let sender = crate::protocol::ClientId::parse("u", 64).unwrap();
+        let typing = Payload::Event(std::sync::Arc::new(crate::model::Event::typing(
+            room, sender,
+        )));
+        assert_eq!(
+            rooms.fanout(&topic, &typing, Instant::now()).delivered,
+            1,
+            "no typing in the demo"
+        );
+        let text = |q: &ClientQueue| {
+            let mut frames = std::collections::VecDeque::new();
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            let _ = q.poll_drain(&mut cx, &mut frames);
+            frames
+                .iter()
+                .map(|f| String::from_utf8_lossy(f).into_owned())
+                .collect::<Vec<_>>()
+        };
+        let (n, d) = (text(&native), text(&demo));
+        assert!(
+            n[0].contains(r#""type":"chat""#) && n[1].contains(r#""type":"typing""#),
+            "{n:?}"
+        );
+        assert_eq!(d.len(), 1);
+        assert!(
+            d[0].contains(r#""type":"channelMessage""#) && d[0].contains(r#""Message":"hello""#),
+            "{d:?}"
+        );
     }
 
     #[test]
@@ -351,48 +427,36 @@ mod tests {
             max_bytes: 1 << 20,
             slow_timeout: std::time::Duration::from_secs(5),
         }));
-        rooms.join_catching_up(&room, ConnId(1), q.clone());
+        rooms.join_catching_up(&room, ConnId(1), q.clone(), Wire::ChatApi);
         let members = rooms.rooms.borrow();
         let m = members.get("r").unwrap();
         let now = Instant::now();
         for (seq, body) in [(4, "four"), (6, "six")] {
-            let f = Bytes::from_static(body.as_bytes());
-            assert_eq!(m.fanout(&f, now, Some(seq), 2).delivered, 0, "held");
+            assert_eq!(m.fanout(&stored(seq, body), now, 2).delivered, 0, "held");
         }
         // Not stored (presence): pushed at once.
-        assert_eq!(
-            m.fanout(&Bytes::from_static(b"p"), now, None, 2).delivered,
-            1
-        );
+        assert_eq!(m.fanout(&frame(b"p"), now, 2).delivered, 1);
         drop(members);
         let caught = rooms.caught_up(&room, ConnId(1), 5).unwrap();
-        let held: Vec<_> = caught.held.iter().map(|(f, _)| &f[..]).collect();
         assert_eq!(
-            held,
-            [&b"six"[..]],
+            caught.held.len(),
+            1,
             "4 was in the catch-up; 6 comes after it"
         );
+        assert!(String::from_utf8_lossy(&caught.held[0].0).contains("six"));
         assert!(!caught.overflowed);
         // From now on, live: after 5 pushed, up to 5 skipped.
         let members = rooms.rooms.borrow();
         let m = members.get("r").unwrap();
-        assert_eq!(
-            m.fanout(&Bytes::from_static(b"x"), now, Some(5), 2)
-                .delivered,
-            0
-        );
-        assert_eq!(
-            m.fanout(&Bytes::from_static(b"x"), now, Some(7), 2)
-                .delivered,
-            1
-        );
+        assert_eq!(m.fanout(&stored(5, "x"), now, 2).delivered, 0);
+        assert_eq!(m.fanout(&stored(7, "x"), now, 2).delivered, 1);
     }
 
     #[test]
     fn holding_more_than_the_bound_marks_the_catch_up_incomplete() {
         let rooms = LocalRooms::new(1);
         let room = RoomName::parse("r", 64).unwrap();
-        rooms.join_catching_up(&room, ConnId(1), queue());
+        rooms.join_catching_up(&room, ConnId(1), queue(), Wire::ChatApi);
         let topic = Topic::Room(room.clone());
         for seq in [1, 2] {
             let mut e = crate::model::Event::chat(

@@ -108,6 +108,7 @@ impl StoredRow {
             topic: Topic::Room(room.clone()),
             seq: Some(self.seq as u64),
             sender: ClientId::parse(&self.sender, max_name).map_err(|e| corrupt(e.to_string()))?,
+            to: None,
             kind: crate::model::EventKind::from_stored(&self.kind),
             body: self.body.into(),
             ts: std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.ts_ms.max(0) as u64),

@@ -8,6 +8,7 @@ mod accounts_nodes;
 mod auth;
 mod bursts;
 mod common;
+mod demo;
 mod handshake;
 mod http;
 mod lifecycle;
