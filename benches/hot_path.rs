@@ -164,6 +164,25 @@ fn frame_once(c: &mut Criterion) {
 }
 
 fn fanout(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fan-out");
+    fanout_room(&mut g, "one event framed once, to 10k queues", |_| Wire::ChatApi);
+    // Every other member speaks the demo dialect: the event is framed once
+    // per dialect (twice), still never per recipient.
+    fanout_room(&mut g, "mixed room: half demo, framed once per dialect", |i| {
+        if i % 2 == 0 {
+            Wire::ChatApi
+        } else {
+            Wire::Demo
+        }
+    });
+    g.finish();
+}
+
+fn fanout_room(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    wire_of: impl Fn(usize) -> Wire,
+) {
     const MEMBERS: usize = 10_000;
     let rooms = LocalRooms::default();
     let room = RoomName::parse("big", 64).unwrap();
@@ -176,7 +195,7 @@ fn fanout(c: &mut Criterion) {
         .map(|_| Rc::new(ClientQueue::new(limits)))
         .collect();
     for (i, q) in queues.iter().enumerate() {
-        rooms.join(&room, ConnId(i as u64), q.clone(), Wire::ChatApi);
+        rooms.join(&room, ConnId(i as u64), q.clone(), wire_of(i));
     }
     let topic = Topic::Room(room);
     // An event: the fan-out frames it once (chat-api), then pushes 10k clones.
@@ -185,9 +204,8 @@ fn fanout(c: &mut Criterion) {
     let payload = Payload::Event(std::sync::Arc::new(event));
     let waker = std::task::Waker::noop();
     let mut cx = std::task::Context::from_waker(waker);
-    let mut g = c.benchmark_group("fan-out");
     g.throughput(Throughput::Elements(MEMBERS as u64));
-    g.bench_function("one event framed once, to 10k queues", |b| {
+    g.bench_function(name, |b| {
         b.iter(|| {
             let out = rooms.fanout(&topic, black_box(&payload), Instant::now());
             // Empty the queues again so they stay the same size between runs.
@@ -199,7 +217,6 @@ fn fanout(c: &mut Criterion) {
             out
         })
     });
-    g.finish();
 }
 
 fn queue(c: &mut Criterion) {
