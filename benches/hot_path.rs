@@ -165,16 +165,22 @@ fn frame_once(c: &mut Criterion) {
 
 fn fanout(c: &mut Criterion) {
     let mut g = c.benchmark_group("fan-out");
-    fanout_room(&mut g, "one event framed once, to 10k queues", |_| Wire::ChatApi);
+    fanout_room(&mut g, "one event framed once, to 10k queues", |_| {
+        Wire::ChatApi
+    });
     // Every other member speaks the demo dialect: the event is framed once
     // per dialect (twice), still never per recipient.
-    fanout_room(&mut g, "mixed room: half demo, framed once per dialect", |i| {
-        if i % 2 == 0 {
-            Wire::ChatApi
-        } else {
-            Wire::Demo
-        }
-    });
+    fanout_room(
+        &mut g,
+        "mixed room: half demo, framed once per dialect",
+        |i| {
+            if i % 2 == 0 {
+                Wire::ChatApi
+            } else {
+                Wire::Demo
+            }
+        },
+    );
     g.finish();
 }
 

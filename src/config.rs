@@ -40,6 +40,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub presence: PresenceConfig,
     pub demo: DemoConfig,
+    pub fastchat: FastChatConfig,
     /// `CHATD_*` environment variables that were not read as config (no
     /// `__` in the name, e.g. `CHATD_BIN` of a script): logged as a warning
     /// at start, never an error.
@@ -142,18 +143,22 @@ pub enum Wire {
     /// The native JSON protocol.
     #[serde(rename = "chat-api")]
     ChatApi,
+    /// FastChat's protocol.
+    #[serde(rename = "fastchat")]
+    FastChat,
     /// redis-chat-demo's protocol.
     #[serde(rename = "redis-chat-demo")]
     Demo,
 }
 
 impl Wire {
-    pub const ALL: [Wire; 2] = [Wire::ChatApi, Wire::Demo];
+    pub const ALL: [Wire; 3] = [Wire::ChatApi, Wire::FastChat, Wire::Demo];
 
     /// Its name in config and in `Sec-WebSocket-Protocol`.
     pub fn name(self) -> &'static str {
         match self {
             Wire::ChatApi => "chat-api",
+            Wire::FastChat => "fastchat",
             Wire::Demo => "redis-chat-demo",
         }
     }
@@ -165,6 +170,36 @@ impl Wire {
     /// A small index (per-dialect tables).
     pub fn index(self) -> usize {
         self as usize
+    }
+}
+
+/// The FastChat dialect.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct FastChatConfig {
+    /// `Origin`s allowed to open a FastChat connection (403 otherwise);
+    /// empty (the default) allows all, with a warning at start.
+    pub allowed_origins: Vec<String>,
+    pub rate_limit: FastChatRates,
+}
+
+/// FastChat's per-user limits (the spec's numbers), across the user's
+/// FastChat connections on a node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FastChatRates {
+    /// Default 60.
+    pub messages_per_minute: u32,
+    /// Default 10.
+    pub typing_per_minute: u32,
+}
+
+impl Default for FastChatRates {
+    fn default() -> Self {
+        FastChatRates {
+            messages_per_minute: 60,
+            typing_per_minute: 10,
+        }
     }
 }
 
@@ -423,8 +458,8 @@ pub struct ServerConfig {
     /// is answered `503` before the upgrade. 0: no limit. Default 0.
     pub max_connections: usize,
     /// What a bare `/ws` speaks when the client names no
-    /// `Sec-WebSocket-Protocol`: `chat-api` (default) or `redis-chat-demo`,
-    /// so that an unchanged client of either works.
+    /// `Sec-WebSocket-Protocol`: `chat-api` (default), `fastchat` or
+    /// `redis-chat-demo`, so that an unchanged client of any works.
     pub default_protocol: Wire,
     pub tls: TlsConfig,
 }

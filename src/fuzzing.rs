@@ -122,3 +122,12 @@ pub fn api(data: &[u8]) {
 pub fn demo(data: &[u8]) {
     let _ = protocol::demo::parse(data, 32);
 }
+
+/// The FastChat dialect's message parser (and its tag stripping).
+pub fn fastchat(data: &[u8]) {
+    let _ = protocol::fastchat::parse(data, 32);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let stripped = protocol::fastchat::strip_tags(text);
+        assert!(!stripped.to_ascii_lowercase().contains("<script"));
+    }
+}

@@ -195,6 +195,11 @@ pub fn start(config: Config) -> Result<Server, StartError> {
             Some(store.map_err(|e| StartError::Store(key, e))?)
         }
     };
+    if config.fastchat.allowed_origins.is_empty() {
+        tracing::warn!(
+            "fastchat.allowed_origins is empty: a FastChat connection is accepted from any Origin"
+        );
+    }
     let mut auth_config = config.auth.clone();
     if auth_config.jwt_secret.is_empty() {
         // Auth off and no secret: logins still get tokens, signed with a key

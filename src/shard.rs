@@ -25,6 +25,13 @@ use crate::ws::frame::{self, OpCode};
 /// for requests, this one for delivery).
 pub const MESSAGE_FAILED_CODE: u16 = 200;
 
+/// FastChat's `MSG_ACK`.
+#[derive(serde::Serialize)]
+struct FastChatAck<'a> {
+    message_id: &'a str,
+    status: &'a str,
+}
+
 /// What the heartbeat needs of a connection.
 pub struct ConnState {
     pub id: ConnId,
@@ -35,9 +42,51 @@ pub struct ConnState {
     client: RefCell<Option<ClientId>>,
     /// Its dialect: replies the shard makes (acks, failures) are framed in it.
     wire: Cell<Wire>,
+    /// Conversations another user opened with this one, for its handler to
+    /// join (dialects whose clients never ask to join: FastChat). Boxed and
+    /// made on first use, so idle connections pay one pointer.
+    grants: RefCell<Option<Box<Grants>>>,
+}
+
+/// A conversation opened with a connection's user by someone else.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub room: RoomName,
+    /// Who opened it.
+    pub from: ClientId,
+    /// Their display name.
+    pub name: String,
+}
+
+#[derive(Default)]
+struct Grants {
+    queued: std::collections::VecDeque<Grant>,
+    waker: Option<std::task::Waker>,
 }
 
 impl ConnState {
+    /// The next grant for this connection's handler.
+    pub fn poll_grant(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Grant> {
+        let mut grants = self.grants.borrow_mut();
+        let grants = grants.get_or_insert_with(Box::default);
+        match grants.queued.pop_front() {
+            Some(grant) => std::task::Poll::Ready(grant),
+            None => {
+                grants.waker = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        }
+    }
+
+    fn grant(&self, grant: Grant) {
+        let mut grants = self.grants.borrow_mut();
+        let grants = grants.get_or_insert_with(Box::default);
+        grants.queued.push_back(grant);
+        if let Some(waker) = grants.waker.take() {
+            waker.wake();
+        }
+    }
+
     pub fn set_client(&self, client: ClientId, wire: Wire) {
         *self.client.borrow_mut() = Some(client);
         self.wire.set(wire);
@@ -89,6 +138,7 @@ impl Shard {
             last_seen: Cell::new(Instant::now()),
             client: RefCell::new(None),
             wire: Cell::new(Wire::ChatApi),
+            grants: RefCell::new(None),
         });
         if self.node.shutdown.phase() != Phase::Running {
             state.queue.halt();
@@ -112,6 +162,10 @@ impl Shard {
                 payload: Payload::Event(event),
                 ..
             } if event.kind == EventKind::Revoke => self.revoke(&room, &event.sender),
+            ShardMsg::Deliver {
+                payload: Payload::Event(event),
+                ..
+            } if event.kind == EventKind::Grant => self.grant(&event),
             ShardMsg::Deliver {
                 topic,
                 payload,
@@ -151,10 +205,41 @@ impl Shard {
         }
     }
 
+    /// A conversation was opened with `event.to`: their connections here
+    /// whose dialect joins on its own (FastChat) are told.
+    fn grant(&self, event: &crate::model::Event) {
+        let Some(user) = &event.to else { return };
+        let max = self.node.config.limits.max_name_length;
+        let (room, name) = event.body.split_once('\n').unwrap_or((&event.body, ""));
+        let Ok(room) = RoomName::parse(room, max) else {
+            return;
+        };
+        for conn in self.conns.borrow().values() {
+            if conn.wire.get() == Wire::FastChat && conn.is_client(user) {
+                conn.grant(Grant {
+                    room: room.clone(),
+                    from: event.sender.clone(),
+                    name: name.to_owned(),
+                });
+            }
+        }
+    }
+
     /// Tells a sender (if still connected) that its accepted message was
     /// lost on the bus or by the store: `MESSAGE_FAILED` with its
     /// `client_msg_id`.
     fn publish_failed(&self, origin: Origin) {
+        if self.wire_of(ConnId(origin.conn)) == Some(Wire::FastChat) {
+            let text = protocol::fastchat::error(
+                "MESSAGE_FAILED",
+                "the message could not be stored or delivered",
+                None,
+            );
+            return self.reply(
+                ConnId(origin.conn),
+                crate::ws::Outgoing::from_payload(text.as_bytes()),
+            );
+        }
         if self.wire_of(ConnId(origin.conn)) == Some(Wire::Demo) {
             let text = protocol::demo::error(
                 MESSAGE_FAILED_CODE,
@@ -182,9 +267,26 @@ impl Shard {
     /// `{"type":"ack","room":R,"data":{"client_msg_id","id","seq"}}` to the
     /// sender of a stored message, if still connected.
     fn acked(&self, ack: Ack) {
-        // The demo dialect has no acks: its sender sees its own message.
-        if self.wire_of(ConnId(ack.origin.conn)) == Some(Wire::Demo) {
-            return;
+        match self.wire_of(ConnId(ack.origin.conn)) {
+            // The demo dialect has no acks: its sender sees its own message.
+            Some(Wire::Demo) | None => return,
+            Some(Wire::FastChat) => {
+                let mut id = uuid::Uuid::encode_buffer();
+                let message_id = match &ack.origin.client_msg_id {
+                    Some(own) => own.as_str(),
+                    None => ack.id.hyphenated().encode_lower(&mut id),
+                };
+                let data = FastChatAck {
+                    message_id,
+                    status: "delivered",
+                };
+                let text = protocol::fastchat::message("MSG_ACK", &data);
+                return self.reply(
+                    ConnId(ack.origin.conn),
+                    crate::ws::Outgoing::from_payload(text.as_bytes()),
+                );
+            }
+            Some(Wire::ChatApi) => {}
         }
         let header = Header {
             kind: Kind::Ack,

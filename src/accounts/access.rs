@@ -16,11 +16,15 @@ pub enum RoomKind<'a> {
     Private(&'a str),
     /// A user's notification channel: the user's id.
     Personal(&'a str),
+    /// The server's own (e.g. FastChat's presence lobby): no client joins
+    /// it by name.
+    Internal,
 }
 
 pub const GROUP_PREFIX: &str = "group:";
 pub const DM_PREFIX: &str = crate::rooms::encode::DM_PREFIX;
 pub const USER_PREFIX: &str = "user:";
+pub const INTERNAL_PREFIX: &str = "fastchat:";
 
 pub fn kind(room: &RoomName) -> RoomKind<'_> {
     let name = room.as_str();
@@ -28,6 +32,8 @@ pub fn kind(room: &RoomName) -> RoomKind<'_> {
         RoomKind::Private(name)
     } else if let Some(user) = name.strip_prefix(USER_PREFIX) {
         RoomKind::Personal(user)
+    } else if name.starts_with(INTERNAL_PREFIX) {
+        RoomKind::Internal
     } else {
         RoomKind::Public
     }
@@ -45,6 +51,7 @@ impl Accounts {
     pub async fn may_use(&self, identity: &Identity, room: &RoomName) -> Result<(), AccountError> {
         match kind(room) {
             RoomKind::Public => Ok(()),
+            RoomKind::Internal => Err(AccountError::Forbidden),
             RoomKind::Personal(owner) => match identity.user() {
                 Some(u) if u.id == owner => Ok(()),
                 _ => Err(AccountError::Forbidden),

@@ -19,6 +19,7 @@ use crate::config::Wire;
 use crate::model::{Event, Topic};
 use crate::node::Node;
 use crate::protocol::{ClientId, RoomName};
+use crate::rooms::{client_key, Voice};
 use crate::shard::{ConnState, Shard};
 use crate::store::{Busy, StoreError, StoreHandle};
 use tokio::sync::oneshot;
@@ -110,6 +111,9 @@ pub struct Session {
     client: ClientId,
     /// The dialect the connection speaks (its frames in every room).
     wire: Wire,
+    /// Its own per-user limits (chats, typing per minute; 0: none), if not
+    /// `limits.rate`'s.
+    rates: Option<(u32, u32)>,
     /// The room from the URL: the target of a chat that names no room.
     url_room: Option<RoomName>,
     /// Rooms joined, in join order (at most `max_rooms_per_connection`).
@@ -127,6 +131,7 @@ impl Session {
             identity,
             client,
             wire,
+            rates: None,
             url_room,
             rooms: Vec::new(),
         }
@@ -145,11 +150,33 @@ impl Session {
     pub fn open(&self, shard: &Shard, conn: &ConnState) -> Option<RoomName> {
         shard
             .rooms
-            .add_native(conn.id, conn.queue.clone(), self.wire);
+            .add_native(conn.id, conn.queue.clone(), self.voice());
         conn.set_client(self.client.clone(), self.wire);
         let user = self.identity.user()?;
         shard.node.accounts.online.connected(&user.id);
         access::personal_room(&user.id, shard.node.config.limits.max_name_length)
+    }
+
+    /// Sets the per-user limits (chats, typing per minute; 0: none), which
+    /// otherwise are `limits.rate`'s.
+    pub fn with_rates(mut self, messages: u32, typing: u32) -> Session {
+        self.rates = Some((messages, typing));
+        self
+    }
+
+    fn rate(&self, node: &Node, action: Action) -> Result<(), ChatError> {
+        let r = &node.config.limits.rate;
+        let (messages, typing) = self
+            .rates
+            .unwrap_or((r.messages_per_minute, r.typing_per_minute));
+        let per_minute = match action {
+            Action::Message => messages,
+            Action::Typing => typing,
+        };
+        node.accounts
+            .rate
+            .take(self.client.as_str(), action, per_minute, Instant::now())
+            .map_err(ChatError::RateLimited)
     }
 
     /// The connection signs in or out (dialects whose sign-in happens on the
@@ -177,6 +204,19 @@ impl Session {
         conn.set_client(self.client.clone(), self.wire);
     }
 
+    /// How this connection hears rooms: FastChat does not echo a sender's
+    /// own chats and typing.
+    fn voice(&self) -> Voice {
+        let own = match self.wire {
+            Wire::FastChat => client_key(&self.client),
+            _ => 0,
+        };
+        Voice {
+            wire: self.wire,
+            own,
+        }
+    }
+
     /// Whether the connection is in `room` (and was not removed from it).
     pub fn is_in(&self, shard: &Shard, conn: &ConnState, room: &RoomName) -> bool {
         self.rooms.contains(room) && shard.rooms.is_member(room, conn.id)
@@ -192,6 +232,7 @@ impl Session {
                 Some(u) if u.id == owner => Ok(()),
                 _ => Err(ChatError::Forbidden(room.clone())),
             }),
+            RoomKind::Internal => Some(Err(ChatError::Forbidden(room.clone()))),
             RoomKind::Private(_) if self.identity.user().is_none() => {
                 Some(Err(ChatError::Forbidden(room.clone())))
             }
@@ -263,19 +304,19 @@ impl Session {
             (None, _) => {
                 shard
                     .rooms
-                    .join(&room, conn.id, conn.queue.clone(), self.wire);
+                    .join(&room, conn.id, conn.queue.clone(), self.voice());
                 Joined::Now
             }
             (Some(_), None) => {
                 shard
                     .rooms
-                    .join(&room, conn.id, conn.queue.clone(), self.wire);
+                    .join(&room, conn.id, conn.queue.clone(), self.voice());
                 Joined::NoStore
             }
             (Some(since), Some(store)) => {
                 shard
                     .rooms
-                    .join_catching_up(&room, conn.id, conn.queue.clone(), self.wire);
+                    .join_catching_up(&room, conn.id, conn.queue.clone(), self.voice());
                 match store.recover(room.clone(), since, shard.index, conn.id.0) {
                     Ok(()) => Joined::Recovering,
                     Err(Busy) => {
@@ -332,16 +373,7 @@ impl Session {
             Some(room) => Topic::Room(room),
             None => Topic::Global,
         };
-        let node = &shard.node;
-        node.accounts
-            .rate
-            .take(
-                self.client.as_str(),
-                Action::Message,
-                node.config.limits.rate.messages_per_minute,
-                Instant::now(),
-            )
-            .map_err(ChatError::RateLimited)?;
+        self.rate(&shard.node, Action::Message)?;
         let mut event = Event::chat(topic.clone(), self.client.clone(), body);
         event.to = to;
         let origin = Origin {
@@ -386,25 +418,22 @@ impl Session {
         shard: &Shard,
         conn: &ConnState,
         room: RoomName,
+        typing: bool,
     ) -> Result<(), ChatError> {
         self.forget_revoked(shard, conn);
         if !self.rooms.contains(&room) {
             return Err(ChatError::NotMember(room));
         }
         let node = &shard.node;
-        node.accounts
-            .rate
-            .take(
-                self.client.as_str(),
-                Action::Typing,
-                node.config.limits.rate.typing_per_minute,
-                Instant::now(),
-            )
-            .map_err(ChatError::RateLimited)?;
+        self.rate(node, Action::Typing)?;
         let topic = Topic::Room(room.clone());
+        let mut event = Event::typing(room, self.client.clone());
+        if !typing {
+            event.body = crate::protocol::fastchat::STOPPED.into();
+        }
         let publish = Publish {
             topic: &topic,
-            payload: Payload::Event(Arc::new(Event::typing(room, self.client.clone()))),
+            payload: Payload::Event(Arc::new(event)),
             origin: None,
         };
         node.broker

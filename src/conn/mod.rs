@@ -7,6 +7,7 @@
 //! `relay.rs` (verbatim relay).
 
 pub mod demo;
+pub mod fastchat;
 pub mod hold;
 pub mod native;
 pub mod relay;
@@ -72,6 +73,9 @@ pub type Deferred<T> = std::pin::Pin<Box<dyn Future<Output = T>>>;
 pub trait Handler {
     /// What a [`Deferred`] step of this handler gives back.
     type Resume;
+    /// Whether it takes grants ([`Handler::on_grant`]); only those
+    /// connections wait for them (and pay for the waiting).
+    const GRANTS: bool = false;
     fn on_open(&mut self, conn: &Conn);
     /// A complete text (already UTF-8 checked) or binary message; `Some`
     /// when the message needs a deferred step (messages after it wait).
@@ -83,6 +87,9 @@ pub trait Handler {
     ) -> Option<Deferred<Self::Resume>>;
     /// The deferred step of the last message finished.
     fn on_resume(&mut self, _conn: &Conn, _resume: Self::Resume) {}
+    /// Another user opened a conversation with this connection's user (only
+    /// dialects whose clients never ask to join get these).
+    fn on_grant(&mut self, _conn: &Conn, _grant: crate::shard::Grant) {}
     /// The connection is going: leave every room. Runs once.
     fn on_close(&mut self, conn: &Conn);
 }
@@ -286,6 +293,10 @@ async fn read_loop<R: ReadSource, H: Handler>(
         let next = tokio::select! {
             biased;
             stop = poll_fn(|cx| queue.poll_stop(cx)) => return stop.into(),
+            grant = poll_fn(|cx| conn.state.poll_grant(cx)), if H::GRANTS => {
+                handler.on_grant(conn, grant);
+                continue;
+            }
             next = reader.next() => next,
         };
         conn.state.touch();

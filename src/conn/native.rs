@@ -232,8 +232,10 @@ pub struct HistoryData {
 
 /// One stored event as the JSON value of its live envelope.
 pub fn envelope_value(event: &crate::model::Event) -> sonic_rs::Value {
-    let json = crate::rooms::encode::chat_api_json(event);
-    sonic_rs::from_slice(json.payload()).expect("an envelope is JSON")
+    match crate::rooms::encode::chat_api_json(event) {
+        Some(json) => sonic_rs::from_slice(json.payload()).expect("an envelope is JSON"),
+        None => sonic_rs::Value::new(),
+    }
 }
 
 impl Handler for Native {
@@ -321,7 +323,7 @@ impl Handler for Native {
                 Err(e) => self.refused(conn, &e, None),
             },
             Ok(Command::Typing(room)) => {
-                if let Err(e) = self.session.typing(&conn.shard, &conn.state, room) {
+                if let Err(e) = self.session.typing(&conn.shard, &conn.state, room, true) {
                     self.refused(conn, &e, None);
                 }
             }

@@ -30,6 +30,7 @@ use std::time::Instant;
 use crate::accounts::Identity;
 use crate::config::Wire;
 use crate::conn::demo::Demo;
+use crate::conn::fastchat::FastChat;
 use crate::conn::native::{envelope_value, Native, Start};
 use crate::conn::{self, relay::Relay, ConnLimits};
 use crate::metrics::RejectReason;
@@ -140,6 +141,8 @@ pub(crate) enum Route<'a> {
     },
     /// The redis-chat-demo dialect.
     Demo,
+    /// The FastChat dialect.
+    FastChat,
     /// The rest of `/api/chat-api/...` (`api.rs`).
     Api {
         rest: &'a str,
@@ -156,6 +159,7 @@ pub(crate) fn route(path: &str) -> Route<'_> {
         "/readyz" => return Route::Ready,
         "/relay" => return Route::Relay,
         "/demo/ws" | "/demo/ws/" => return Route::Demo,
+        "/fastchat/ws" | "/fastchat/ws/" => return Route::FastChat,
         _ => {}
     }
     if let Some(rest) = path.strip_prefix("/api/chat-api/rooms/") {
@@ -282,6 +286,7 @@ async fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> 
             };
             upgrade(&mut req, shard.clone(), limits, None, Relay)
         }
+        Route::FastChat => fastchat_upgrade(&mut req, shard.clone(), query.as_deref(), None).await,
         Route::Demo => {
             // With auth on, this upgrade needs a token like any other.
             if let Err(e) = identify(&req, node, query.as_deref()).await {
@@ -295,6 +300,9 @@ async fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> 
             let chosen = offered.iter().find_map(|p| Wire::from_name(p));
             let wire = chosen.unwrap_or(node.config.server.default_protocol);
             let echo = chosen.map(Wire::name);
+            if wire == Wire::FastChat {
+                return fastchat_upgrade(&mut req, shard.clone(), query.as_deref(), echo).await;
+            }
             if wire == Wire::Demo {
                 if let Err(e) = identify(&req, node, query.as_deref()).await {
                     return api::refusal(&e);
@@ -521,6 +529,34 @@ fn chat_limits(node: &Node) -> ConnLimits {
             slow_timeout: l.slow_consumer_timeout,
         },
     }
+}
+
+/// Upgrades to the FastChat dialect: its origin check (403 before the
+/// upgrade), the token with `auth.enabled`, then the handler.
+async fn fastchat_upgrade(
+    req: &mut Request<Incoming>,
+    shard: Rc<Shard>,
+    query: Option<&str>,
+    echo: Option<&'static str>,
+) -> Response<Body> {
+    let node = shard.node.clone();
+    let allowed = &node.config.fastchat.allowed_origins;
+    if !allowed.is_empty() {
+        let origin = req
+            .headers()
+            .get(hyper::header::ORIGIN)
+            .and_then(|o| o.to_str().ok())
+            .unwrap_or("");
+        if !allowed.iter().any(|a| a == origin) {
+            return error(StatusCode::FORBIDDEN, "origin not allowed");
+        }
+    }
+    let identity = match identify(req, &node, query).await {
+        Ok(identity) => identity,
+        Err(e) => return api::refusal(&e),
+    };
+    let limits = chat_limits(&node);
+    upgrade(req, shard, limits, echo, FastChat::new(&node, identity))
 }
 
 /// Upgrades to the redis-chat-demo dialect (`echo`: the subprotocol to name

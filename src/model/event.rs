@@ -18,8 +18,16 @@ pub enum EventKind {
     /// A notification to one user (in their channel `user:<id>`); `body` is
     /// its JSON `data`. Stored like a chat.
     Notification,
-    /// The sender is typing in the room (ephemeral: never stored).
+    /// The sender is typing in the room (ephemeral: never stored); `body`
+    /// `stop` when they stopped.
     Typing,
+    /// Control, never sent to clients: the sender opened the conversation
+    /// named in `body` with `to`, whose connections that join on their own
+    /// (FastChat) are told (published in `to`'s channel).
+    Grant,
+    /// The online users (`body`: a JSON list), for dialects that are sent
+    /// the whole list on every change (FastChat's PRESENCE).
+    Roster,
     /// Control, never sent to clients: the sender (a user id) was removed
     /// from the room; every node drops that user's memberships in it at once.
     Revoke,
@@ -80,6 +88,27 @@ impl Event {
         Event::new(Topic::Room(room), sender, EventKind::Typing, "")
     }
 
+    /// `sender` (display name `name`) opened `conversation` with `to` (see
+    /// [`EventKind::Grant`]), published in `channel` (`to`'s). The body is
+    /// `conversation` and `name` on two lines.
+    pub fn grant(
+        channel: RoomName,
+        sender: ClientId,
+        to: ClientId,
+        conversation: &str,
+        name: &str,
+    ) -> Event {
+        let body = format!("{conversation}\n{name}");
+        let mut e = Event::new(Topic::Room(channel), sender, EventKind::Grant, &body);
+        e.to = Some(to);
+        e
+    }
+
+    /// The online users as a JSON list, for `room`'s members.
+    pub fn roster(room: RoomName, sender: ClientId, users: &str) -> Event {
+        Event::new(Topic::Room(room), sender, EventKind::Roster, users)
+    }
+
     /// `user` was removed from `room` (see [`EventKind::Revoke`]).
     pub fn revoke(room: RoomName, user: ClientId) -> Event {
         Event::new(Topic::Room(room), user, EventKind::Revoke, "")
@@ -121,6 +150,8 @@ impl Event {
             EventKind::Notification => KIND_NOTIFICATION,
             EventKind::Revoke => KIND_REVOKE,
             EventKind::Typing => KIND_TYPING,
+            EventKind::Grant => KIND_GRANT,
+            EventKind::Roster => KIND_ROSTER,
         });
         out.extend_from_slice(self.id.as_bytes());
         let ms = self.ts.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -153,6 +184,8 @@ impl Event {
             KIND_NOTIFICATION => EventKind::Notification,
             KIND_REVOKE => EventKind::Revoke,
             KIND_TYPING => EventKind::Typing,
+            KIND_GRANT => EventKind::Grant,
+            KIND_ROSTER => EventKind::Roster,
             _ => return Err(DecodeError::Invalid),
         };
         let id = Uuid::from_bytes(r.take(16)?.try_into().expect("16 bytes"));
@@ -201,6 +234,8 @@ const KIND_OFFLINE: u8 = 3;
 const KIND_NOTIFICATION: u8 = 4;
 const KIND_REVOKE: u8 = 5;
 const KIND_TYPING: u8 = 6;
+const KIND_GRANT: u8 = 7;
+const KIND_ROSTER: u8 = 8;
 const TOPIC_ROOM: u8 = 1;
 const TOPIC_GLOBAL: u8 = 2;
 const TOPIC_RELAY: u8 = 3;

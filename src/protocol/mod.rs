@@ -1,10 +1,12 @@
 //! The wire protocols' text: the native JSON protocol (chat-api: typed
-//! commands in, envelopes out) and the redis-chat-demo dialect (`demo.rs`).
+//! commands in, envelopes out) and the dialects: redis-chat-demo (`demo.rs`)
+//! and FastChat (`fastchat.rs`).
 
 pub mod command;
 pub mod demo;
 pub mod depth;
 pub mod envelope;
+pub mod fastchat;
 pub mod names;
 
 pub use command::{parse, Command, ParseLimits};

@@ -7,17 +7,18 @@ use bytes::Bytes;
 
 use crate::config::Wire;
 use crate::model::{Event, EventKind, Topic};
-use crate::protocol::demo;
 use crate::protocol::envelope::{
     encode_as, ChatData, Event as SystemEvent, PresenceData, Stamp, Status, SystemData,
 };
+use crate::protocol::{demo, fastchat};
 use crate::protocol::{Header, Kind};
 use crate::ws::{OpCode, Outgoing};
 
 /// `event` framed in `wire`'s dialect, if that dialect carries it.
 pub fn frame(event: &Event, wire: Wire) -> Option<Bytes> {
     match wire {
-        Wire::ChatApi => Some(chat_api(event)),
+        Wire::ChatApi => chat_api(event),
+        Wire::FastChat => fastchat_live(event),
         Wire::Demo => demo_live(event),
     }
 }
@@ -44,17 +45,51 @@ fn demo_live(event: &Event) -> Option<Bytes> {
     Some(Outgoing::from_payload(text.as_bytes()).into_frame(OpCode::Text))
 }
 
+/// An event as FastChat frames it: a chat as `MSG`, typing as `TYPING`,
+/// the roster as `PRESENCE`; nothing else.
+fn fastchat_live(event: &Event) -> Option<Bytes> {
+    let text = match event.kind {
+        EventKind::Chat => {
+            let mut id = uuid::Uuid::encode_buffer();
+            let at = humantime::format_rfc3339_seconds(event.ts).to_string();
+            let data = fastchat::Msg {
+                from: event.sender.as_str(),
+                to: event.to.as_ref().map_or("", |t| t.as_str()),
+                content: &event.body,
+                message_id: event.id.hyphenated().encode_lower(&mut id),
+                timestamp: &at,
+            };
+            fastchat::message("MSG", &data)
+        }
+        EventKind::Typing => {
+            let data = fastchat::Typing {
+                user_id: event.sender.as_str(),
+                is_typing: &*event.body != fastchat::STOPPED,
+            };
+            fastchat::message("TYPING", &data)
+        }
+        EventKind::Roster => {
+            let users: sonic_rs::Value = sonic_rs::from_str(&event.body).ok()?;
+            fastchat::message("PRESENCE", &fastchat::Presence { users })
+        }
+        _ => return None,
+    };
+    Some(Outgoing::from_payload(text.as_bytes()).into_frame(OpCode::Text))
+}
+
 /// The room-name prefix of direct conversations (see `accounts::access`;
 /// `rooms` sits below it).
 pub const DM_PREFIX: &str = "dm:";
 
-/// The chat-api envelope of `event`, framed: what every native member gets.
-pub fn chat_api(event: &Event) -> Bytes {
-    chat_api_json(event).into_frame(OpCode::Text)
+/// The chat-api envelope of `event`, framed: what every native member gets
+/// (`None` for what the protocol does not carry: other dialects' rosters,
+/// control events).
+pub fn chat_api(event: &Event) -> Option<Bytes> {
+    Some(chat_api_json(event)?.into_frame(OpCode::Text))
 }
 
 /// The same, unframed (history pages collect several).
-pub fn chat_api_json(event: &Event) -> Outgoing {
+pub fn chat_api_json(event: &Event) -> Option<Outgoing> {
     let room = match &event.topic {
         Topic::Room(room) => Some(room.as_str()),
         Topic::Global | Topic::Relay => None,
@@ -65,7 +100,8 @@ pub fn chat_api_json(event: &Event) -> Outgoing {
         at: event.ts,
         seq: event.seq,
     };
-    match event.kind {
+    Some(match event.kind {
+        EventKind::Grant | EventKind::Roster => return None,
         EventKind::Chat => {
             let header = Header {
                 kind: Kind::Chat,
@@ -123,7 +159,7 @@ pub fn chat_api_json(event: &Event) -> Outgoing {
             };
             encode_as(header, &data, stamp)
         }
-    }
+    })
 }
 
 #[cfg(test)]
@@ -139,7 +175,7 @@ mod tests {
             ClientId::parse("alice", 64).unwrap(),
             "hi",
         );
-        let frame = chat_api(&event);
+        let frame = chat_api(&event).unwrap();
         let start = frame.iter().position(|&b| b == b'{').unwrap();
         let text = std::str::from_utf8(&frame[start..]).unwrap();
         assert!(text.contains(&event.id.to_string()), "{text}");

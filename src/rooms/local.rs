@@ -11,13 +11,35 @@ use std::time::Instant;
 
 use super::encode;
 use crate::config::Wire;
-use crate::model::{Payload, Topic};
+use crate::model::{EventKind, Payload, Topic};
 use crate::protocol::RoomName;
 use crate::queue::{ClientQueue, PushError};
 
 /// A connection's id, unique in the process (shard index in the top bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
+
+/// How a member hears a room: its dialect, and (for a dialect that does not
+/// echo a sender's own messages) its client's key.
+#[derive(Debug, Clone, Copy)]
+pub struct Voice {
+    pub wire: Wire,
+    pub own: u64,
+}
+
+impl From<Wire> for Voice {
+    fn from(wire: Wire) -> Voice {
+        Voice { wire, own: 0 }
+    }
+}
+
+/// A client id's key for [`Voice::own`] (never 0).
+pub fn client_key(client: &crate::protocol::ClientId) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    client.as_str().hash(&mut h);
+    h.finish() | 1
+}
 
 /// A set of queues with O(1) insert and remove and a dense list to iterate.
 #[derive(Default)]
@@ -55,6 +77,9 @@ struct Member {
     queue: Rc<ClientQueue>,
     /// The dialect it speaks: its frame of each message is that dialect's.
     wire: Wire,
+    /// For a dialect that does not echo a sender's own chats and typing
+    /// back (FastChat): the key of its client ([`client_key`]); else 0.
+    own: u64,
     /// Stored messages (`seq`) up to this one are not pushed: the member
     /// got them from the store in its catch-up (`CATCHING_UP`: it is
     /// catching up now, so every stored message is in its catch-up).
@@ -75,15 +100,15 @@ pub struct Fanout {
 }
 
 impl Members {
-    pub fn insert(&mut self, id: ConnId, queue: Rc<ClientQueue>, wire: Wire) -> bool {
-        self.insert_member(id, queue, wire, 0)
+    pub fn insert(&mut self, id: ConnId, queue: Rc<ClientQueue>, voice: impl Into<Voice>) -> bool {
+        self.insert_member(id, queue, voice.into(), 0)
     }
 
     fn insert_member(
         &mut self,
         id: ConnId,
         queue: Rc<ClientQueue>,
-        wire: Wire,
+        voice: Voice,
         has_up_to: u64,
     ) -> bool {
         if self.index.contains_key(&id) {
@@ -93,7 +118,8 @@ impl Members {
         self.list.push(Member {
             id,
             queue,
-            wire,
+            wire: voice.wire,
+            own: voice.own,
             has_up_to: Cell::new(has_up_to),
         });
         true
@@ -127,7 +153,17 @@ impl Members {
             Payload::Frame(_) => None,
         };
         let mut frames: [Option<Option<Bytes>>; Wire::ALL.len()] = Default::default();
+        // Whose own chat or typing this is (for members that skip those).
+        let sender = match payload {
+            Payload::Event(e) if matches!(e.kind, EventKind::Chat | EventKind::Typing) => {
+                client_key(&e.sender)
+            }
+            _ => 0,
+        };
         for member in &self.list {
+            if member.own != 0 && member.own == sender {
+                continue;
+            }
             let frame = frames[member.wire.index()].get_or_insert_with(|| match payload {
                 Payload::Event(event) => encode::frame(event, member.wire),
                 Payload::Frame(frame) => Some(frame.clone()),
@@ -185,12 +221,18 @@ impl LocalRooms {
         }
     }
 
-    pub fn join(&self, room: &RoomName, id: ConnId, queue: Rc<ClientQueue>, wire: Wire) -> bool {
+    pub fn join(
+        &self,
+        room: &RoomName,
+        id: ConnId,
+        queue: Rc<ClientQueue>,
+        voice: impl Into<Voice>,
+    ) -> bool {
         self.rooms
             .borrow_mut()
             .entry(room.clone())
             .or_default()
-            .insert(id, queue, wire)
+            .insert(id, queue, voice)
     }
 
     /// Joins a member whose catch-up from the store is on its way: until
@@ -201,13 +243,13 @@ impl LocalRooms {
         room: &RoomName,
         id: ConnId,
         queue: Rc<ClientQueue>,
-        wire: Wire,
+        voice: impl Into<Voice>,
     ) -> bool {
         self.rooms
             .borrow_mut()
             .entry(room.clone())
             .or_default()
-            .insert_member(id, queue, wire, CATCHING_UP)
+            .insert_member(id, queue, voice.into(), CATCHING_UP)
     }
 
     /// The member's catch-up went out with everything up to `seq`: live
@@ -261,8 +303,8 @@ impl LocalRooms {
             .is_some_and(|m| m.index.contains_key(&id))
     }
 
-    pub fn add_native(&self, id: ConnId, queue: Rc<ClientQueue>, wire: Wire) {
-        self.native.borrow_mut().insert(id, queue, wire);
+    pub fn add_native(&self, id: ConnId, queue: Rc<ClientQueue>, voice: impl Into<Voice>) {
+        self.native.borrow_mut().insert(id, queue, voice);
     }
 
     pub fn remove_native(&self, id: ConnId) {

@@ -6,6 +6,6 @@ pub mod local;
 pub mod presence;
 pub mod registry;
 
-pub use local::{ConnId, Fanout, LocalRooms};
+pub use local::{client_key, ConnId, Fanout, LocalRooms, Voice};
 pub use presence::PresenceLimiter;
 pub use registry::{Registry, ShardMsg};

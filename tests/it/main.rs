@@ -9,6 +9,7 @@ mod auth;
 mod bursts;
 mod common;
 mod demo;
+mod fastchat;
 mod handshake;
 mod http;
 mod lifecycle;

@@ -1,0 +1,291 @@
+//! The FastChat dialect: every flow of its spec with the exact JSON shapes,
+//! its validation, rate limits and origin check, and a FastChat user talking
+//! to a native client through the same conversation.
+
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::common::{connect, connect_raw, http_json, start, Client};
+use crate::store::Db;
+
+fn server(db: &Db, extra: &[&str]) -> chatd::Server {
+    let o = db.overrides();
+    let mut all = vec![
+        o[0].as_str(),
+        o[1].as_str(),
+        "auth.argon2.memory_kib=1024",
+        "auth.argon2.iterations=1",
+    ];
+    all.extend_from_slice(extra);
+    start(&all)
+}
+
+fn db() -> Db {
+    Db::sqlite(&format!("fastchat-{}", uuid::Uuid::new_v4()))
+}
+
+fn v4() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The next message of `kind` (skipping others).
+async fn next(c: &mut Client, kind: &str) -> Value {
+    c.recv_type(kind).await
+}
+
+/// Connects and says HELLO: HELLO_ACK, then PRESENCE.
+async fn hello(addr: SocketAddr, id: &str, name: &str) -> Client {
+    let mut c = connect_raw(addr, "/fastchat/ws").await;
+    c.send_json(json!({"type":"HELLO","data":{"user_id":id,"display_name":name}}))
+        .await;
+    let ack = c.recv().await;
+    assert_eq!(
+        ack,
+        json!({"type":"HELLO_ACK","data":{"user_id":id,"status":"connected"}})
+    );
+    c
+}
+
+/// PRESENCE messages until one lists `id` online.
+async fn presence_with(c: &mut Client, id: &str) -> Value {
+    loop {
+        let p = next(c, "PRESENCE").await;
+        let users = p["data"]["users"].as_array().unwrap();
+        if users
+            .iter()
+            .any(|u| u["user_id"] == id && u["online"] == true)
+        {
+            return p;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_open_chat_messages_typing_and_ping() {
+    let db = db();
+    let s = server(&db, &[]);
+    let addr = s.addr();
+    let (ann, ben) = (v4(), v4());
+    let mut a = hello(addr, &ann, "Ann <b>A</b>").await;
+    let p = presence_with(&mut a, &ann).await;
+    let me = p["data"]["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["user_id"] == ann.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        me,
+        json!({"user_id":ann,"display_name":"Ann A","online":true}),
+        "tags stripped"
+    );
+    let mut b = hello(addr, &ben, "Ben").await;
+    // PRESENCE to everyone: Ann hears that Ben came.
+    presence_with(&mut a, &ben).await;
+    // OPEN_CHAT: CHAT_OPENED to both sides.
+    a.send_json(
+        json!({"type":"OPEN_CHAT","data":{"target_user_id":ben,"target_display_name":"Ben"}}),
+    )
+    .await;
+    let opened = next(&mut a, "CHAT_OPENED").await;
+    let chat = opened["data"]["chat_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        opened["data"],
+        json!({"chat_id":chat,"participants":[ann,ben],"target_user_id":ben,"target_display_name":"Ben"})
+    );
+    let theirs = next(&mut b, "CHAT_OPENED").await;
+    assert_eq!(
+        theirs["data"],
+        json!({"chat_id":chat,"participants":[ben,ann],"target_user_id":ann,"target_display_name":"Ann A"})
+    );
+    // MSG: MSG_ACK to the sender, MSG to the target.
+    a.send_json(json!({"type":"MSG","data":{"to":ben,"content":"hello <script>x()</script>Ben","message_id":"m-1"}})).await;
+    let ack = next(&mut a, "MSG_ACK").await;
+    assert_eq!(
+        ack,
+        json!({"type":"MSG_ACK","data":{"message_id":"m-1","status":"delivered"}})
+    );
+    let msg = next(&mut b, "MSG").await;
+    assert_eq!(
+        (msg["data"]["from"].as_str(), msg["data"]["to"].as_str()),
+        (Some(ann.as_str()), Some(ben.as_str()))
+    );
+    assert_eq!(msg["data"]["content"], "hello Ben");
+    assert!(
+        msg["data"]["message_id"].is_string()
+            && msg["data"]["timestamp"].as_str().unwrap().ends_with('Z')
+    );
+    // The target acknowledges; accepted silently.
+    b.send_json(json!({"type":"MSG_ACK","data":{"message_id":msg["data"]["message_id"]}}))
+        .await;
+    // TYPING relayed to the partner, not back to the typist.
+    b.send_json(json!({"type":"TYPING","data":{"is_typing":true}}))
+        .await;
+    assert_eq!(
+        next(&mut a, "TYPING").await["data"],
+        json!({"user_id":ben,"is_typing":true})
+    );
+    b.send_json(json!({"type":"TYPING","data":{"is_typing":false}}))
+        .await;
+    assert_eq!(
+        next(&mut a, "TYPING").await["data"],
+        json!({"user_id":ben,"is_typing":false})
+    );
+    // PING → PONG with a timestamp; and the sender never got its own MSG or TYPING.
+    a.send_json(json!({"type":"PING","data":{}})).await;
+    loop {
+        let m = a.recv().await;
+        assert_ne!(m["type"], "MSG", "{m}");
+        if m["type"] == "PONG" {
+            assert!(m["data"]["timestamp"].as_str().unwrap().ends_with('Z'));
+            break;
+        }
+    }
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_validation_and_rate_limits() {
+    let db = db();
+    let s = server(&db, &["fastchat.rate_limit.messages_per_minute=2"]);
+    let addr = s.addr();
+    let code = |m: &Value| m["data"]["code"].as_str().unwrap().to_owned();
+    let mut c = connect_raw(addr, "/fastchat/ws").await;
+    c.send_json(json!({"type":"MSG","data":{"to":v4(),"content":"x"}}))
+        .await;
+    assert_eq!(code(&next(&mut c, "ERROR").await), "UNAUTHORIZED");
+    c.send_json(json!({"type":"HELLO","data":{"user_id":"not-a-uuid","display_name":"Ann"}}))
+        .await;
+    assert_eq!(code(&next(&mut c, "ERROR").await), "VALIDATION");
+    c.send_json(json!({"type":"HELLO","data":{"user_id":v4(),"display_name":"An"}}))
+        .await;
+    let e = next(&mut c, "ERROR").await;
+    assert_eq!(code(&e), "VALIDATION");
+    assert!(e["data"]["message"].is_string() && e["data"]["details"].is_object());
+    let ann = v4();
+    c.send_json(json!({"type":"HELLO","data":{"user_id":ann,"display_name":"Ann"}}))
+        .await;
+    next(&mut c, "HELLO_ACK").await;
+    c.send_json(json!({"type":"OPEN_CHAT","data":{"target_user_id":v4()}}))
+        .await;
+    assert_eq!(code(&next(&mut c, "ERROR").await), "USER_NOT_FOUND");
+    let ben = v4();
+    c.send_json(json!({"type":"MSG","data":{"to":ben,"content":"x"}}))
+        .await;
+    assert_eq!(code(&next(&mut c, "ERROR").await), "CHAT_NOT_OPENED");
+    let _b = hello(addr, &ben, "Ben").await;
+    c.send_json(json!({"type":"OPEN_CHAT","data":{"target_user_id":ben}}))
+        .await;
+    next(&mut c, "CHAT_OPENED").await;
+    c.send_json(json!({"type":"MSG","data":{"to":ben,"content":"y".repeat(1001)}}))
+        .await;
+    assert_eq!(code(&next(&mut c, "ERROR").await), "VALIDATION");
+    for n in 0..2 {
+        c.send_json(json!({"type":"MSG","data":{"to":ben,"content":format!("m{n}")}}))
+            .await;
+        next(&mut c, "MSG_ACK").await;
+    }
+    c.send_json(json!({"type":"MSG","data":{"to":ben,"content":"one too many"}}))
+        .await;
+    let limited = next(&mut c, "ERROR").await;
+    assert_eq!(code(&limited), "RATE_LIMITED");
+    assert!(
+        limited["data"]["details"]["retry_after_ms"]
+            .as_u64()
+            .unwrap()
+            > 1000,
+        "{limited}"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origins_subprotocol_and_a_native_partner() {
+    let db = db();
+    let s = server(
+        &db,
+        &["fastchat.allowed_origins=[\"https://chat.example\"]"],
+    );
+    let addr = s.addr();
+    let mut refused = format!("ws://{addr}/fastchat/ws")
+        .into_client_request()
+        .unwrap();
+    refused
+        .headers_mut()
+        .insert("Origin", "https://evil.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(refused).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
+        other => panic!("origin not refused: {other:?}"),
+    }
+    let mut ok = format!("ws://{addr}/ws").into_client_request().unwrap();
+    ok.headers_mut()
+        .insert("Origin", "https://chat.example".parse().unwrap());
+    ok.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "fastchat".parse().unwrap());
+    let (ws, resp) = tokio_tungstenite::connect_async(ok).await.unwrap();
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "fastchat");
+    let mut fc = Client {
+        ws,
+        id: String::new(),
+    };
+    let ann = v4();
+    fc.send_json(json!({"type":"HELLO","data":{"user_id":ann,"display_name":"Ann"}}))
+        .await;
+    next(&mut fc, "HELLO_ACK").await;
+    // A native user, registered over REST, in the same conversation.
+    let body = json!({"username":"nina","password":"password-1","display_name":"Nina"});
+    let (_, nina) = http_json(
+        addr,
+        "POST",
+        "/api/chat-api/auth/register",
+        None,
+        Some(body),
+    )
+    .await;
+    let nina = nina["id"].as_str().unwrap().to_owned();
+    let (_, login) = http_json(
+        addr,
+        "POST",
+        "/api/chat-api/auth/login",
+        None,
+        Some(json!({"username":"nina","password":"password-1"})),
+    )
+    .await;
+    let token = login["token"].as_str().unwrap();
+    let (_, dm) = http_json(
+        addr,
+        "GET",
+        &format!("/api/chat-api/dm/{ann}"),
+        Some(token),
+        None,
+    )
+    .await;
+    let room = dm["id"].as_str().unwrap().to_owned();
+    let mut native = connect(addr, &format!("/ws/{room}?token={token}")).await;
+    native.recv_type("system").await;
+    fc.send_json(json!({"type":"OPEN_CHAT","data":{"target_user_id":nina}}))
+        .await;
+    assert_eq!(
+        next(&mut fc, "CHAT_OPENED").await["data"]["chat_id"],
+        room.as_str()
+    );
+    fc.send_json(json!({"type":"MSG","data":{"to":nina,"content":"hi Nina"}}))
+        .await;
+    let got = native.recv_type("chat").await;
+    assert_eq!(
+        (got["from"].as_str(), got["data"]["content"].as_str()),
+        (Some(ann.as_str()), Some("hi Nina"))
+    );
+    native.chat(Some(&room), "hi Ann").await;
+    let back = next(&mut fc, "MSG").await;
+    assert_eq!(
+        (
+            back["data"]["from"].as_str(),
+            back["data"]["content"].as_str()
+        ),
+        (Some(nina.as_str()), Some("hi Ann"))
+    );
+    s.shutdown().await;
+}
