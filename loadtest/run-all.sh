@@ -113,6 +113,19 @@ for rate in $([ "$QUICK" = 1 ] && echo 1000 || echo "10000 40000 100000"); do
 done
 rm -rf "$dbdir"
 
+# mixed dialects: the same fan-out with a third of the receivers speaking the
+# redis-chat-demo dialect (signed in, in the public channel) against the
+# native-only room, both with the store on (accounts need it).
+dbdir=$(mktemp -d)
+for share in 0 0.3334; do
+  rm -rf "$dbdir"/*
+  start chatd 18080 --set "store.sqlite.path=$dbdir/chatd.db" --set demo.public_room=fanout \
+    --set auth.argon2.memory_kib=1024 --set auth.argon2.iterations=1
+  run chatd "mixed-demo-$share" fanout --url 127.0.0.1:18080 --clients "$CLIENTS" --senders 10 --rate 400 --demo-share "$share" "${DUR[@]}" --server-pid "$PID"
+  stop "$PID"
+done
+rm -rf "$dbdir"
+
 # cross-node: the same fan-out through Redis (receivers on two nodes, senders
 # on the first) against one node, at a fixed rate.
 if command -v redis-server >/dev/null; then

@@ -138,6 +138,19 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// The next text message's payload, whole (setting up a session).
+    pub async fn next_text(&mut self) -> anyhow::Result<String> {
+        loop {
+            if let Some((text, used)) = text_payload(&self.buf[self.start..]) {
+                self.start += used;
+                return Ok(text);
+            }
+            if self.io.read_buf(&mut self.buf).await? == 0 {
+                bail!("connection closed during setup");
+            }
+        }
+    }
+
     /// The next frame, or `None` at the end of the stream.
     pub async fn next(&mut self) -> anyhow::Result<Option<Frame>> {
         loop {
@@ -157,6 +170,23 @@ impl Reader {
             }
         }
     }
+}
+
+/// One unmasked text frame's payload and the bytes it used.
+fn text_payload(b: &[u8]) -> Option<(String, usize)> {
+    if b.len() < 2 {
+        return None;
+    }
+    let (len, header) = match b[1] & 0x7F {
+        126 => (u16::from_be_bytes([*b.get(2)?, *b.get(3)?]) as usize, 4),
+        127 => (
+            u64::from_be_bytes(b.get(2..10)?.try_into().ok()?) as usize,
+            10,
+        ),
+        n => (n as usize, 2),
+    };
+    let payload = b.get(header..header + len)?;
+    Some((String::from_utf8_lossy(payload).into_owned(), header + len))
 }
 
 /// Parses one server frame (unmasked); returns it and the bytes it used.
@@ -199,6 +229,13 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// Sends one text message (setting up a session).
+    pub async fn text(&mut self, text: &str) -> std::io::Result<()> {
+        self.out.clear();
+        self.frame(text);
+        self.io.write_all(&self.out).await
+    }
+
     /// Sends `n` chats in one write (1 normally; more for a burst, as a
     /// client that batches its output sends), each starting with the
     /// intended send time and padded to `size` bytes.
@@ -259,9 +296,11 @@ pub fn acked_ns(text: &[u8]) -> Option<u64> {
     number_after(text, br#""type":"ack""#, br#""client_msg_id":""#)
 }
 
-/// The intended send time in a delivered chat, without a JSON parse.
+/// The intended send time in a delivered chat (native, or the demo
+/// dialect's `channelMessage`), without a JSON parse.
 pub fn intended_ns(text: &[u8]) -> Option<u64> {
     number_after(text, br#""type":"chat""#, br#""content":""#)
+        .or_else(|| number_after(text, br#""type":"channelMessage""#, br#""message":""#))
 }
 
 /// In a message of the given `kind`, the number that starts right after `key`.

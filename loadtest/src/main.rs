@@ -56,6 +56,12 @@ pub struct Args {
     /// Path prefix of a room (the room name is appended).
     #[arg(long, default_value = "/ws/")]
     pub path: String,
+    /// fanout: this share of the receivers (0 to 1) speak the
+    /// redis-chat-demo dialect (`/demo/ws`, signed in, in the public
+    /// channel; run chatd with a store and `demo.public_room=fanout`), the
+    /// rest the native protocol: a mixed-dialect room.
+    #[arg(long, default_value_t = 0.0)]
+    pub demo_share: f64,
     /// Clients in all (senders included).
     #[arg(long, default_value_t = 1000)]
     pub clients: usize,

@@ -168,17 +168,43 @@ async fn messaging(args: &Args, servers: &[SocketAddr], layout: Layout) -> anyho
         Layout::Rooms => (0..n).collect(),
     };
     let pb = bar(args, n as u64, "connecting");
+    // Mixed-dialect fan-out: receiver i speaks the demo dialect when the
+    // running share of demo receivers is below --demo-share (never a sender).
+    let demo_share = args.demo_share.clamp(0.0, 1.0);
+    let is_demo = |i: usize| {
+        demo_share > 0.0
+            && !senders.contains(&i)
+            && ((i + 1) as f64 * demo_share).floor() > (i as f64 * demo_share).floor()
+    };
     let Connected {
-        clients, failures, ..
+        mut clients,
+        mut failures,
+        ..
     } = connect_all(
         args,
         n,
         |i| servers[i % servers.len()],
-        |i| format!("{}{}", args.path, room_of(i)),
+        |i| match is_demo(i) {
+            true => "/demo/ws".to_string(),
+            false => format!("{}{}", args.path, room_of(i)),
+        },
         &pb,
     )
     .await;
     pb.finish_and_clear();
+    if demo_share > 0.0 {
+        let mut ready = Vec::with_capacity(clients.len());
+        for (i, mut ws) in clients.into_iter().enumerate() {
+            if is_demo(i) {
+                if let Err(e) = demo_join(&mut ws, i).await {
+                    failures.push(client::describe(&e));
+                    continue;
+                }
+            }
+            ready.push(ws);
+        }
+        clients = ready;
+    }
     let connected = clients.len();
     let shared = Shared::new();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -393,6 +419,40 @@ async fn receive(mut reader: client::Reader, shared: Arc<Shared>, mut stop: watc
     shared.latency.lock().add(&h).expect("same bounds");
     shared.acks.fetch_add(acks, Ordering::Relaxed);
     shared.ack_latency.lock().add(&acks_h).expect("same bounds");
+}
+
+/// Signs a demo-dialect client in (creating its user) and joins the public
+/// channel; the setup's answers are read whole.
+async fn demo_join(ws: &mut client::Ws, i: usize) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let ready = ws.reader.next_text().await?;
+    anyhow::ensure!(ready.contains(r#""type":"ready""#), "no ready: {ready}");
+    let sign_in = format!(
+        r#"{{"type":"signIn","signIn":{{"username":"load{i}","password":"load-password"}}}}"#
+    );
+    ws.writer.text(&sign_in).await?;
+    let authorized = ws.reader.next_text().await?;
+    let field = |key: &str| -> anyhow::Result<String> {
+        let start = authorized
+            .find(&format!(r#""{key}":""#))
+            .with_context(|| format!("no {key} in {authorized}"))?
+            + key.len()
+            + 4;
+        let len = authorized[start..].find('"').context("unterminated")?;
+        Ok(authorized[start..start + len].to_owned())
+    };
+    let (user, key) = (field("userUUID")?, field("accessKey")?);
+    let join = format!(
+        r#"{{"type":"channelJoin","userUUID":"{user}","accessKey":"{key}","channelJoin":{{"recipientUUID":""}}}}"#
+    );
+    ws.writer.text(&join).await?;
+    loop {
+        let answer = ws.reader.next_text().await?;
+        if answer.contains(r#""type":"channelJoin""#) {
+            return Ok(());
+        }
+        anyhow::ensure!(!answer.contains(r#""type":"error""#), "join refused: {answer}");
+    }
 }
 
 async fn connect_storm(args: &Args, server: SocketAddr) -> anyhow::Result<Report> {
