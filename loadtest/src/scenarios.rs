@@ -451,7 +451,10 @@ async fn demo_join(ws: &mut client::Ws, i: usize) -> anyhow::Result<()> {
         if answer.contains(r#""type":"channelJoin""#) {
             return Ok(());
         }
-        anyhow::ensure!(!answer.contains(r#""type":"error""#), "join refused: {answer}");
+        anyhow::ensure!(
+            !answer.contains(r#""type":"error""#),
+            "join refused: {answer}"
+        );
     }
 }
 
