@@ -137,15 +137,25 @@ fn username_of(id: &str) -> String {
     format!("fc-{hex}")
 }
 
-async fn hello(node: Arc<Node>, id: String, display_name: String) -> Step {
+/// The password hash of a user FastChat made (no password: no login).
+const NO_PASSWORD: &str = "!";
+
+async fn hello(node: Arc<Node>, id: String, display_name: String, token_user: bool) -> Step {
     let accounts = &node.accounts;
-    let found = match accounts.user(&id).await {
-        Ok(user) => Some(user),
-        Err(AccountError::NotFound(_)) => None,
+    let key = id.clone();
+    let found = match accounts.ask(|tx| DirectoryRequest::UserById(key, tx)).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => return error("MESSAGE_FAILED", &e.to_string()),
         Err(e) => return error("MESSAGE_FAILED", &e.to_string()),
     };
     let user = match found {
-        Some(user) => user,
+        // A user with a password (registered over REST or another dialect)
+        // is only theirs who hold their token: HELLO alone would let anyone
+        // read their conversations.
+        Some(record) if record.password_hash != NO_PASSWORD && !token_user => {
+            return error("UNAUTHORIZED", "this user signs in with a token (?token=)");
+        }
+        Some(record) => record.user,
         None => {
             let user = User {
                 id: id.clone(),
@@ -159,7 +169,7 @@ async fn hello(node: Arc<Node>, id: String, display_name: String) -> Step {
             // No password: a FastChat user has none (any login fails).
             let record = UserRecord {
                 user: user.clone(),
-                password_hash: "!".into(),
+                password_hash: NO_PASSWORD.into(),
                 token_gen: 0,
             };
             match accounts
@@ -279,15 +289,15 @@ impl Handler for FastChat {
                 user_id,
                 display_name,
             } => {
-                let allowed = match &self.upgraded_as {
+                let token_user = match &self.upgraded_as {
                     Identity::User(u) => u.id == user_id,
-                    _ => !node.config.auth.enabled,
+                    _ => false,
                 };
-                if !allowed {
+                if !token_user && node.config.auth.enabled {
                     self.refuse(conn, "UNAUTHORIZED", "HELLO must name the token's user");
                     return None;
                 }
-                return Some(Box::pin(hello(node, user_id, display_name)));
+                return Some(Box::pin(hello(node, user_id, display_name, token_user)));
             }
             Message::Ping => {
                 #[derive(serde::Serialize)]

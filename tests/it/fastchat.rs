@@ -287,5 +287,39 @@ async fn origins_subprotocol_and_a_native_partner() {
         ),
         (Some(nina.as_str()), Some("hi Ann"))
     );
+    // Nobody may HELLO as a user with a password without their token (it
+    // would read their conversations); with it, they may.
+    let fastchat_ws = |query: String| {
+        let mut r = format!("ws://{addr}/fastchat/ws{query}")
+            .into_client_request()
+            .unwrap();
+        r.headers_mut()
+            .insert("Origin", "https://chat.example".parse().unwrap());
+        r
+    };
+    let (ws, _) = tokio_tungstenite::connect_async(fastchat_ws(String::new()))
+        .await
+        .unwrap();
+    let mut thief = Client {
+        ws,
+        id: String::new(),
+    };
+    thief
+        .send_json(json!({"type":"HELLO","data":{"user_id":nina,"display_name":"Nina"}}))
+        .await;
+    assert_eq!(
+        next(&mut thief, "ERROR").await["data"]["code"],
+        "UNAUTHORIZED"
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(fastchat_ws(format!("?token={token}")))
+        .await
+        .unwrap();
+    let mut real = Client {
+        ws,
+        id: String::new(),
+    };
+    real.send_json(json!({"type":"HELLO","data":{"user_id":nina,"display_name":"Nina"}}))
+        .await;
+    next(&mut real, "HELLO_ACK").await;
     s.shutdown().await;
 }
