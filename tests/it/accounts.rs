@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 
-use crate::common::{connect, http_json, start, Client};
+use crate::common::{connect, http_json, Client};
 use crate::store::Db;
 
 const SECRET: &str = "accounts-test-secret-accounts-test-secret";
@@ -14,40 +14,15 @@ const SECRET: &str = "accounts-test-secret-accounts-test-secret";
 /// A server on `db` with a fixed token key, cheap password hashing (tests,
 /// not production parameters) and `extra` settings.
 fn server(db: &Db, extra: &[&str]) -> chatd::Server {
-    let o = db.overrides();
     let secret = format!("auth.jwt_secret={SECRET}");
-    let mut all = vec![
-        o[0].as_str(),
-        o[1].as_str(),
-        secret.as_str(),
-        "auth.argon2.memory_kib=1024",
-        "auth.argon2.iterations=1",
-    ];
+    let mut all = vec![secret.as_str()];
     all.extend_from_slice(extra);
-    start(&all)
+    db.server(&all)
 }
 
 /// Registers `name` (password `name-password`) and logs in: (id, token).
 async fn user(addr: SocketAddr, name: &str) -> (String, String) {
-    let body = json!({"username":name,"password":format!("{name}-password"),"display_name":name});
-    let (status, user) = http_json(
-        addr,
-        "POST",
-        "/api/chat-api/auth/register",
-        None,
-        Some(body),
-    )
-    .await;
-    assert_eq!(status, 201, "{user}");
-    let body = json!({"username":name,"password":format!("{name}-password")});
-    let (status, login) =
-        http_json(addr, "POST", "/api/chat-api/auth/login", None, Some(body)).await;
-    assert_eq!(status, 200, "{login}");
-    assert_eq!(login["user"]["id"], user["id"]);
-    (
-        user["id"].as_str().unwrap().to_owned(),
-        login["token"].as_str().unwrap().to_owned(),
-    )
+    crate::common::register_and_login(addr, name, &format!("{name}-password")).await
 }
 
 /// A WebSocket of the token's user, greeting consumed, notification channel

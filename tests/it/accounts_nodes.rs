@@ -26,22 +26,7 @@ fn settings(pg_url: &str) -> Vec<String> {
 }
 
 async fn user(addr: SocketAddr, name: &str) -> (String, String) {
-    let body = json!({"username":name,"password":"password-1","display_name":name});
-    let (status, user) = http_json(
-        addr,
-        "POST",
-        "/api/chat-api/auth/register",
-        None,
-        Some(body),
-    )
-    .await;
-    assert_eq!(status, 201, "{user}");
-    let body = json!({"username":name,"password":"password-1"});
-    let (_, login) = http_json(addr, "POST", "/api/chat-api/auth/login", None, Some(body)).await;
-    (
-        user["id"].as_str().unwrap().to_owned(),
-        login["token"].as_str().unwrap().to_owned(),
-    )
+    crate::common::register_and_login(addr, name, "password-1").await
 }
 
 /// A user's WebSocket (greeting and notification channel consumed).

@@ -219,12 +219,12 @@ where
     }
 }
 
-/// A plain HTTP/1.1 GET; returns (status, body).
-pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+/// Sends one raw HTTP/1.1 request (`Connection: close`) and reads the whole
+/// response: (status, body).
+async fn http_raw(addr: SocketAddr, request: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.expect("write");
+    stream.write_all(request.as_bytes()).await.expect("write");
     let mut raw = String::new();
     tokio::time::timeout(WAIT, stream.read_to_string(&mut raw))
         .await
@@ -242,6 +242,15 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// A plain HTTP/1.1 GET; returns (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_raw(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+}
+
 /// A plain HTTP/1.1 request with an optional bearer token and JSON body;
 /// returns (status, body as JSON, or `null` when empty).
 pub async fn http_json(
@@ -251,8 +260,6 @@ pub async fn http_json(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
@@ -262,24 +269,37 @@ pub async fn http_json(
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(req.as_bytes()).await.expect("write");
-    let mut raw = String::new();
-    tokio::time::timeout(WAIT, stream.read_to_string(&mut raw))
-        .await
-        .expect("response in time")
-        .expect("read");
-    let status = raw
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let (status, body) = http_raw(addr, &req).await;
     let value = if body.is_empty() {
         Value::Null
     } else {
-        serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"))
+        serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"))
     };
     (status, value)
+}
+
+/// Registers `name` over REST (display name = name) and logs in:
+/// (user id, token).
+pub async fn register_and_login(addr: SocketAddr, name: &str, password: &str) -> (String, String) {
+    let body = serde_json::json!({"username":name,"password":password,"display_name":name});
+    let (status, user) = http_json(
+        addr,
+        "POST",
+        "/api/chat-api/auth/register",
+        None,
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 201, "{user}");
+    let body = serde_json::json!({"username":name,"password":password});
+    let (status, login) =
+        http_json(addr, "POST", "/api/chat-api/auth/login", None, Some(body)).await;
+    assert_eq!(status, 200, "{login}");
+    assert_eq!(login["user"]["id"], user["id"]);
+    (
+        user["id"].as_str().expect("an id").to_owned(),
+        login["token"].as_str().expect("a token").to_owned(),
+    )
 }
 
 /// Runs the real binary on 127.0.0.1, any free port, metrics off, plus

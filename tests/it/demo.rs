@@ -7,20 +7,12 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::common::{connect, connect_raw, http_json, start, Client};
+use crate::common::{connect, connect_raw, http_json, Client};
 use crate::store::Db;
 
 /// A server with a store and cheap password hashing.
 fn server(db: &Db, extra: &[&str]) -> chatd::Server {
-    let o = db.overrides();
-    let mut all = vec![
-        o[0].as_str(),
-        o[1].as_str(),
-        "auth.argon2.memory_kib=1024",
-        "auth.argon2.iterations=1",
-    ];
-    all.extend_from_slice(extra);
-    start(&all)
+    db.server(extra)
 }
 
 /// A demo session: its `ready` read, its session id.
@@ -439,18 +431,9 @@ async fn a_user_registered_over_rest_signs_in_through_the_demo() {
     let db = db();
     let s = server(&db, &[]);
     let addr = s.addr();
-    let body = json!({"username":"nora","password":"password-1","display_name":"Nora"});
-    let (status, user) = http_json(
-        addr,
-        "POST",
-        "/api/chat-api/auth/register",
-        None,
-        Some(body),
-    )
-    .await;
-    assert_eq!(status, 201);
+    let (nora, _) = crate::common::register_and_login(addr, "nora", "password-1").await;
     let (mut c, su) = session(addr, "/demo/ws").await;
     let (id, _) = sign_in(&mut c, &su, "nora").await;
-    assert_eq!(id, user["id"].as_str().unwrap());
+    assert_eq!(id, nora);
     s.shutdown().await;
 }

@@ -6,19 +6,11 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::common::{connect, connect_raw, http_json, start, Client};
+use crate::common::{connect, connect_raw, http_json, Client};
 use crate::store::Db;
 
 fn server(db: &Db, extra: &[&str]) -> chatd::Server {
-    let o = db.overrides();
-    let mut all = vec![
-        o[0].as_str(),
-        o[1].as_str(),
-        "auth.argon2.memory_kib=1024",
-        "auth.argon2.iterations=1",
-    ];
-    all.extend_from_slice(extra);
-    start(&all)
+    db.server(extra)
 }
 
 fn db() -> Db {
@@ -235,25 +227,8 @@ async fn origins_subprotocol_and_a_native_partner() {
         .await;
     next(&mut fc, "HELLO_ACK").await;
     // A native user, registered over REST, in the same conversation.
-    let body = json!({"username":"nina","password":"password-1","display_name":"Nina"});
-    let (_, nina) = http_json(
-        addr,
-        "POST",
-        "/api/chat-api/auth/register",
-        None,
-        Some(body),
-    )
-    .await;
-    let nina = nina["id"].as_str().unwrap().to_owned();
-    let (_, login) = http_json(
-        addr,
-        "POST",
-        "/api/chat-api/auth/login",
-        None,
-        Some(json!({"username":"nina","password":"password-1"})),
-    )
-    .await;
-    let token = login["token"].as_str().unwrap();
+    let (nina, token) = crate::common::register_and_login(addr, "nina", "password-1").await;
+    let token = token.as_str();
     let (_, dm) = http_json(
         addr,
         "GET",

@@ -43,6 +43,22 @@ impl Db {
     }
 }
 
+impl Db {
+    /// A server on this database with cheap password hashing (tests, not
+    /// production parameters), plus `extra` settings.
+    pub fn server(&self, extra: &[&str]) -> chatd::Server {
+        let o = self.overrides();
+        let mut all = vec![
+            o[0].as_str(),
+            o[1].as_str(),
+            "auth.argon2.memory_kib=1024",
+            "auth.argon2.iterations=1",
+        ];
+        all.extend_from_slice(extra);
+        start(&all)
+    }
+}
+
 /// Every store test, once per backend (`<test>::sqlite`, `<test>::postgres`).
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {$(
