@@ -119,7 +119,7 @@ rm -rf "$dbdir"
 dbdir=$(mktemp -d)
 for share in 0 0.3334; do
   rm -rf "$dbdir"/*
-  start chatd 18080 --set "store.sqlite.path=$dbdir/chatd.db" --set demo.public_room=fanout \
+  start chatd 18080 --set store.backend=sqlite --set "store.sqlite.path=$dbdir/chatd.db" --set demo.public_room=fanout \
     --set auth.argon2.memory_kib=1024 --set auth.argon2.iterations=1
   run chatd "mixed-demo-$share" fanout --url 127.0.0.1:18080 --clients "$CLIENTS" --senders 10 --rate 400 --demo-share "$share" "${DUR[@]}" --server-pid "$PID"
   stop "$PID"

@@ -15,8 +15,8 @@
 //!   `SO_REUSEPORT` listener per shard; the accept loop; shard inboxes.
 //! - [`http`]: routes, upgrade checks, health and readiness, metrics listener.
 //! - [`conn`]: one connection: read loop (with its read budget), close paths,
-//!   writer task, the held-back 101 (`hold.rs`); the native (chat-api) and
-//!   relay handlers.
+//!   writer task, the held-back 101 (`hold.rs`); the handlers: native
+//!   (chat-api), the FastChat and redis-chat-demo dialects, and relay.
 //! - [`chat`]: the chat service (join, leave, post and their access checks,
 //!   in events): the one caller of local rooms, registry and broker for chat;
 //!   `conversations.rs`: groups, direct messages, notifications, removals,
@@ -38,7 +38,8 @@
 //!   each shard's member queues; fan-out of one frame to many queues.
 //! - [`model`]: a message's route (`Topic`, `Origin`) and the bus's local
 //!   side (`Delivery`), shared by `broker` and `rooms`.
-//! - [`protocol`]: the native JSON protocol: typed commands in, envelopes out.
+//! - [`protocol`]: the wire protocols' text: the native JSON protocol (typed
+//!   commands in, envelopes out), the FastChat and redis-chat-demo dialects.
 //! - [`ws`]: WebSocket frames: server frames encoded once, client frames read.
 //! - [`queue`]: the bounded per-client frame queue (a leaf: `rooms` pushes,
 //!   `conn` drains).
