@@ -26,7 +26,13 @@ fi
 
 cd "$root"
 cargo build --release --quiet
-"${CARGO_TARGET_DIR:-target}/release/chatd" --host 127.0.0.1 --port "$port" --set metrics.enabled=false --set store.backend=none --log-level warn &
+# One shard: /relay broadcasts to every relay client, and Autobahn's cases
+# follow each other within a millisecond. With two shards, a case's
+# connection could land on a shard still behind on the previous cases'
+# relay messages and receive them (seen once: case 6.22.31 got 6.22.25-30's
+# payloads). That is cross-talk between cases through the broadcast, not a
+# conformance question, so the cases get a shard of their own timeline.
+"${CARGO_TARGET_DIR:-target}/release/chatd" --host 127.0.0.1 --port "$port" --shards 1 --set metrics.enabled=false --set store.backend=none --log-level warn &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
