@@ -172,8 +172,9 @@ impl Reader {
     }
 }
 
-/// One unmasked text frame's payload and the bytes it used.
-fn text_payload(b: &[u8]) -> Option<(String, usize)> {
+/// One complete server frame (unmasked) at the start of `b`: its opcode,
+/// its payload, and the bytes it used.
+fn split_frame(b: &[u8]) -> Option<(u8, &[u8], usize)> {
     if b.len() < 2 {
         return None;
     }
@@ -186,24 +187,18 @@ fn text_payload(b: &[u8]) -> Option<(String, usize)> {
         n => (n as usize, 2),
     };
     let payload = b.get(header..header + len)?;
-    Some((String::from_utf8_lossy(payload).into_owned(), header + len))
+    Some((b[0] & 0x0F, payload, header + len))
+}
+
+/// One text frame's payload, whole, and the bytes it used.
+fn text_payload(b: &[u8]) -> Option<(String, usize)> {
+    let (_, payload, used) = split_frame(b)?;
+    Some((String::from_utf8_lossy(payload).into_owned(), used))
 }
 
 /// Parses one server frame (unmasked); returns it and the bytes it used.
 fn parse(b: &[u8]) -> Option<(Frame, usize)> {
-    if b.len() < 2 {
-        return None;
-    }
-    let opcode = b[0] & 0x0F;
-    let (len, header) = match b[1] & 0x7F {
-        126 => (u16::from_be_bytes([*b.get(2)?, *b.get(3)?]) as usize, 4),
-        127 => (
-            u64::from_be_bytes(b.get(2..10)?.try_into().ok()?) as usize,
-            10,
-        ),
-        n => (n as usize, 2),
-    };
-    let payload = b.get(header..header + len)?;
+    let (opcode, payload, used) = split_frame(b)?;
     let frame = match opcode {
         0x1 => match acked_ns(payload) {
             Some(ns) => Frame::Ack(ns),
@@ -218,7 +213,7 @@ fn parse(b: &[u8]) -> Option<(Frame, usize)> {
         }
         _ => Frame::Other,
     };
-    Some((frame, header + len))
+    Some((frame, used))
 }
 
 pub struct Writer {

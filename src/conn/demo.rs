@@ -231,6 +231,24 @@ fn as_messages(rows: &[(String, String, String, String, String)]) -> Vec<demo::M
         .collect()
 }
 
+/// Logs `username` in: the session goes on as them, the access key is the
+/// login token.
+async fn signed_in_as(
+    node: &Node,
+    username: &str,
+    password: String,
+) -> Result<Step, (u16, AccountError)> {
+    let login = node
+        .accounts
+        .login(username, password)
+        .await
+        .map_err(|e| (code::AUTH, e))?;
+    Ok(Step::SignedIn {
+        user: login.user,
+        key: login.token,
+    })
+}
+
 /// The store work of one request, off the connection's turn.
 async fn work(node: Arc<Node>, request: Request, me: Option<User>) -> Step {
     let result = run(&node, request, me).await;
@@ -246,14 +264,7 @@ async fn run(node: &Node, request: Request, me: Option<User>) -> Result<Step, (u
                 .register(&username, password.clone(), &username)
                 .await
                 .map_err(|e| (code::AUTH, e))?;
-            let login = accounts
-                .login(&username, password)
-                .await
-                .map_err(|e| (code::AUTH, e))?;
-            Ok(Step::SignedIn {
-                user: login.user,
-                key: login.token,
-            })
+            signed_in_as(node, &username, password).await
         }
         Request::SignIn { username, password } => {
             // The protocol creates a user that does not exist yet.
@@ -273,14 +284,7 @@ async fn run(node: &Node, request: Request, me: Option<User>) -> Result<Step, (u
                     Err(e) => return Err((code::AUTH, e)),
                 }
             }
-            let login = accounts
-                .login(&username, password)
-                .await
-                .map_err(|e| (code::AUTH, e))?;
-            Ok(Step::SignedIn {
-                user: login.user,
-                key: login.token,
-            })
+            signed_in_as(node, &username, password).await
         }
         Request::Users => {
             let users = accounts.users().await.map_err(|e| (code::AUTH, e))?;
