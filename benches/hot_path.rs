@@ -104,6 +104,7 @@ fn encode(c: &mut Criterion) {
         from: "9f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5f",
         data: ChatData {
             content: "hello everyone, this is a chat line!!",
+            attachments: None,
         },
         timestamp: "2026-11-22T10:30:00.123Z",
     };
@@ -120,6 +121,7 @@ fn encode(c: &mut Criterion) {
                 header,
                 &ChatData {
                     content: black_box(env.data.content),
+                    attachments: None,
                 },
             )
         })

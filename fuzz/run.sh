@@ -16,7 +16,7 @@ fi
 
 cd "$here"
 cargo +nightly fuzz build
-for target in command frames request event api demo fastchat; do
+for target in command frames request event api demo fastchat files; do
   scratch=$(mktemp -d)
   cp -r "corpus/$target/." "$scratch/"
   echo "fuzz: $target for ${seconds}s"

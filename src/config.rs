@@ -41,6 +41,7 @@ pub struct Config {
     pub presence: PresenceConfig,
     pub demo: DemoConfig,
     pub fastchat: FastChatConfig,
+    pub files: FilesConfig,
     /// `CHATD_*` environment variables that were not read as config (no
     /// `__` in the name, e.g. `CHATD_BIN` of a script): logged as a warning
     /// at start, never an error.
@@ -218,6 +219,88 @@ impl Default for DemoConfig {
         DemoConfig {
             public_room: "general".into(),
         }
+    }
+}
+
+/// Where uploaded files' bytes go (their metadata is in the store, so files
+/// need `store.backend` other than `none`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FilesBackend {
+    /// A directory on this node (`files.path`).
+    Local,
+    /// An S3-compatible service (`files.s3.*`): for several nodes.
+    S3,
+}
+
+/// File uploads and attachments.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesConfig {
+    /// `local` or `s3`. Default `local`.
+    pub backend: FilesBackend,
+    /// The directory of the `local` backend (created if missing). Default
+    /// `data/files`.
+    pub path: PathBuf,
+    /// Largest upload in bytes; a larger one gets 413. Default 26214400
+    /// (25 MiB).
+    pub max_size: u64,
+    /// Most attachments on one chat. Default 10.
+    pub max_attachments: usize,
+    /// Images with more pixels than this are stored but not decoded (no
+    /// dimensions, no thumbnail): a decompression bomb stays a small file.
+    /// Default 40000000.
+    pub max_image_pixels: u64,
+    /// Longest side of an image's thumbnail, in pixels. Default 320.
+    pub thumbnail_size: u32,
+    /// Images decoded at once (on tokio's blocking pool, never on a shard
+    /// thread; each holds its decoded pixels). Default 2.
+    pub thumbnail_concurrency: usize,
+    pub s3: S3Config,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        FilesConfig {
+            backend: FilesBackend::Local,
+            path: PathBuf::from("data/files"),
+            max_size: 25 * 1024 * 1024,
+            max_attachments: 10,
+            max_image_pixels: 40_000_000,
+            thumbnail_size: 320,
+            thumbnail_concurrency: 2,
+            s3: S3Config::default(),
+        }
+    }
+}
+
+/// An S3-compatible object store (AWS S3, MinIO, Ceph, ...).
+#[derive(Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// The service's URL, e.g. `http://127.0.0.1:9000`; empty means AWS's
+    /// own endpoint for `region`. `http://` URLs are allowed. Default empty.
+    pub endpoint: String,
+    /// Required with `files.backend: s3`. Default empty.
+    pub bucket: String,
+    /// Default empty (`us-east-1`).
+    pub region: String,
+    /// Empty: taken from the environment (`AWS_ACCESS_KEY_ID`, ...).
+    /// Default empty.
+    pub access_key_id: String,
+    /// Default empty.
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for S3Config {
+    /// Without the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -447,6 +530,8 @@ pub struct ServerConfig {
     /// is dropped. Default `10s`.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// Serve the web client at `/`. Default true.
+    pub web_client: bool,
     /// A keep-alive HTTP connection with no new request for this long is
     /// dropped. Default `5s`.
     #[serde(with = "humantime_serde")]
@@ -497,6 +582,7 @@ impl Default for ServerConfig {
             shards: 0,
             backlog: 4096,
             handshake_timeout: Duration::from_secs(10),
+            web_client: true,
             http_idle_timeout: Duration::from_secs(5),
             max_handshakes: 1024,
             max_connections: 0,
@@ -827,6 +913,14 @@ impl Config {
             });
         }
         positive("store.max_batch", self.store.max_batch)?;
+        positive("files.thumbnail_concurrency", self.files.thumbnail_concurrency)?;
+        positive("files.thumbnail_size", self.files.thumbnail_size as usize)?;
+        if self.files.backend == FilesBackend::S3 && self.files.s3.bucket.is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "files.s3.bucket",
+                reason: "is required with files.backend s3".into(),
+            });
+        }
         let pg = &self.store.postgres.url;
         if self.store.backend == StoreBackend::Postgres
             && !(pg.starts_with("postgres://") || pg.starts_with("postgresql://"))

@@ -131,3 +131,24 @@ pub fn fastchat(data: &[u8]) {
         assert!(!stripped.to_ascii_lowercase().contains("<script"));
     }
 }
+
+/// What an upload or a download takes from the client: a `Range` header,
+/// the `?name=` value (decoded, sanitised, put in `Content-Disposition`),
+/// and the file's bytes (sniffed, probed as an image within small limits).
+pub fn files(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(Some(range)) = http::files::parse_range(&text, 1000) {
+        assert!(range.start < range.end && range.end <= 1000, "{range:?}");
+    }
+    let name = crate::files::name::sanitise(&http::files::percent_decode(&text));
+    assert!(!name.is_empty() && !name.contains(['/', '\\', '"']), "{name:?}");
+    let disposition = crate::files::name::content_disposition(&name, false);
+    assert!(
+        hyper::header::HeaderValue::from_str(&disposition).is_ok(),
+        "{disposition:?}"
+    );
+    let _ = crate::files::sniff::content_type(data);
+    if let Some(probe) = crate::files::image::probe(data, 1 << 20, 32) {
+        assert!(u64::from(probe.width) * u64::from(probe.height) <= 1 << 20);
+    }
+}

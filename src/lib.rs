@@ -52,6 +52,7 @@ pub(crate) mod broker;
 pub(crate) mod chat;
 pub mod config;
 pub(crate) mod conn;
+pub(crate) mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod http;

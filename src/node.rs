@@ -8,6 +8,7 @@ use crate::accounts::Accounts;
 use crate::auth::Authenticator;
 use crate::broker::Broker;
 use crate::config::Config;
+use crate::files::Files;
 use crate::metrics::Metrics;
 use crate::rooms::Registry;
 use crate::shutdown::Shutdown;
@@ -29,4 +30,6 @@ pub struct Node {
     pub handshakes: AtomicUsize,
     /// Durable history, with `store.backend` other than `none`.
     pub store: Option<StoreHandle>,
+    /// Uploaded files (they need the store for their metadata).
+    pub files: Files,
 }

@@ -38,6 +38,8 @@ pub enum StartError {
     Tls(#[from] crate::tls::TlsError),
     #[error("invalid config: {0}: {1}")]
     Store(&'static str, crate::store::StoreError),
+    #[error("invalid config: {0}")]
+    Files(String),
 }
 
 /// Stack of a shard thread (Rust's default for spawned threads, written
@@ -228,7 +230,15 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         config.auth.argon2.clone(),
         online,
     );
+    // Without a store there are no files (their metadata lives there): the
+    // configured storage is not touched, and uploads are refused first.
+    let objects: Arc<dyn object_store::ObjectStore> = match &store {
+        Some(_) => crate::files::object_store(&config.files).map_err(StartError::Files)?,
+        None => Arc::new(object_store::memory::InMemory::new()),
+    };
+    let files = crate::files::Files::new(objects, store.clone(), config.files.clone());
     let node = Arc::new(Node {
+        files,
         config,
         registry,
         broker,

@@ -172,7 +172,13 @@ pub async fn remove_member(
     Ok(())
 }
 
-pub async fn groups(node: &Node, caller: &User) -> Result<Vec<ConversationView>, AccountError> {
+/// The caller's conversations, oldest first: groups only, or (`kind`
+/// `None`) groups and direct conversations.
+pub async fn conversations(
+    node: &Node,
+    caller: &User,
+    kind: Option<ConversationKind>,
+) -> Result<Vec<ConversationView>, AccountError> {
     let accounts = &node.accounts;
     let id = caller.id.clone();
     let all = accounts
@@ -181,7 +187,7 @@ pub async fn groups(node: &Node, caller: &User) -> Result<Vec<ConversationView>,
     let mut out = Vec::new();
     for c in all
         .into_iter()
-        .filter(|c| c.kind == ConversationKind::Group)
+        .filter(|c| kind.is_none_or(|k| c.kind == k))
     {
         out.push(view(accounts, c).await?);
     }

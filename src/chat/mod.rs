@@ -6,6 +6,7 @@
 //! (`/relay` stays raw and does not pass through here.)
 
 pub mod conversations;
+pub mod files;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -47,6 +48,8 @@ pub enum ChatError {
     Unavailable,
     #[error("too many messages; try again in {} ms", .0.as_millis().max(1))]
     RateLimited(std::time::Duration),
+    #[error("attachments: {0}")]
+    Attachment(String),
 }
 
 impl ChatError {
@@ -92,6 +95,8 @@ pub struct Post<'a> {
     pub client_msg_id: Option<RoomName>,
     /// The user it is for, in a direct conversation (dialects that say so).
     pub to: Option<ClientId>,
+    /// Its attachments as [`files::attach`] described them.
+    pub attachments: Option<String>,
 }
 
 /// What a join did.
@@ -135,6 +140,10 @@ impl Session {
             url_room,
             rooms: Vec::new(),
         }
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     pub fn client(&self) -> &ClientId {
@@ -359,6 +368,7 @@ impl Session {
             body,
             client_msg_id,
             to,
+            attachments,
         } = post;
         let topic = match room.or_else(|| self.url_room.clone()) {
             Some(room) if !self.rooms.contains(&room) => return Err(ChatError::NotMember(room)),
@@ -376,6 +386,7 @@ impl Session {
         self.rate(&shard.node, Action::Message)?;
         let mut event = Event::chat(topic.clone(), self.client.clone(), body);
         event.to = to;
+        event.attachments = attachments.map(Into::into);
         let origin = Origin {
             shard: shard.index,
             conn: conn.id.0,

@@ -473,6 +473,7 @@ impl Handler for Demo {
                     body: &message,
                     client_msg_id: None,
                     to,
+                    attachments: None,
                 };
                 if let Err(e) = self.session.post(&conn.shard, &conn.state, post) {
                     self.send(conn, &demo::error(code::MESSAGE, &e.to_string()));

@@ -353,6 +353,7 @@ impl Handler for FastChat {
                     body: &content,
                     client_msg_id: client_msg_id.clone(),
                     to: ClientId::parse(&to, max).ok(),
+                    attachments: None,
                 };
                 match self.session.post(&conn.shard, &conn.state, post) {
                     // Without a store nothing acks later: it is sent now.

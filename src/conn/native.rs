@@ -12,6 +12,7 @@ use crate::accounts::Identity;
 use crate::chat::{self, ChatError, Joined, Post, Session};
 use crate::config::Wire;
 use crate::protocol::envelope::{Empty, ErrorData, Event, RecoveredData, SystemData};
+use crate::protocol::command::FileId;
 use crate::protocol::{self, ClientId, Command, ErrorCode, Header, Kind, ParseLimits, RoomName};
 use crate::ws::OpCode;
 
@@ -35,6 +36,14 @@ pub enum Resume {
         before_seq: Option<u64>,
         limit: Option<u64>,
         allowed: Result<(), ChatError>,
+    },
+    /// A chat whose attachments were checked (their description, or why
+    /// not).
+    Post {
+        room: RoomName,
+        content: String,
+        client_msg_id: Option<RoomName>,
+        attachments: Result<String, ChatError>,
     },
 }
 
@@ -88,7 +97,7 @@ impl Native {
             ChatError::NotMember(_) | ChatError::NotIn(_) => ErrorCode::NotMember,
             ChatError::RoomLimit(_) => ErrorCode::RoomLimit,
             ChatError::NotDelivered(_) | ChatError::NotStored(_) => ErrorCode::MessageFailed,
-            ChatError::BadLimit(_) => ErrorCode::Validation,
+            ChatError::BadLimit(_) | ChatError::Attachment(_) => ErrorCode::Validation,
             ChatError::NoHistory => ErrorCode::Unsupported,
             ChatError::Forbidden(_) => ErrorCode::Forbidden,
             ChatError::RateLimited(_) => ErrorCode::RateLimited,
@@ -125,6 +134,60 @@ impl Native {
             }
         }
         None
+    }
+
+    fn post(
+        &mut self,
+        conn: &Conn,
+        room: Option<RoomName>,
+        body: &str,
+        client_msg_id: Option<RoomName>,
+        attachments: Option<String>,
+    ) {
+        let post = Post {
+            room,
+            body,
+            client_msg_id: client_msg_id.clone(),
+            to: None,
+            attachments,
+        };
+        if let Err(e) = self.session.post(&conn.shard, &conn.state, post) {
+            self.refused(conn, &e, client_msg_id.as_ref());
+        }
+    }
+
+    /// A chat with attachments: the files are checked (a store round trip)
+    /// before it is posted; the connection reads nothing meanwhile, so its
+    /// messages stay in order.
+    fn attach(
+        &mut self,
+        conn: &Conn,
+        room: Option<RoomName>,
+        content: String,
+        client_msg_id: Option<RoomName>,
+        ids: Vec<FileId>,
+    ) -> Option<Deferred<Resume>> {
+        let Some(room) = room.or_else(|| self.session.url_room().cloned()) else {
+            let e = ChatError::Attachment("a chat with attachments needs a room".into());
+            self.refused(conn, &e, client_msg_id.as_ref());
+            return None;
+        };
+        if !self.session.is_in(&conn.shard, &conn.state, &room) {
+            self.refused(conn, &ChatError::NotMember(room), client_msg_id.as_ref());
+            return None;
+        }
+        let node = conn.shard.node.clone();
+        let identity = self.session.identity().clone();
+        Some(Box::pin(async move {
+            let ids: Vec<String> = ids.iter().map(|f| f.as_str().to_owned()).collect();
+            let attachments = chat::files::attach(&node, &identity, &room, &ids).await;
+            Resume::Post {
+                room,
+                content,
+                client_msg_id,
+                attachments,
+            }
+        }))
     }
 
     /// Reads history now if access is known, or defers to the store.
@@ -278,6 +341,17 @@ impl Handler for Native {
             | Resume::History {
                 allowed: Err(e), ..
             } => self.refused(conn, &e, None),
+            Resume::Post {
+                room,
+                content,
+                client_msg_id,
+                attachments: Ok(attachments),
+            } => self.post(conn, Some(room), &content, client_msg_id, Some(attachments)),
+            Resume::Post {
+                client_msg_id,
+                attachments: Err(e),
+                ..
+            } => self.refused(conn, &e, client_msg_id.as_ref()),
         }
     }
 
@@ -306,18 +380,16 @@ impl Handler for Native {
                 room,
                 content,
                 client_msg_id,
-            }) => {
-                let post = Post {
-                    room,
-                    body: &content,
-                    client_msg_id: client_msg_id.clone(),
-                    to: None,
-                };
-                let posted = self.session.post(&conn.shard, &conn.state, post);
-                if let Err(e) = posted {
-                    self.refused(conn, &e, client_msg_id.as_ref());
-                }
+                attachments,
+            }) if !attachments.is_empty() => {
+                return self.attach(conn, room, content.into_owned(), client_msg_id, attachments)
             }
+            Ok(Command::Chat {
+                room,
+                content,
+                client_msg_id,
+                attachments: _,
+            }) => self.post(conn, room, &content, client_msg_id, None),
             Ok(Command::Leave(room)) => match self.session.leave(&conn.shard, &conn.state, &room) {
                 Ok(()) => self.system(conn, Event::Left, Some(&room)),
                 Err(e) => self.refused(conn, &e, None),

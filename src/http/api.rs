@@ -16,8 +16,7 @@
 //! | `GET` or `POST dm/{user_id}` | user | the pair's conversation (one per pair) |
 //! | `POST server/publish` | `api.keys` | `{"room","type":"chat"\|"notification","data"}` |
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -27,12 +26,13 @@ use super::{json, query_param, to_json};
 use crate::accounts::{AccountError, Accounts, Identity, Login};
 use crate::chat::conversations::{self, ServerMessage};
 use crate::chat::ChatError;
+use crate::files::{FileError, Variant};
 use crate::node::Node;
 use crate::protocol::RoomName;
 use crate::shard::Shard;
-use crate::store::directory::User;
+use crate::store::directory::{ConversationKind, User};
 
-type Body = Full<Bytes>;
+use super::Body;
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
@@ -162,6 +162,8 @@ struct Credentials {
 #[derive(Deserialize)]
 struct Profile {
     display_name: Option<String>,
+    /// An image the user uploaded; it becomes readable by anyone.
+    avatar_file_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -255,10 +257,37 @@ async fn route(
             let user = accounts.user(id).await?;
             Ok(ok(to_json(&user_view(accounts, &user))))
         }
+        (&Method::POST, ["files"]) => Ok(super::files::upload(req, node, &identity).await),
+        (&Method::GET | &Method::HEAD, ["files", id]) => {
+            let headers = req.headers();
+            Ok(super::files::download(headers, node, &identity, id, Variant::Original).await)
+        }
+        (&Method::GET | &Method::HEAD, ["files", id, "thumbnail"]) => {
+            let headers = req.headers();
+            Ok(super::files::download(headers, node, &identity, id, Variant::Thumbnail).await)
+        }
         _ => {
             let user = Accounts::require_user(&identity)?;
             user_route(req, node, shard, segments, user, max).await
         }
+    }
+}
+
+/// Makes `file` (an image `user` uploaded) their avatar.
+async fn set_avatar(node: &Node, user: &User, file: &str) -> Result<(), AccountError> {
+    let invalid = invalid("avatar_file_id", "must be an image you uploaded");
+    let record = match node.files.record(file).await {
+        Ok(r) => r,
+        Err(FileError::NotFound) => return Err(invalid),
+        Err(_) => return Err(AccountError::Unavailable),
+    };
+    if record.uploader.as_deref() != Some(&user.id) || record.dimensions.is_none() {
+        return Err(invalid);
+    }
+    match node.files.set_avatar(&user.id, &record.id).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(AccountError::NotFound("user")),
+        Err(_) => Err(AccountError::Unavailable),
     }
 }
 
@@ -278,10 +307,14 @@ async fn user_route(
         (&Method::GET, ["me"]) => Ok(ok(to_json(&user_view(accounts, user)))),
         (&Method::PATCH, ["me"]) => {
             let p: Profile = body(req, max).await?;
-            let updated = match p.display_name {
+            let mut updated = match p.display_name {
                 Some(name) => accounts.set_display_name(user, &name).await?,
                 None => user.clone(),
             };
+            if let Some(file) = p.avatar_file_id {
+                set_avatar(node, user, &file).await?;
+                updated = accounts.user(&user.id).await?;
+            }
             Ok(ok(to_json(&user_view(accounts, &updated))))
         }
         (&Method::POST, ["me", "password"]) => {
@@ -291,8 +324,13 @@ async fn user_route(
                 .await?;
             Ok(login_view(accounts, &login))
         }
+        (&Method::GET, ["conversations"]) => {
+            let all = conversations::conversations(node, user, None).await?;
+            Ok(ok(to_json(&all)))
+        }
         (&Method::GET, ["groups"]) => {
-            let groups = conversations::groups(node, user).await?;
+            let groups =
+                conversations::conversations(node, user, Some(ConversationKind::Group)).await?;
             Ok(ok(to_json(&groups)))
         }
         (&Method::POST, ["groups"]) => {
@@ -404,6 +442,7 @@ pub(crate) fn parse_bodies(data: &[u8]) {
     let _ = sonic_rs::from_slice::<Credentials>(data);
     if let Ok(Profile {
         display_name: Some(name),
+        ..
     }) = sonic_rs::from_slice::<Profile>(data)
     {
         let _ = crate::accounts::check_display_name(&name);

@@ -6,11 +6,14 @@
 //! | `/api/chat-api/ws/{room}`, `/ws/{room}` | native protocol in `room` |
 //! | `/relay` | verbatim relay |
 //! | `/healthz`, `/readyz` | liveness, readiness (JSON) |
+//! | `/`, `/app.js`, `/style.css` | the web client (`web.rs`) |
 //! | `/api/chat-api/rooms/{room}/messages` | a room's history |
 //! | `/api/chat-api/...` | accounts, groups, DMs, server publish (`api.rs`) |
 
 pub mod api;
+pub mod files;
 pub mod metrics;
+pub mod web;
 
 use bytes::Bytes;
 use futures_util::future::Either;
@@ -40,7 +43,16 @@ use crate::queue::Limits;
 use crate::shard::Shard;
 use crate::shutdown::Phase;
 
-type Body = Full<Bytes>;
+/// Response bodies: whole (JSON, pages) or streamed (files).
+pub(crate) type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// A whole body.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+    use http_body_util::BodyExt;
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
 
 /// Serves one accepted connection, plain or TLS (HTTP/1.1, with upgrades),
 /// until it upgrades or ends.
@@ -48,8 +60,9 @@ type Body = Full<Bytes>;
 /// Time limits, so a silent or slow client cannot hold a socket: the first
 /// request head must arrive within `server.handshake_timeout` of the accept,
 /// and a keep-alive connection is dropped once no request has arrived for
-/// `server.http_idle_timeout` since the last one. (Responses here are made at
-/// once, so "since the last request" is "since the last response".)
+/// `server.http_idle_timeout` since the last one ended. A request whose body
+/// or response is still streaming (a file upload or download) is not idle,
+/// however long it takes.
 pub async fn serve_connection<IO>(shard: Rc<Shard>, stream: IO)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -63,7 +76,11 @@ where
         seen.at.set(Some(Instant::now()));
         seen.changed.notify_one();
         let shard = shard.clone();
-        async move { Ok::<_, Infallible>(handle(req, shard).await) }
+        let busy = Busy::new(seen.clone());
+        async move {
+            let resp = handle(req, shard).await;
+            Ok::<_, Infallible>(resp.map(|body| Tracked { body, _busy: busy }))
+        }
     });
     let accepted = Instant::now();
     let served = hyper::server::conn::http1::Builder::new()
@@ -87,7 +104,10 @@ where
             _ = last_request.changed.notified() => timer.as_mut().reset(deadline().into()),
             _ = timer.as_mut() => {
                 let due = deadline();
-                if Instant::now() >= due {
+                if last_request.busy.get() > 0 {
+                    // A request or its response is still streaming.
+                    timer.as_mut().reset((Instant::now() + idle_limit).into());
+                } else if Instant::now() >= due {
                     // Dropping the connection closes the socket.
                     metrics.rejected(RejectReason::HandshakeTimeout);
                     tracing::debug!("http connection timed out before an upgrade");
@@ -104,6 +124,55 @@ where
 struct Activity {
     at: Cell<Option<Instant>>,
     changed: tokio::sync::Notify,
+    /// Requests being handled or whose response body is still being sent.
+    busy: Cell<usize>,
+}
+
+/// One request in progress on a connection, until its response body is
+/// done (dropped): the connection is not idle meanwhile.
+struct Busy(Rc<Activity>);
+
+impl Busy {
+    fn new(activity: Rc<Activity>) -> Busy {
+        activity.busy.set(activity.busy.get() + 1);
+        Busy(activity)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let a = &self.0;
+        a.busy.set(a.busy.get() - 1);
+        // Idle from the end of the response.
+        a.at.set(Some(Instant::now()));
+        a.changed.notify_one();
+    }
+}
+
+/// A response body that keeps its request counted as [`Busy`].
+struct Tracked {
+    body: Body,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// A connection counted as "in its handshake" (accepted, not yet upgraded
@@ -147,6 +216,8 @@ pub(crate) enum Route<'a> {
     Api {
         rest: &'a str,
     },
+    /// A file of the web client (with `server.web_client`).
+    Web(&'static web::Asset),
     Relay,
     Health,
     Ready,
@@ -161,6 +232,9 @@ pub(crate) fn route(path: &str) -> Route<'_> {
         "/demo/ws" | "/demo/ws/" => return Route::Demo,
         "/fastchat/ws" | "/fastchat/ws/" => return Route::FastChat,
         _ => {}
+    }
+    if let Some(asset) = web::asset(path) {
+        return Route::Web(asset);
     }
     if let Some(rest) = path.strip_prefix("/api/chat-api/rooms/") {
         return match rest.strip_suffix("/messages") {
@@ -199,7 +273,7 @@ pub(crate) fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a s
 
 /// A struct's fields serialise in declaration order: a body is the same on
 /// every call (a `json!` map's order was not).
-fn to_json<T: serde::Serialize>(value: &T) -> String {
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
     sonic_rs::to_string(value).expect("plain structs serialise")
 }
 
@@ -209,8 +283,8 @@ struct NotReady {
     reason: &'static str,
 }
 
-fn json(status: StatusCode, body: String) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+pub(crate) fn json(status: StatusCode, body: String) -> Response<Body> {
+    let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -248,6 +322,10 @@ async fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> 
             };
             history_page(node, &identity, room, query.as_deref()).await
         }
+        Route::Web(_) if !node.config.server.web_client => {
+            error(StatusCode::NOT_FOUND, "no such endpoint")
+        }
+        Route::Web(asset) => web::serve(asset, req.headers()),
         Route::Health => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
         Route::Ready => {
             let reason = if node.shutdown.phase() != Phase::Running {
@@ -632,7 +710,7 @@ fn upgrade(
             HeaderValue::from_static(protocol),
         );
     }
-    resp.map(|_| Full::default())
+    resp.map(|_| full(Bytes::new()))
 }
 
 #[cfg(test)]
@@ -652,7 +730,9 @@ mod tests {
         assert_eq!(route("/ws/a/b"), Route::NotFound);
         assert_eq!(route("/wsx"), Route::NotFound);
         assert_eq!(route("/relay"), Route::Relay);
-        assert_eq!(route("/"), Route::NotFound);
+        assert!(matches!(route("/"), Route::Web(_)));
+        assert!(matches!(route("/app.js"), Route::Web(_)));
+        assert_eq!(route("/nope.js"), Route::NotFound);
     }
 
     #[test]

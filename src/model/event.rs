@@ -68,6 +68,11 @@ pub struct Event {
     pub kind: EventKind,
     /// The chat content (empty for presence).
     pub body: Box<str>,
+    /// A chat's attachments: a JSON array of the files' public metadata
+    /// (`id`, `name`, `size`, `content_type`, `url`, image `width` and
+    /// `height`, `thumbnail_url`), resolved and checked by the chat service
+    /// when the chat was posted; stored and carried with it.
+    pub attachments: Option<Box<str>>,
     /// When the event was made.
     pub ts: SystemTime,
 }
@@ -133,6 +138,7 @@ impl Event {
             to: None,
             kind,
             body: body.into(),
+            attachments: None,
             ts: SystemTime::now(),
         }
     }
@@ -140,7 +146,8 @@ impl Event {
     /// The compact encoding the broker carries between nodes:
     /// `version kind(1) id(16) ts_ms(8) seq(8, 0 = none) topic(1 tag, 1 len,
     /// name) sender(1 len, name) to(1 len, name; 0 = none) body(4 len,
-    /// utf-8)`, integers big-endian.
+    /// utf-8) attachments(4 len, utf-8 JSON; 0 = none)`, integers
+    /// big-endian.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.push(VERSION);
         out.push(match self.kind {
@@ -168,6 +175,9 @@ impl Event {
         short_str(out, self.to.as_ref().map_or("", ClientId::as_str));
         out.extend_from_slice(&(self.body.len() as u32).to_be_bytes());
         out.extend_from_slice(self.body.as_bytes());
+        let attachments = self.attachments.as_deref().unwrap_or("");
+        out.extend_from_slice(&(attachments.len() as u32).to_be_bytes());
+        out.extend_from_slice(attachments.as_bytes());
     }
 
     /// Reads [`Event::encode`]'s output; names are validated again with
@@ -210,6 +220,11 @@ impl Event {
         };
         let len = r.u32()? as usize;
         let body = r.str(len)?.into();
+        let len = r.u32()? as usize;
+        let attachments = match r.str(len)? {
+            "" => None,
+            json => Some(json.into()),
+        };
         if !r.0.is_empty() {
             return Err(DecodeError::Invalid);
         }
@@ -221,13 +236,14 @@ impl Event {
             to,
             kind,
             body,
+            attachments,
             ts,
         })
     }
 }
 
-/// 2: with `to` (after the sender).
-const VERSION: u8 = 2;
+/// 2: with `to` (after the sender); 3: with attachments (after the body).
+const VERSION: u8 = 3;
 const KIND_CHAT: u8 = 1;
 const KIND_ONLINE: u8 = 2;
 const KIND_OFFLINE: u8 = 3;
@@ -297,6 +313,7 @@ mod tests {
         let room = RoomName::parse("lobby", 64).unwrap();
         let mut stored = Event::chat(Topic::Room(room.clone()), alice.clone(), "hi \u{e9}");
         stored.seq = Some(42);
+        stored.attachments = Some(r#"[{"id":"f"}]"#.into());
         for event in [
             stored,
             Event::chat(Topic::Global, alice.clone(), "to all"),

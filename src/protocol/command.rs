@@ -18,6 +18,9 @@ pub enum Command<'a> {
         /// The client's own id for this message, echoed in a
         /// `MESSAGE_FAILED` error so the client knows which one failed.
         client_msg_id: Option<RoomName>,
+        /// `data.attachments[].file_id`: uploaded files (checked by the
+        /// chat service).
+        attachments: Vec<FileId>,
     },
     /// `since_seq` (in `data`): replay the stored messages after it first.
     Join {
@@ -67,8 +70,26 @@ pub enum ParseError {
     InvalidRoom(NameError),
     #[error("invalid client_msg_id: {0}")]
     InvalidClientMsgId(NameError),
-    #[error("chat needs data.content (a non-empty string)")]
+    #[error("chat needs data.content (a non-empty string) or data.attachments")]
     MissingContent,
+    #[error("data.attachments must be a list of {{\"file_id\": \"<uuid>\"}}")]
+    InvalidAttachment,
+}
+
+/// An uploaded file's id, as a client names it in an attachment: a UUID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileId(String);
+
+impl FileId {
+    pub fn parse(s: &str) -> Option<FileId> {
+        uuid::Uuid::parse_str(s)
+            .ok()
+            .map(|u| FileId(u.hyphenated().to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 #[derive(Deserialize)]
@@ -93,6 +114,14 @@ struct RawData<'a> {
     since_seq: Option<u64>,
     #[serde(default)]
     limit: Option<u64>,
+    #[serde(borrow, default)]
+    attachments: Option<Vec<RawAttachment<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct RawAttachment<'a> {
+    #[serde(borrow)]
+    file_id: Cow<'a, str>,
 }
 
 /// Parses one text message. Fields the server assigns itself (`id`, `from`,
@@ -125,12 +154,23 @@ pub fn parse(text: &[u8], limits: ParseLimits) -> Result<Command<'_>, ParseError
                 .map(|id| RoomName::parse(id, max_name))
                 .transpose()
                 .map_err(ParseError::InvalidClientMsgId)?;
-            let content = raw.data.and_then(|d| d.content).filter(|c| !c.is_empty());
-            let content = content.ok_or(ParseError::MissingContent)?;
+            let (content, attachments) = match raw.data {
+                Some(d) => (d.content.unwrap_or_default(), d.attachments.unwrap_or_default()),
+                None => (Cow::Borrowed(""), Vec::new()),
+            };
+            let attachments = attachments
+                .iter()
+                .map(|a| FileId::parse(&a.file_id))
+                .collect::<Option<Vec<FileId>>>()
+                .ok_or(ParseError::InvalidAttachment)?;
+            if content.is_empty() && attachments.is_empty() {
+                return Err(ParseError::MissingContent);
+            }
             Ok(Command::Chat {
                 room,
                 content,
                 client_msg_id,
+                attachments,
             })
         }
         "join" => Ok(Command::Join {
@@ -172,6 +212,32 @@ mod tests {
         max_depth: 32,
     };
 
+    #[test]
+    fn chats_may_carry_attachments_of_uploaded_files() {
+        let id = "0f8fad5b-d9cb-469f-a165-70867728950e";
+        let text = format!(r#"{{"type":"chat","room":"r1","data":{{"attachments":[{{"file_id":"{id}"}}]}}}}"#);
+        match parse(text.as_bytes(), L) {
+            Ok(Command::Chat {
+                content,
+                attachments,
+                ..
+            }) => {
+                assert_eq!(content, "");
+                assert_eq!(attachments, vec![FileId::parse(id).unwrap()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            r#"{"type":"chat","data":{"attachments":[{"file_id":"../etc"}]}}"#,
+            r#"{"type":"chat","data":{"attachments":[{"id":"x"}]}}"#,
+            r#"{"type":"chat","data":{"attachments":"x"}}"#,
+        ] {
+            assert!(parse(bad.as_bytes(), L).is_err(), "{bad}");
+        }
+        let empty = r#"{"type":"chat","data":{"content":"","attachments":[]}}"#;
+        assert_eq!(parse(empty.as_bytes(), L), Err(ParseError::MissingContent));
+    }
+
     fn room(name: &str) -> RoomName {
         RoomName::parse(name, 64).unwrap()
     }
@@ -185,6 +251,7 @@ mod tests {
                 room: Some(room("r1")),
                 content: "hi".into(),
                 client_msg_id: None,
+                attachments: Vec::new(),
             }
         );
         let global = parse(br#"{"type":"chat","data":{"content":"hi \"q\""}}"#, L).unwrap();
@@ -194,6 +261,7 @@ mod tests {
                 room: None,
                 content: "hi \"q\"".into(),
                 client_msg_id: None,
+                attachments: Vec::new(),
             }
         );
         assert_eq!(
@@ -220,6 +288,7 @@ mod tests {
                 room: None,
                 content: "c".into(),
                 client_msg_id: None,
+                attachments: Vec::new(),
             })
         );
     }
@@ -295,6 +364,7 @@ mod tests {
                 room: None,
                 content: "x".into(),
                 client_msg_id: Some(room("m-1")),
+                attachments: Vec::new(),
             })
         );
     }

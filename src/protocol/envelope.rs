@@ -48,6 +48,9 @@ pub enum ErrorCode {
 #[derive(Serialize)]
 pub struct ChatData<'a> {
     pub content: &'a str,
+    /// The files attached (as the chat service resolved them), raw JSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attachments: Option<sonic_rs::LazyValue<'a>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -206,6 +209,7 @@ mod tests {
             header,
             &ChatData {
                 content: "hi \"there\"",
+                attachments: None,
             },
         );
         let v: sonic_rs::Value = sonic_rs::from_slice(out.payload()).unwrap();

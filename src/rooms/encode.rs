@@ -108,8 +108,14 @@ pub fn chat_api_json(event: &Event) -> Option<Outgoing> {
                 room,
                 from,
             };
+            // Made by this server, so valid JSON; left out if it is not.
+            let attachments = event
+                .attachments
+                .as_deref()
+                .and_then(|a| sonic_rs::from_str::<sonic_rs::LazyValue>(a).ok());
             let data = ChatData {
                 content: &event.body,
+                attachments,
             };
             encode_as(header, &data, stamp)
         }

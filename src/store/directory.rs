@@ -68,6 +68,29 @@ pub struct Conversation {
     pub created_at: i64,
 }
 
+/// An uploaded file's metadata (its bytes are in the object store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRecord {
+    /// A UUID; also the object's key.
+    pub id: String,
+    /// The user who uploaded it (`None`: anonymous, with auth off).
+    pub uploader: Option<String>,
+    /// Sanitised (see `files::name`).
+    pub name: String,
+    pub size: u64,
+    /// Sniffed from the bytes.
+    pub content_type: String,
+    /// Lower-case hex.
+    pub sha256: String,
+    /// An image's dimensions, when it could be decoded.
+    pub dimensions: Option<(u32, u32)>,
+    /// A thumbnail was made (stored under `<id>.thumb`).
+    pub thumbnail: bool,
+    /// Anyone may read it (a user's avatar).
+    pub public: bool,
+    pub created_at: i64,
+}
+
 /// Why a directory change was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DirectoryError {
@@ -111,6 +134,15 @@ pub(crate) trait Directory {
     async fn members(&mut self, conversation: &str) -> Result<Vec<String>, StoreError>;
     /// The user's groups and direct conversations, oldest first.
     async fn conversations_of(&mut self, user: &str) -> Result<Vec<Conversation>, StoreError>;
+    async fn create_file(&mut self, file: &FileRecord) -> Result<(), StoreError>;
+    async fn file(&mut self, id: &str) -> Result<Option<FileRecord>, StoreError>;
+    /// Records that the file was posted in `room`.
+    async fn file_posted(&mut self, id: &str, room: &str) -> Result<(), StoreError>;
+    /// The rooms the file was posted in.
+    async fn file_rooms(&mut self, id: &str) -> Result<Vec<String>, StoreError>;
+    /// Makes `file` the user's avatar (and readable by anyone); false if
+    /// there is no such user.
+    async fn set_avatar(&mut self, user: &str, file: &str) -> Result<bool, StoreError>;
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -136,6 +168,11 @@ pub enum DirectoryRequest {
     IsMember(String, String, Reply<bool>),
     Members(String, Reply<Vec<String>>),
     ConversationsOf(String, Reply<Vec<Conversation>>),
+    CreateFile(FileRecord, Reply<()>),
+    File(String, Reply<Option<FileRecord>>),
+    FilePosted(String, String, Reply<()>),
+    FileRooms(String, Reply<Vec<String>>),
+    SetAvatar(String, String, Reply<bool>),
 }
 
 impl DirectoryRequest {
@@ -187,6 +224,21 @@ impl DirectoryRequest {
             ConversationsOf(u, reply) => {
                 let _ = reply.send(dir.conversations_of(&u).await);
             }
+            CreateFile(file, reply) => {
+                let _ = reply.send(dir.create_file(&file).await);
+            }
+            File(id, reply) => {
+                let _ = reply.send(dir.file(&id).await);
+            }
+            FilePosted(id, room, reply) => {
+                let _ = reply.send(dir.file_posted(&id, &room).await);
+            }
+            FileRooms(id, reply) => {
+                let _ = reply.send(dir.file_rooms(&id).await);
+            }
+            SetAvatar(user, file, reply) => {
+                let _ = reply.send(dir.set_avatar(&user, &file).await);
+            }
         }
     }
 }
@@ -220,6 +272,37 @@ pub(crate) fn conversation(r: ConversationRow) -> Result<Conversation, StoreErro
         owner: r.3,
         created_at: r.4,
     })
+}
+
+/// A row of `SELECT id, uploader, name, size, content_type, sha256, width,
+/// height, thumbnail, public, created_at FROM files`.
+pub(crate) type FileRow = (
+    String,
+    Option<String>,
+    String,
+    i64,
+    String,
+    String,
+    Option<i32>,
+    Option<i32>,
+    bool,
+    bool,
+    i64,
+);
+
+pub(crate) fn file_record(r: FileRow) -> FileRecord {
+    FileRecord {
+        id: r.0,
+        uploader: r.1,
+        name: r.2,
+        size: r.3.max(0) as u64,
+        content_type: r.4,
+        sha256: r.5,
+        dimensions: r.6.zip(r.7).map(|(w, h)| (w.max(0) as u32, h.max(0) as u32)),
+        thumbnail: r.8,
+        public: r.9,
+        created_at: r.10,
+    }
 }
 
 /// Implements [`Directory`] for a backend whose `conn` field is a sqlx
@@ -488,6 +571,97 @@ macro_rules! sql_directory {
                 rows.into_iter()
                     .map($crate::store::directory::conversation)
                     .collect()
+            }
+
+            async fn create_file(
+                &mut self,
+                f: &$crate::store::directory::FileRecord,
+            ) -> Result<(), $crate::store::StoreError> {
+                let (w, h) = f.dimensions.map_or((None, None), |(w, h)| {
+                    (Some(w.min(i32::MAX as u32) as i32), Some(h.min(i32::MAX as u32) as i32))
+                });
+                sqlx::query(
+                    "INSERT INTO files (id, uploader, name, size, content_type, sha256, width, \
+                     height, thumbnail, public, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(&f.id)
+                .bind(&f.uploader)
+                .bind(&f.name)
+                .bind(f.size.min(i64::MAX as u64) as i64)
+                .bind(&f.content_type)
+                .bind(&f.sha256)
+                .bind(w)
+                .bind(h)
+                .bind(f.thumbnail)
+                .bind(f.public)
+                .bind(f.created_at)
+                .execute(&mut self.conn)
+                .await?;
+                Ok(())
+            }
+
+            async fn file(
+                &mut self,
+                id: &str,
+            ) -> Result<Option<$crate::store::directory::FileRecord>, $crate::store::StoreError>
+            {
+                let row: Option<$crate::store::directory::FileRow> = sqlx::query_as(
+                    "SELECT id, uploader, name, size, content_type, sha256, width, height, \
+                     thumbnail, public, created_at FROM files WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&mut self.conn)
+                .await?;
+                Ok(row.map($crate::store::directory::file_record))
+            }
+
+            async fn file_posted(
+                &mut self,
+                id: &str,
+                room: &str,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(
+                    "INSERT INTO file_rooms (file_id, room) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .bind(id)
+                .bind(room)
+                .execute(&mut self.conn)
+                .await?;
+                Ok(())
+            }
+
+            async fn file_rooms(
+                &mut self,
+                id: &str,
+            ) -> Result<Vec<String>, $crate::store::StoreError> {
+                let rows: Vec<(String,)> =
+                    sqlx::query_as("SELECT room FROM file_rooms WHERE file_id = $1 ORDER BY room")
+                        .bind(id)
+                        .fetch_all(&mut self.conn)
+                        .await?;
+                Ok(rows.into_iter().map(|(r,)| r).collect())
+            }
+
+            async fn set_avatar(
+                &mut self,
+                user: &str,
+                file: &str,
+            ) -> Result<bool, $crate::store::StoreError> {
+                use sqlx::Connection as _;
+                let mut tx = self.conn.begin().await?;
+                let done = sqlx::query("UPDATE users SET avatar_file_id = $1 WHERE id = $2")
+                    .bind(file)
+                    .bind(user)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE files SET public = $1 WHERE id = $2")
+                    .bind(true)
+                    .bind(file)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() == 1)
             }
         }
     };

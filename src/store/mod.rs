@@ -89,7 +89,7 @@ pub(crate) trait Backend {
     ) -> Result<Vec<Event>, StoreError>;
 }
 
-/// A stored row, read back (`SELECT seq, id, sender, body, ts_ms, kind`), as the
+/// A stored row, read back (`SELECT seq, id, sender, body, ts_ms, kind, attachments`), as the
 /// event it was: the same for every backend.
 pub(crate) struct StoredRow {
     pub seq: i64,
@@ -98,6 +98,7 @@ pub(crate) struct StoredRow {
     pub body: String,
     pub ts_ms: i64,
     pub kind: String,
+    pub attachments: Option<String>,
 }
 
 impl StoredRow {
@@ -111,13 +112,14 @@ impl StoredRow {
             to: None,
             kind: crate::model::EventKind::from_stored(&self.kind),
             body: self.body.into(),
+            attachments: self.attachments.map(Into::into),
             ts: std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.ts_ms.max(0) as u64),
         })
     }
 }
 
 /// The values a backend binds for one row, in column order (`room, seq, id,
-/// sender, client_msg_id, body, ts_ms, kind`).
+/// sender, client_msg_id, body, ts_ms, kind, attachments`).
 pub(crate) struct RowValues<'a> {
     pub room: &'a str,
     pub seq: i64,
@@ -127,6 +129,7 @@ pub(crate) struct RowValues<'a> {
     pub body: &'a str,
     pub ts_ms: i64,
     pub kind: &'static str,
+    pub attachments: Option<&'a str>,
 }
 
 impl Row {
@@ -154,6 +157,7 @@ impl Row {
             body: &self.event.body,
             ts_ms: ts.as_millis() as i64,
             kind: self.event.kind.stored_name(),
+            attachments: self.event.attachments.as_deref(),
         })
     }
 }

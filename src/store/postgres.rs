@@ -32,6 +32,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../../migrations/postgres/0004_message_kind.sql"),
     ),
+    (5, include_str!("../../migrations/postgres/0005_files.sql")),
 ];
 
 /// The advisory lock nodes take while migrating, so that two nodes starting
@@ -152,14 +153,14 @@ impl Backend for Postgres {
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let tuples = (0..chunk.len())
                 .map(|i| {
-                    let n = 8 * i;
-                    let p: Vec<String> = (1..=8).map(|k| format!("${}", n + k)).collect();
+                    let n = 9 * i;
+                    let p: Vec<String> = (1..=9).map(|k| format!("${}", n + k)).collect();
                     format!("({})", p.join(", "))
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
             let sql = format!(
-                "INSERT INTO messages (room, seq, id, sender, client_msg_id, body, ts_ms, kind) \
+                "INSERT INTO messages (room, seq, id, sender, client_msg_id, body, ts_ms, kind, attachments) \
                  VALUES {tuples}"
             );
             // Audited: `sql` is fixed text and placeholders; the data is bound.
@@ -174,7 +175,8 @@ impl Backend for Postgres {
                     .bind(v.client_msg_id)
                     .bind(v.body)
                     .bind(v.ts_ms)
-                    .bind(v.kind);
+                    .bind(v.kind)
+                    .bind(v.attachments);
             }
             query.execute(&mut *tx).await?;
         }
@@ -222,7 +224,7 @@ impl Backend for Postgres {
         limit: u32,
     ) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, id, sender, body, ts_ms, kind FROM messages \
+            "SELECT seq, id, sender, body, ts_ms, kind, attachments FROM messages \
              WHERE room = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3",
         )
         .bind(room.as_str())
@@ -241,7 +243,7 @@ impl Backend for Postgres {
     ) -> Result<Vec<Event>, StoreError> {
         let before = before_seq.map_or(i64::MAX, |s| s.min(i64::MAX as u64) as i64);
         let rows = sqlx::query(
-            "SELECT seq, id, sender, body, ts_ms, kind FROM messages \
+            "SELECT seq, id, sender, body, ts_ms, kind, attachments FROM messages \
              WHERE room = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
         )
         .bind(room.as_str())
@@ -294,7 +296,7 @@ async fn number(tx: &mut PgConnection, rows: &mut [Row]) -> Result<(), StoreErro
 }
 
 impl Postgres {
-    /// One row of `SELECT seq, id, sender, body, ts_ms` as an event.
+    /// One row of `SELECT seq, id, sender, body, ts_ms, kind, attachments` as an event.
     fn event(&self, room: &RoomName, r: sqlx::postgres::PgRow) -> Result<Event, StoreError> {
         let row = StoredRow {
             seq: r.try_get(0)?,
@@ -303,6 +305,7 @@ impl Postgres {
             body: r.try_get(3)?,
             ts_ms: r.try_get(4)?,
             kind: r.try_get(5)?,
+            attachments: r.try_get(6)?,
         };
         row.into_event(room, self.max_name)
     }

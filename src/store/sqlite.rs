@@ -13,7 +13,7 @@ use crate::protocol::RoomName;
 use std::collections::HashMap;
 
 /// Rows per INSERT (and keys per lookup): one statement, one round trip to
-/// the SQLite worker, for many messages. 100 × 8 parameters stays far under
+/// the SQLite worker, for many messages. 100 × 9 parameters stays far under
 /// SQLite's limit.
 const ROWS_PER_STATEMENT: usize = 100;
 
@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../../migrations/sqlite/0003_message_kind.sql"),
     ),
+    (4, include_str!("../../migrations/sqlite/0004_files.sql")),
 ];
 
 pub struct Sqlite {
@@ -192,7 +193,7 @@ impl Backend for Sqlite {
         limit: u32,
     ) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, id, sender, body, ts_ms, kind FROM messages \
+            "SELECT seq, id, sender, body, ts_ms, kind, attachments FROM messages \
              WHERE room = ? AND seq > ? ORDER BY seq ASC LIMIT ?",
         )
         .bind(room.as_str())
@@ -211,7 +212,7 @@ impl Backend for Sqlite {
     ) -> Result<Vec<Event>, StoreError> {
         let before = before_seq.map_or(i64::MAX, |s| s.min(i64::MAX as u64) as i64);
         let rows = sqlx::query(
-            "SELECT seq, id, sender, body, ts_ms, kind FROM messages \
+            "SELECT seq, id, sender, body, ts_ms, kind, attachments FROM messages \
              WHERE room = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
         )
         .bind(room.as_str())
@@ -239,9 +240,9 @@ impl Sqlite {
     async fn insert(&mut self, rows: &[Row]) -> Result<(), StoreError> {
         let mut tx = self.conn.begin().await?;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let tuples = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            let tuples = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
             let sql = format!(
-                "INSERT INTO messages (room, seq, id, sender, client_msg_id, body, ts_ms, kind) \
+                "INSERT INTO messages (room, seq, id, sender, client_msg_id, body, ts_ms, kind, attachments) \
                  VALUES {tuples}"
             );
             // Audited: `sql` is fixed text and placeholders; the data is bound.
@@ -256,7 +257,8 @@ impl Sqlite {
                     .bind(v.client_msg_id)
                     .bind(v.body)
                     .bind(v.ts_ms)
-                    .bind(v.kind);
+                    .bind(v.kind)
+                    .bind(v.attachments);
             }
             query.execute(&mut *tx).await?;
         }
@@ -264,7 +266,7 @@ impl Sqlite {
         Ok(())
     }
 
-    /// One row of `SELECT seq, id, sender, body, ts_ms` as an event.
+    /// One row of `SELECT seq, id, sender, body, ts_ms, kind, attachments` as an event.
     fn event(&self, room: &RoomName, r: sqlx::sqlite::SqliteRow) -> Result<Event, StoreError> {
         let row = StoredRow {
             seq: r.try_get(0)?,
@@ -273,6 +275,7 @@ impl Sqlite {
             body: r.try_get(3)?,
             ts_ms: r.try_get(4)?,
             kind: r.try_get(5)?,
+            attachments: r.try_get(6)?,
         };
         row.into_event(room, self.max_name)
     }
