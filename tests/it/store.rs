@@ -44,15 +44,26 @@ impl Db {
 }
 
 impl Db {
+    /// Where uploaded files go with `files.backend: local` (beside the
+    /// database, in the test's own temp directory).
+    pub fn files_dir(&self) -> PathBuf {
+        match self {
+            Db::Sqlite(path) => path.with_file_name("files"),
+            Db::Postgres(pg) => pg.dir().join("files"),
+        }
+    }
+
     /// A server on this database with cheap password hashing (tests, not
     /// production parameters), plus `extra` settings.
     pub fn server(&self, extra: &[&str]) -> chatd::Server {
         let o = self.overrides();
+        let files = format!("files.path={}", self.files_dir().display());
         let mut all = vec![
             o[0].as_str(),
             o[1].as_str(),
             "auth.argon2.memory_kib=1024",
             "auth.argon2.iterations=1",
+            files.as_str(),
         ];
         all.extend_from_slice(extra);
         start(&all)
