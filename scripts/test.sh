@@ -11,6 +11,9 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)
 # The store tests run real PostgreSQL servers (Debian keeps initdb off PATH).
 command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
   || need_apt+=(postgresql)
+# The browser tests drive Debian's Chromium (Playwright is pointed at it).
+command -v chromium >/dev/null || need_apt+=(chromium)
+python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
@@ -20,9 +23,23 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
+# Python packages: Playwright (its driver only; the browser is Debian's) and
+# moto, the S3-compatible server the file tests store into.
+pip_install() {
+  python3 -m pip install -q "$@" 2>/dev/null || python3 -m pip install -q --break-system-packages "$@"
+}
+python3 -c 'import playwright' 2>/dev/null || pip_install playwright
+command -v moto_server >/dev/null || pip_install 'moto[server]'
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace --all-targets
+
+# The web client end to end in headless Chromium, against the binary the
+# tests just built (screenshots land in each test's temp directory).
+if [ "${SKIP_BROWSER:-0}" != 1 ]; then
+  python3 tests/browser/run.py --chatd "${CARGO_TARGET_DIR:-target}/debug/chatd"
+fi
 
 # The k6 script is for users who have k6; here only its syntax is checked.
 if command -v node >/dev/null; then

@@ -913,7 +913,10 @@ impl Config {
             });
         }
         positive("store.max_batch", self.store.max_batch)?;
-        positive("files.thumbnail_concurrency", self.files.thumbnail_concurrency)?;
+        positive(
+            "files.thumbnail_concurrency",
+            self.files.thumbnail_concurrency,
+        )?;
         positive("files.thumbnail_size", self.files.thumbnail_size as usize)?;
         if self.files.backend == FilesBackend::S3 && self.files.s3.bucket.is_empty() {
             return Err(ConfigError::Invalid {

@@ -141,7 +141,10 @@ pub fn files(data: &[u8]) {
         assert!(range.start < range.end && range.end <= 1000, "{range:?}");
     }
     let name = crate::files::name::sanitise(&http::files::percent_decode(&text));
-    assert!(!name.is_empty() && !name.contains(['/', '\\', '"']), "{name:?}");
+    assert!(
+        !name.is_empty() && !name.contains(['/', '\\', '"']),
+        "{name:?}"
+    );
     let disposition = crate::files::name::content_disposition(&name, false);
     assert!(
         hyper::header::HeaderValue::from_str(&disposition).is_ok(),

@@ -121,6 +121,7 @@ function logout() {
   state.convs.clear();
   state.pending.clear();
   state.active = null;
+  if (signingUp) toggleAuthMode();
   showAuth();
 }
 

@@ -185,10 +185,7 @@ pub async fn conversations(
         .ask(|tx| DirectoryRequest::ConversationsOf(id, tx))
         .await??;
     let mut out = Vec::new();
-    for c in all
-        .into_iter()
-        .filter(|c| kind.is_none_or(|k| c.kind == k))
-    {
+    for c in all.into_iter().filter(|c| kind.is_none_or(|k| c.kind == k)) {
         out.push(view(accounts, c).await?);
     }
     Ok(out)

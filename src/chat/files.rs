@@ -62,7 +62,11 @@ pub enum FileAccess {
 /// Whether `identity` may read `file`: its uploader, anyone who may read a
 /// room it was posted in (with auth off, anyone for a public room), anyone
 /// for an avatar.
-pub async fn may_read(node: &Node, identity: &Identity, file: &FileRecord) -> Result<(), FileAccess> {
+pub async fn may_read(
+    node: &Node,
+    identity: &Identity,
+    file: &FileRecord,
+) -> Result<(), FileAccess> {
     if file.public {
         return Ok(());
     }

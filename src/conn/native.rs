@@ -11,8 +11,8 @@ use super::{Conn, Handler};
 use crate::accounts::Identity;
 use crate::chat::{self, ChatError, Joined, Post, Session};
 use crate::config::Wire;
-use crate::protocol::envelope::{Empty, ErrorData, Event, RecoveredData, SystemData};
 use crate::protocol::command::FileId;
+use crate::protocol::envelope::{Empty, ErrorData, Event, RecoveredData, SystemData};
 use crate::protocol::{self, ClientId, Command, ErrorCode, Header, Kind, ParseLimits, RoomName};
 use crate::ws::OpCode;
 

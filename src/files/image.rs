@@ -17,7 +17,11 @@ pub struct Probe {
 /// Reads `bytes` as an image. `None` if it is not one it can decode, or it
 /// has more than `max_pixels` pixels.
 pub fn probe(bytes: &[u8], max_pixels: u64, thumbnail_size: u32) -> Option<Probe> {
-    let reader = || ImageReader::new(Cursor::new(bytes)).with_guessed_format().ok();
+    let reader = || {
+        ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .ok()
+    };
     let (width, height) = reader()?.into_dimensions().ok()?;
     if u64::from(width) * u64::from(height) > max_pixels {
         return None;
@@ -51,7 +55,8 @@ fn thumbnail(img: DynamicImage, size: u32) -> Option<Vec<u8>> {
         let rgba = small.to_rgba8();
         image::RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
             let [r, g, b, a] = rgba.get_pixel(x, y).0;
-            let over_white = |c: u8| ((u16::from(c) * u16::from(a) + 255 * (255 - u16::from(a))) / 255) as u8;
+            let over_white =
+                |c: u8| ((u16::from(c) * u16::from(a) + 255 * (255 - u16::from(a))) / 255) as u8;
             image::Rgb([over_white(r), over_white(g), over_white(b)])
         })
     } else {
@@ -59,7 +64,9 @@ fn thumbnail(img: DynamicImage, size: u32) -> Option<Vec<u8>> {
     };
     let mut out = Cursor::new(Vec::new());
     let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80);
-    DynamicImage::ImageRgb8(rgb).write_with_encoder(encoder).ok()?;
+    DynamicImage::ImageRgb8(rgb)
+        .write_with_encoder(encoder)
+        .ok()?;
     Some(out.into_inner())
 }
 

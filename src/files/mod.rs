@@ -133,7 +133,11 @@ enum Sink {
 }
 
 impl Files {
-    pub fn new(objects: Arc<dyn ObjectStore>, store: Option<StoreHandle>, config: FilesConfig) -> Files {
+    pub fn new(
+        objects: Arc<dyn ObjectStore>,
+        store: Option<StoreHandle>,
+        config: FilesConfig,
+    ) -> Files {
         let decoding = Arc::new(Semaphore::new(config.thumbnail_concurrency.max(1)));
         Files {
             objects,
@@ -190,7 +194,9 @@ impl Files {
         if let Some(bytes) = received.image.filter(|_| sniff::is_image(content_type)) {
             self.add_thumbnail(&mut record, bytes).await;
         }
-        let stored = self.ask(|tx| DirectoryRequest::CreateFile(record.clone(), tx)).await;
+        let stored = self
+            .ask(|tx| DirectoryRequest::CreateFile(record.clone(), tx))
+            .await;
         if let Err(e) = stored {
             self.remove(&record).await;
             return Err(e);
@@ -324,13 +330,15 @@ impl Files {
     /// Records that `id` was posted in `room`.
     pub async fn posted(&self, id: &str, room: &str) -> Result<(), FileError> {
         let (id, room) = (id.to_owned(), room.to_owned());
-        self.ask(|tx| DirectoryRequest::FilePosted(id, room, tx)).await
+        self.ask(|tx| DirectoryRequest::FilePosted(id, room, tx))
+            .await
     }
 
     /// Makes `file` `user`'s avatar.
     pub async fn set_avatar(&self, user: &str, file: &str) -> Result<bool, FileError> {
         let (user, file) = (user.to_owned(), file.to_owned());
-        self.ask(|tx| DirectoryRequest::SetAvatar(user, file, tx)).await
+        self.ask(|tx| DirectoryRequest::SetAvatar(user, file, tx))
+            .await
     }
 
     /// Opens a file's bytes, `range` of them if given.

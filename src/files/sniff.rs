@@ -52,9 +52,15 @@ mod tests {
         assert_eq!(content_type(b"\xff\xd8\xff\xe0\0\x10JFIF\0"), "image/jpeg");
         assert_eq!(content_type(b"GIF89a\x01\0\x01\0"), "image/gif");
         assert_eq!(content_type(b"%PDF-1.7\n"), "application/pdf");
-        assert_eq!(content_type("héllo\n".as_bytes()), "text/plain; charset=utf-8");
+        assert_eq!(
+            content_type("héllo\n".as_bytes()),
+            "text/plain; charset=utf-8"
+        );
         // A character cut by the end of the head is still text.
-        assert_eq!(content_type(&"é".as_bytes()[..1]), "text/plain; charset=utf-8");
+        assert_eq!(
+            content_type(&"é".as_bytes()[..1]),
+            "text/plain; charset=utf-8"
+        );
         assert_eq!(content_type(b"\0\x01\x02\x03"), "application/octet-stream");
         assert_eq!(content_type(b""), "application/octet-stream");
         assert!(is_image("image/webp") && !is_image("image/svg+xml"));

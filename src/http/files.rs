@@ -156,7 +156,10 @@ pub async fn download(
     let total = opened.meta.size;
     let served = opened.range.clone();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(served.end - served.start));
+    h.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(served.end - served.start),
+    );
     if range.is_some() {
         *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
         let value = format!("bytes {}-{}/{total}", served.start, served.end - 1);

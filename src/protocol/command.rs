@@ -155,7 +155,10 @@ pub fn parse(text: &[u8], limits: ParseLimits) -> Result<Command<'_>, ParseError
                 .transpose()
                 .map_err(ParseError::InvalidClientMsgId)?;
             let (content, attachments) = match raw.data {
-                Some(d) => (d.content.unwrap_or_default(), d.attachments.unwrap_or_default()),
+                Some(d) => (
+                    d.content.unwrap_or_default(),
+                    d.attachments.unwrap_or_default(),
+                ),
                 None => (Cow::Borrowed(""), Vec::new()),
             };
             let attachments = attachments
@@ -215,7 +218,9 @@ mod tests {
     #[test]
     fn chats_may_carry_attachments_of_uploaded_files() {
         let id = "0f8fad5b-d9cb-469f-a165-70867728950e";
-        let text = format!(r#"{{"type":"chat","room":"r1","data":{{"attachments":[{{"file_id":"{id}"}}]}}}}"#);
+        let text = format!(
+            r#"{{"type":"chat","room":"r1","data":{{"attachments":[{{"file_id":"{id}"}}]}}}}"#
+        );
         match parse(text.as_bytes(), L) {
             Ok(Command::Chat {
                 content,

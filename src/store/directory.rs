@@ -298,7 +298,10 @@ pub(crate) fn file_record(r: FileRow) -> FileRecord {
         size: r.3.max(0) as u64,
         content_type: r.4,
         sha256: r.5,
-        dimensions: r.6.zip(r.7).map(|(w, h)| (w.max(0) as u32, h.max(0) as u32)),
+        dimensions: r
+            .6
+            .zip(r.7)
+            .map(|(w, h)| (w.max(0) as u32, h.max(0) as u32)),
         thumbnail: r.8,
         public: r.9,
         created_at: r.10,
@@ -578,7 +581,10 @@ macro_rules! sql_directory {
                 f: &$crate::store::directory::FileRecord,
             ) -> Result<(), $crate::store::StoreError> {
                 let (w, h) = f.dimensions.map_or((None, None), |(w, h)| {
-                    (Some(w.min(i32::MAX as u32) as i32), Some(h.min(i32::MAX as u32) as i32))
+                    (
+                        Some(w.min(i32::MAX as u32) as i32),
+                        Some(h.min(i32::MAX as u32) as i32),
+                    )
                 });
                 sqlx::query(
                     "INSERT INTO files (id, uploader, name, size, content_type, sha256, width, \

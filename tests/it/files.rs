@@ -165,10 +165,23 @@ fn bearer(token: &str) -> String {
 async fn upload(addr: SocketAddr, token: &str, name: &str, body: &[u8]) -> Answer {
     let auth = bearer(token);
     let path = format!("/api/chat-api/files?name={name}");
-    request(addr, "POST", &path, &[("Authorization", &auth)], body, false).await
+    request(
+        addr,
+        "POST",
+        &path,
+        &[("Authorization", &auth)],
+        body,
+        false,
+    )
+    .await
 }
 
-async fn get(addr: SocketAddr, token: Option<&str>, path: &str, headers: &[(&str, &str)]) -> Answer {
+async fn get(
+    addr: SocketAddr,
+    token: Option<&str>,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
     let auth = token.map(bearer);
     let mut all: Vec<(&str, &str)> = headers.to_vec();
     if let Some(a) = &auth {
@@ -178,7 +191,10 @@ async fn get(addr: SocketAddr, token: Option<&str>, path: &str, headers: &[(&str
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Bytes no sniffer takes for a known type.
@@ -211,7 +227,13 @@ async fn a_file_round_trips_with_etag_and_ranges_and_only_its_readers_read_it(st
     let (_, alice) = register_and_login(addr, "alice", "password1").await;
     let (_, bob) = register_and_login(addr, "bob", "password1").await;
     let bytes = noise(3000);
-    let up = upload(addr, &alice, "..%2F..%2Fr%C3%A9sum%C3%A9%20%22x%22.bin", &bytes).await;
+    let up = upload(
+        addr,
+        &alice,
+        "..%2F..%2Fr%C3%A9sum%C3%A9%20%22x%22.bin",
+        &bytes,
+    )
+    .await;
     assert_eq!(up.status, 201, "{}", String::from_utf8_lossy(&up.body));
     let file = up.json();
     assert_eq!(file["name"], "résumé _x_.bin", "{file}");
@@ -219,7 +241,10 @@ async fn a_file_round_trips_with_etag_and_ranges_and_only_its_readers_read_it(st
     assert_eq!(file["content_type"], "application/octet-stream");
     assert_eq!(file["sha256"], sha256_hex(&bytes));
     let url = file["url"].as_str().unwrap().to_owned();
-    assert_eq!(url, format!("/api/chat-api/files/{}", file["id"].as_str().unwrap()));
+    assert_eq!(
+        url,
+        format!("/api/chat-api/files/{}", file["id"].as_str().unwrap())
+    );
 
     let got = get(addr, Some(&alice), &url, &[]).await;
     assert_eq!(got.status, 200);
@@ -229,7 +254,9 @@ async fn a_file_round_trips_with_etag_and_ranges_and_only_its_readers_read_it(st
     assert_eq!(got.header("x-content-type-options"), Some("nosniff"));
     assert!(got.header("cache-control").unwrap().contains("immutable"));
     assert!(
-        got.header("content-disposition").unwrap().starts_with("attachment; "),
+        got.header("content-disposition")
+            .unwrap()
+            .starts_with("attachment; "),
         "{:?}",
         got.header("content-disposition")
     );
@@ -266,9 +293,20 @@ async fn a_file_round_trips_with_etag_and_ranges_and_only_its_readers_read_it(st
 
     // Sniffed from the bytes, whatever the name and declared type say.
     let auth = bearer(&alice);
-    let headers = [("Authorization", auth.as_str()), ("Content-Type", "text/plain")];
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "text/plain"),
+    ];
     let image = png(4, 4);
-    let posted = request(addr, "POST", "/api/chat-api/files?name=notes.txt", &headers, &image, false).await;
+    let posted = request(
+        addr,
+        "POST",
+        "/api/chat-api/files?name=notes.txt",
+        &headers,
+        &image,
+        false,
+    )
+    .await;
     assert_eq!(posted.json()["content_type"], "image/png");
     let text = upload(addr, &alice, "a.png", "plain words\n".as_bytes()).await;
     assert_eq!(text.json()["content_type"], "text/plain; charset=utf-8");
@@ -293,7 +331,10 @@ async fn a_large_multipart_upload_streams_and_round_trips(storage: Storage) {
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     let auth = bearer(&alice);
     let ct = format!("multipart/form-data; boundary={boundary}");
-    let headers = [("Authorization", auth.as_str()), ("Content-Type", ct.as_str())];
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", ct.as_str()),
+    ];
     let up = request(addr, "POST", "/api/chat-api/files", &headers, &body, false).await;
     assert_eq!(up.status, 201, "{}", String::from_utf8_lossy(&up.body));
     let file = up.json();
@@ -314,18 +355,34 @@ async fn an_image_gets_dimensions_and_a_thumbnail_and_rides_a_chat(storage: Stor
     let up = upload(addr, &alice, "wide.png", &png(800, 400)).await;
     assert_eq!(up.status, 201);
     let file = up.json();
-    assert_eq!((file["width"].as_u64(), file["height"].as_u64()), (Some(800), Some(400)));
-    let thumb_url = file["thumbnail_url"].as_str().expect("a thumbnail").to_owned();
+    assert_eq!(
+        (file["width"].as_u64(), file["height"].as_u64()),
+        (Some(800), Some(400))
+    );
+    let thumb_url = file["thumbnail_url"]
+        .as_str()
+        .expect("a thumbnail")
+        .to_owned();
     let thumb = get(addr, Some(&alice), &thumb_url, &[]).await;
     assert_eq!(thumb.status, 200);
     assert_eq!(thumb.header("content-type"), Some("image/jpeg"));
     let decoded = image::load_from_memory(&thumb.body).unwrap();
     assert_eq!((decoded.width(), decoded.height()), (320, 160));
     let original = get(addr, Some(&alice), file["url"].as_str().unwrap(), &[]).await;
-    assert!(original.header("content-disposition").unwrap().starts_with("inline; "));
+    assert!(original
+        .header("content-disposition")
+        .unwrap()
+        .starts_with("inline; "));
 
     // Alice posts it in her DM with Carol.
-    let (status, dm) = http_json(addr, "POST", &format!("/api/chat-api/dm/{carol_id}"), Some(&alice), None).await;
+    let (status, dm) = http_json(
+        addr,
+        "POST",
+        &format!("/api/chat-api/dm/{carol_id}"),
+        Some(&alice),
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{dm}");
     let room = dm["id"].as_str().unwrap().to_owned();
     let mut a = connect(addr, &format!("/ws?token={alice}")).await;
@@ -344,7 +401,10 @@ async fn an_image_gets_dimensions_and_a_thumbnail_and_rides_a_chat(storage: Stor
     assert_eq!(att["name"], "wide.png");
     assert_eq!(att["content_type"], "image/png");
     assert_eq!(att["size"], file["size"]);
-    assert_eq!((att["width"].as_u64(), att["height"].as_u64()), (Some(800), Some(400)));
+    assert_eq!(
+        (att["width"].as_u64(), att["height"].as_u64()),
+        (Some(800), Some(400))
+    );
     assert_eq!(att["url"], file["url"]);
     assert_eq!(att["thumbnail_url"], thumb_url);
     assert_eq!(a.recv_type("ack").await["data"]["client_msg_id"], "m-1");
@@ -371,25 +431,49 @@ async fn an_image_gets_dimensions_and_a_thumbnail_and_rides_a_chat(storage: Stor
     // file, too many; the chat is refused with its client_msg_id.
     let bobs = upload(addr, &bob, "b.bin", &noise(10)).await.json();
     for (id, ids) in [
-        ("m-2", vec!["0f8fad5b-d9cb-469f-a165-70867728950e".to_owned()]),
+        (
+            "m-2",
+            vec!["0f8fad5b-d9cb-469f-a165-70867728950e".to_owned()],
+        ),
         ("m-3", vec![bobs["id"].as_str().unwrap().to_owned()]),
         ("m-4", vec![file_id.to_owned(); 11]),
     ] {
         let atts: Vec<Value> = ids.iter().map(|f| json!({"file_id": f})).collect();
-        a.send_json(json!({"type":"chat","room":room,"client_msg_id":id,"data":{"attachments":atts}}))
-            .await;
+        a.send_json(
+            json!({"type":"chat","room":room,"client_msg_id":id,"data":{"attachments":atts}}),
+        )
+        .await;
         let err = a.recv_type("error").await;
         assert_eq!(err["data"]["code"], "VALIDATION", "{err}");
         assert_eq!(err["data"]["client_msg_id"], id);
     }
-    assert_eq!(get(addr, Some(&carol), bobs["url"].as_str().unwrap(), &[]).await.status, 403);
+    assert_eq!(
+        get(addr, Some(&carol), bobs["url"].as_str().unwrap(), &[])
+            .await
+            .status,
+        403
+    );
 
     // An avatar is readable by anyone signed in.
-    let (status, me) = http_json(addr, "PATCH", "/api/chat-api/me", Some(&alice), Some(json!({"avatar_file_id": file_id}))).await;
+    let (status, me) = http_json(
+        addr,
+        "PATCH",
+        "/api/chat-api/me",
+        Some(&alice),
+        Some(json!({"avatar_file_id": file_id})),
+    )
+    .await;
     assert_eq!(status, 200, "{me}");
     assert_eq!(me["avatar_file_id"], file_id);
     assert_eq!(get(addr, Some(&bob), url, &[]).await.status, 200);
-    let (status, _) = http_json(addr, "PATCH", "/api/chat-api/me", Some(&bob), Some(json!({"avatar_file_id": file_id}))).await;
+    let (status, _) = http_json(
+        addr,
+        "PATCH",
+        "/api/chat-api/me",
+        Some(&bob),
+        Some(json!({"avatar_file_id": file_id})),
+    )
+    .await;
     assert_eq!(status, 400, "only one's own upload");
 }
 
@@ -413,7 +497,15 @@ async fn uploads_over_files_max_size_get_413_declared_or_streamed() {
     assert_eq!(declared.json()["error"]["code"], "TOO_LARGE");
     let auth = bearer(&alice);
     let headers = [("Authorization", auth.as_str())];
-    let streamed = request(addr, "POST", "/api/chat-api/files?name=big", &headers, &noise(5000), true).await;
+    let streamed = request(
+        addr,
+        "POST",
+        "/api/chat-api/files?name=big",
+        &headers,
+        &noise(5000),
+        true,
+    )
+    .await;
     assert_eq!(streamed.status, 413);
     assert_eq!(streamed.json()["error"]["code"], "TOO_LARGE");
     let at_limit = upload(addr, &alice, "ok", &noise(1000)).await;
@@ -429,7 +521,15 @@ async fn uploads_over_files_max_size_get_413_declared_or_streamed() {
 async fn with_auth_off_files_posted_in_public_rooms_are_public() {
     let s = Setup::new("public", Storage::Local, &[]).await;
     let addr = s.addr();
-    let posted = request(addr, "POST", "/api/chat-api/files?name=n.txt", &[], b"hello\n", false).await;
+    let posted = request(
+        addr,
+        "POST",
+        "/api/chat-api/files?name=n.txt",
+        &[],
+        b"hello\n",
+        false,
+    )
+    .await;
     assert_eq!(posted.status, 201);
     let file = posted.json();
     let url = file["url"].as_str().unwrap();
@@ -450,15 +550,29 @@ async fn the_web_client_is_served_with_a_strict_policy() {
     let addr = s.addr();
     let page = get(addr, None, "/", &[]).await;
     assert_eq!(page.status, 200);
-    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
     let policy = page.header("content-security-policy").unwrap();
     assert!(policy.contains("script-src 'self'"), "{policy}");
     let html = String::from_utf8(page.body.clone()).unwrap();
-    assert!(html.contains("/app.js") && !html.contains("https://"), "no third-party origin");
+    assert!(
+        html.contains("/app.js") && !html.contains("https://"),
+        "no third-party origin"
+    );
     let js = get(addr, None, "/app.js", &[]).await;
-    assert_eq!(js.header("content-type"), Some("text/javascript; charset=utf-8"));
+    assert_eq!(
+        js.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
     let etag = js.header("etag").unwrap().to_owned();
-    assert_eq!(get(addr, None, "/app.js", &[("If-None-Match", &etag)]).await.status, 304);
+    assert_eq!(
+        get(addr, None, "/app.js", &[("If-None-Match", &etag)])
+            .await
+            .status,
+        304
+    );
     let off = Setup::new("web-off", Storage::Local, &["server.web_client=false"]).await;
     assert_eq!(get(off.addr(), None, "/", &[]).await.status, 404);
 }

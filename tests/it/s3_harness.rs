@@ -20,7 +20,9 @@ impl Moto {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("moto_server is required (scripts/test.sh installs it: pip install 'moto[server]')");
+            .expect(
+                "moto_server is required (scripts/test.sh installs it: pip install 'moto[server]')",
+            );
         let moto = Moto { child, port };
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -34,7 +36,10 @@ impl Moto {
             {
                 return moto;
             }
-            assert!(Instant::now() < deadline, "moto did not start on port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "moto did not start on port {port}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
