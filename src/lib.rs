@@ -13,14 +13,17 @@
 //! module) and the `metrics` module; every other module is `pub(crate)`.
 //! - [`runtime`]: start and stop; one current-thread runtime and one
 //!   `SO_REUSEPORT` listener per shard; the accept loop; shard inboxes.
-//! - [`http`]: routes, upgrade checks, health and readiness, metrics listener.
+//! - [`http`]: routes, upgrade checks, health and readiness, metrics listener;
+//!   the REST API (`api.rs`), file uploads and downloads (`files.rs`), the
+//!   embedded web client (`web.rs`).
 //! - [`conn`]: one connection: read loop (with its read budget), close paths,
 //!   writer task, the held-back 101 (`hold.rs`); the handlers: native
 //!   (chat-api), the FastChat and redis-chat-demo dialects, and relay.
 //! - [`chat`]: the chat service (join, leave, post and their access checks,
 //!   in events): the one caller of local rooms, registry and broker for chat;
 //!   `conversations.rs`: groups, direct messages, notifications, removals,
-//!   the server publish API.
+//!   the server publish API; `files.rs`: who may read a file, a chat's
+//!   attachments.
 //! - [`shard`]: one shard's connections and rooms, owned by its thread; its
 //!   inbox dispatch and heartbeat sweep.
 //! - [`node`]: what all shards share (config, registry, broker, metrics,
@@ -28,6 +31,9 @@
 //! - [`accounts`]: users (Argon2id passwords, login tokens with a revocable
 //!   generation), who is online (with Redis: a lease per node), who may use
 //!   a private conversation; the REST layer and the chat service call it.
+//! - [`files`]: uploaded files: bytes in an object store (a local directory
+//!   or S3), metadata in the store's directory; streaming uploads, content
+//!   sniffing, safe names, image dimensions and thumbnails.
 //! - [`store`]: durable history: a store thread with a bounded queue and
 //!   group commit, per-room `seq`, acks, idempotent send, history,
 //!   recovery, retention; `sqlite.rs` and `postgres.rs` behind one trait;
