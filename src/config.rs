@@ -251,6 +251,10 @@ pub struct FilesConfig {
     /// dimensions, no thumbnail): a decompression bomb stays a small file.
     /// Default 40000000.
     pub max_image_pixels: u64,
+    /// Images larger than this many bytes are stored but not decoded: an
+    /// image is held in memory whole while it is uploaded (every other file
+    /// streams through in parts). Default 26214400 (25 MiB).
+    pub max_image_size: u64,
     /// Longest side of an image's thumbnail, in pixels. Default 320.
     pub thumbnail_size: u32,
     /// Images decoded at once (on tokio's blocking pool, never on a shard
@@ -267,6 +271,7 @@ impl Default for FilesConfig {
             max_size: 25 * 1024 * 1024,
             max_attachments: 10,
             max_image_pixels: 40_000_000,
+            max_image_size: 25 * 1024 * 1024,
             thumbnail_size: 320,
             thumbnail_concurrency: 2,
             s3: S3Config::default(),

@@ -236,7 +236,12 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         Some(_) => crate::files::object_store(&config.files).map_err(StartError::Files)?,
         None => Arc::new(object_store::memory::InMemory::new()),
     };
-    let files = crate::files::Files::new(objects, store.clone(), config.files.clone());
+    let files = crate::files::Files::new(
+        objects,
+        store.clone(),
+        config.files.clone(),
+        metrics.files.clone(),
+    );
     let node = Arc::new(Node {
         files,
         config,

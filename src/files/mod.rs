@@ -2,7 +2,7 @@
 //! default, or any S3-compatible service, through `object_store`), their
 //! metadata in the store's directory. Uploads stream: a file's bytes pass
 //! through in parts and are never held whole (an image is, up to
-//! `files.max_size`, to decode it once it is complete).
+//! `files.max_image_size`, to decode it once it is complete).
 //!
 //! Who may read a file is the chat service's decision (`chat::files`); this
 //! module keeps and serves bytes.
@@ -23,6 +23,7 @@ use std::sync::Arc;
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::config::{FilesBackend, FilesConfig};
+use crate::metrics::FileMetrics;
 use crate::store::directory::{DirectoryRequest, FileRecord};
 use crate::store::{StoreError, StoreHandle};
 
@@ -84,6 +85,7 @@ pub struct Files {
     config: FilesConfig,
     /// Bounds the images decoded at once (`files.thumbnail_concurrency`).
     decoding: Arc<Semaphore>,
+    metrics: FileMetrics,
 }
 
 /// Builds the configured object store.
@@ -137,6 +139,7 @@ impl Files {
         objects: Arc<dyn ObjectStore>,
         store: Option<StoreHandle>,
         config: FilesConfig,
+        metrics: FileMetrics,
     ) -> Files {
         let decoding = Arc::new(Semaphore::new(config.thumbnail_concurrency.max(1)));
         Files {
@@ -144,11 +147,8 @@ impl Files {
             store,
             config,
             decoding,
+            metrics,
         }
-    }
-
-    pub fn config(&self) -> &FilesConfig {
-        &self.config
     }
 
     async fn ask<T>(
@@ -177,7 +177,16 @@ impl Files {
         }
         let id = uuid::Uuid::new_v4().to_string();
         let path = key(&id, Variant::Original);
-        let received = self.receive(body, &path).await?;
+        let received = match self.receive(body, &path).await {
+            Ok(r) => r,
+            Err(e) => {
+                match e {
+                    FileError::Storage => self.metrics.failed.inc(),
+                    _ => self.metrics.refused.inc(),
+                };
+                return Err(e);
+            }
+        };
         let content_type = sniff::content_type(&received.head);
         let mut record = FileRecord {
             id,
@@ -198,9 +207,12 @@ impl Files {
             .ask(|tx| DirectoryRequest::CreateFile(record.clone(), tx))
             .await;
         if let Err(e) = stored {
+            self.metrics.failed.inc();
             self.remove(&record).await;
             return Err(e);
         }
+        self.metrics.uploaded.inc();
+        self.metrics.uploaded_bytes.inc_by(record.size);
         Ok(record)
     }
 
@@ -231,6 +243,9 @@ impl Files {
                     if head.len() == sniff::HEAD && !sniff::is_image(sniff::content_type(&head)) {
                         image = None;
                     }
+                }
+                if size > self.config.max_image_size {
+                    image = None;
                 }
                 if let Some(image) = image.as_mut() {
                     image.extend_from_slice(&chunk);
@@ -297,7 +312,10 @@ impl Files {
         if let Some(thumb) = probe.thumbnail {
             let path = key(&record.id, Variant::Thumbnail);
             match self.objects.put(&path, PutPayload::from(thumb)).await {
-                Ok(_) => record.thumbnail = true,
+                Ok(_) => {
+                    record.thumbnail = true;
+                    self.metrics.thumbnails.inc();
+                }
                 Err(e) => tracing::warn!(error = %e, "storing a thumbnail failed"),
             }
         }

@@ -63,6 +63,7 @@ pub async fn upload(req: Request<Incoming>, node: &Node, identity: &Identity) ->
         max
     };
     if declared.is_some_and(|len| len > limit) {
+        node.metrics.files.refused.inc();
         return refusal(&FileError::TooLarge(max));
     }
     let uploader = identity.user().map(|u| u.id.clone());

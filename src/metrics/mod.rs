@@ -138,6 +138,7 @@ pub struct Metrics {
     pub fanout_latency: Histogram,
     pub broker: BrokerMetrics,
     pub store: StoreMetrics,
+    pub files: FileMetrics,
 }
 
 /// What the store thread records.
@@ -157,6 +158,21 @@ pub struct StoreMetrics {
     /// Several nodes: numbers the store no longer had when a gap was filled
     /// (deleted by retention), skipped so delivery goes on.
     pub reorder_skipped: Counter,
+}
+
+/// Uploads (`files`).
+#[derive(Clone, Default)]
+pub struct FileMetrics {
+    /// Files stored.
+    pub uploaded: Counter,
+    /// Bytes of the files stored.
+    pub uploaded_bytes: Counter,
+    /// Uploads refused: over `files.max_size`, empty, or cut off by the client.
+    pub refused: Counter,
+    /// Uploads lost to a storage failure (object store or metadata).
+    pub failed: Counter,
+    /// Thumbnails made.
+    pub thumbnails: Counter,
 }
 
 /// What every broker backend records.
@@ -311,6 +327,32 @@ impl Metrics {
             "Missing seq numbers the store no longer had, skipped (several nodes)",
             store.reorder_skipped.clone(),
         );
+        let files = FileMetrics::default();
+        for (name, help, counter) in [
+            ("chatd_files_uploaded", "Files stored", &files.uploaded),
+            (
+                "chatd_files_uploaded_bytes",
+                "Bytes of the files stored",
+                &files.uploaded_bytes,
+            ),
+            (
+                "chatd_files_refused",
+                "Uploads refused (over files.max_size, empty, or cut off by the client)",
+                &files.refused,
+            ),
+            (
+                "chatd_files_failed",
+                "Uploads lost to a storage failure",
+                &files.failed,
+            ),
+            (
+                "chatd_files_thumbnails",
+                "Image thumbnails made",
+                &files.thumbnails,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
         let broker = BrokerMetrics {
             publishes: Counter::default(),
             publish_errors: Counter::default(),
@@ -380,6 +422,7 @@ impl Metrics {
             fanout_latency,
             broker,
             store,
+            files,
         }
     }
 

@@ -253,12 +253,28 @@ def test_image_upload_shows_preview_on_the_other_side(server, b):
     expect(alice.locator("#pending-files .chip")).to_have_count(2)
     expect(alice.locator("#pending-files .chip").nth(1)).to_have_text("notes.txt")
     say(alice, "a picture")
+    # A pasted image (a 500x250 canvas, as a clipboard file).
+    alice.evaluate("""async () => {
+        const c = document.createElement('canvas');
+        c.width = 500; c.height = 250;
+        const g = c.getContext('2d');
+        g.fillStyle = '#c0392b'; g.fillRect(0, 0, 500, 250);
+        g.fillStyle = '#fff'; g.font = '60px sans-serif'; g.fillText('pasted', 140, 150);
+        const blob = await new Promise((r) => c.toBlob(r, 'image/png'));
+        const data = new DataTransfer();
+        data.items.add(new File([blob], 'pasted.png', { type: 'image/png' }));
+        const ev = new ClipboardEvent('paste', { clipboardData: data, bubbles: true, cancelable: true });
+        document.getElementById('composer-text').dispatchEvent(ev);
+    }""")
+    expect(alice.locator("#pending-files .chip")).to_have_text("pasted.png")
+    say(alice, "pasted")
     bob.locator("#list-dms .conv", has_text="Alice").click()
     img = bob.locator(".msg img.att-img")
-    expect(img).to_have_count(1)
-    bob.wait_for_function("() => { const i = document.querySelector('.msg img.att-img'); return i && i.complete && i.naturalWidth > 0; }")
-    width = img.evaluate("i => i.naturalWidth")
-    assert width == 320, f"the preview is the 320 px thumbnail, got {width}"
+    expect(img).to_have_count(2)
+    bob.wait_for_function("""() => [...document.querySelectorAll('.msg img.att-img')]
+        .every((i) => i.complete && i.naturalWidth > 0)""")
+    widths = img.evaluate_all("list => list.map((i) => [i.naturalWidth, i.naturalHeight])")
+    assert widths == [[320, 180], [320, 160]], f"the previews are the 320 px thumbnails, got {widths}"
     expect(bob.locator(".msg a.att-file")).to_have_text(re.compile(r"notes\.txt \(11 B\)"))
     b.shot(bob, "image-preview")
 

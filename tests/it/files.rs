@@ -513,6 +513,16 @@ async fn uploads_over_files_max_size_get_413_declared_or_streamed() {
     // Nothing was left behind by the refused ones: one file on disk.
     let files = std::fs::read_dir(s._db.files_dir()).unwrap().count();
     assert_eq!(files, 1);
+    let samples = crate::metrics::scrape(s.server.metrics_addr().unwrap()).await;
+    crate::metrics::expect(
+        &samples,
+        &[
+            ("chatd_files_uploaded_total", 1.0),
+            ("chatd_files_uploaded_bytes_total", 1000.0),
+            ("chatd_files_refused_total", 2.0),
+            ("chatd_files_failed_total", 0.0),
+        ],
+    );
 }
 
 /// With auth off, an anonymous upload posted in a public room is public;

@@ -9,7 +9,7 @@ use crate::common::{
 };
 
 /// Every sample of the exposition, keyed as written (`name{labels}`).
-async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
+pub async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
     let (status, body) = http_get(addr, "/metrics").await;
     assert_eq!(status, 200);
     body.lines()
@@ -22,7 +22,7 @@ async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
 }
 
 /// Asserts exact values; names every mismatch at once.
-fn expect(samples: &HashMap<String, f64>, expected: &[(&str, f64)]) {
+pub fn expect(samples: &HashMap<String, f64>, expected: &[(&str, f64)]) {
     let wrong: Vec<String> = expected
         .iter()
         .filter(|(k, v)| samples.get(*k) != Some(v))
