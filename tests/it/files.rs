@@ -586,3 +586,34 @@ async fn the_web_client_is_served_with_a_strict_policy() {
     let off = Setup::new("web-off", Storage::Local, &["server.web_client=false"]).await;
     assert_eq!(get(off.addr(), None, "/", &[]).await.status, 404);
 }
+
+/// A client that goes away mid-upload (past the first 5 MiB part, so a
+/// multipart upload was under way) leaves no file and no partial object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_cut_off_by_the_client_leaves_nothing() {
+    let s = Setup::new("cutoff", Storage::Local, &[]).await;
+    let addr = s.addr();
+    let (_, alice) = register_and_login(addr, "alice", "password1").await;
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /api/chat-api/files?name=cut.bin HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: Bearer {alice}\r\nContent-Length: {}\r\n\r\n",
+        12 * 1024 * 1024
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&noise(7 * 1024 * 1024)).await.unwrap();
+    drop(conn);
+    let metrics = s.server.metrics_addr().unwrap();
+    crate::common::eventually_async("the cut-off upload is counted", || async {
+        let m = crate::metrics::scrape(metrics).await;
+        m.get("chatd_files_refused_total") == Some(&1.0)
+    })
+    .await;
+    let dir = s._db.files_dir();
+    crate::common::eventually("no file or staging file is left", || {
+        std::fs::read_dir(&dir).map_or(0, |d| d.count()) == 0
+    })
+    .await;
+    let samples = crate::metrics::scrape(metrics).await;
+    crate::metrics::expect(&samples, &[("chatd_files_uploaded_total", 0.0)]);
+}
