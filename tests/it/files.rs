@@ -617,3 +617,52 @@ async fn an_upload_cut_off_by_the_client_leaves_nothing() {
     let samples = crate::metrics::scrape(metrics).await;
     crate::metrics::expect(&samples, &[("chatd_files_uploaded_total", 0.0)]);
 }
+
+/// Several nodes: one PostgreSQL, one Redis, one S3 bucket. A file uploaded
+/// on one node and posted in a DM reaches a member on the other node, who
+/// downloads it from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_files_through_s3() {
+    use crate::redis_harness::{require_redis, two_ready_nodes, Redis};
+    require_redis();
+    let redis = Redis::start();
+    let pg = crate::pg_harness::Postgres::start();
+    let moto = Moto::start(BUCKET).await;
+    let mut settings = vec![
+        "store.backend=postgres".to_owned(),
+        format!("store.postgres.url={}", pg.url()),
+        "auth.jwt_secret=files-nodes-secret-files-nodes-secret".to_owned(),
+        "auth.argon2.memory_kib=1024".to_owned(),
+        "auth.argon2.iterations=1".to_owned(),
+    ];
+    settings.extend(moto.overrides(BUCKET));
+    let extra: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let (n1, n2) = two_ready_nodes(&redis.url(), &extra).await;
+    let (_, alice) = register_and_login(n1.addr, "alice", "password1").await;
+    let (bob_id, bob) = register_and_login(n2.addr, "bob", "password1").await;
+    let bytes = noise(70_000);
+    let file = upload(n1.addr, &alice, "shared.bin", &bytes).await.json();
+    let (_, dm) = http_json(
+        n1.addr,
+        "POST",
+        &format!("/api/chat-api/dm/{bob_id}"),
+        Some(&alice),
+        None,
+    )
+    .await;
+    let room = dm["id"].as_str().unwrap().to_owned();
+    let mut a = connect(n1.addr, &format!("/ws?token={alice}")).await;
+    let mut b = connect(n2.addr, &format!("/ws?token={bob}")).await;
+    join_room(&mut a, &room).await;
+    join_room(&mut b, &room).await;
+    a.send_json(json!({"type":"chat","room":room,"data":{"content":"here","attachments":[{"file_id":file["id"]}]}}))
+        .await;
+    let chat = b.recv_type("chat").await;
+    let url = chat["data"]["attachments"][0]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let got = get(n2.addr, Some(&bob), &url, &[]).await;
+    assert_eq!(got.status, 200);
+    assert!(got.body == bytes, "node 2 serves node 1's upload");
+}
