@@ -351,16 +351,24 @@ pub enum StoreBackend {
     Sqlite,
     /// A PostgreSQL server (`store.postgres.url` or `DATABASE_URL`).
     Postgres,
+    /// A MySQL or MariaDB server (`store.mysql.url`, or a `mysql://`
+    /// `DATABASE_URL`).
+    Mysql,
+    /// A Redis server (`store.redis.url`, default the broker's): durability
+    /// is Redis's own (its AOF `appendfsync` decides what an ack means).
+    Redis,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `sqlite`, `postgres` or `none` (no history). Default `sqlite`: one
-    /// embedded file, no other service needed.
+    /// `sqlite`, `postgres`, `mysql`, `redis` or `none` (no history).
+    /// Default `sqlite`: one embedded file, no other service needed.
     pub backend: StoreBackend,
     pub sqlite: SqliteConfig,
     pub postgres: PostgresConfig,
+    pub mysql: MysqlConfig,
+    pub redis: StoreRedisConfig,
     /// Messages waiting for the store before further chats get
     /// `MESSAGE_FAILED`. Default 10000.
     pub max_pending: usize,
@@ -408,6 +416,8 @@ impl Default for StoreConfig {
             backend: StoreBackend::Sqlite,
             sqlite: SqliteConfig::default(),
             postgres: PostgresConfig::default(),
+            mysql: MysqlConfig::default(),
+            redis: StoreRedisConfig::default(),
             max_pending: 10_000,
             max_batch: 1024,
             max_recover: 1000,
@@ -423,6 +433,65 @@ pub struct PostgresConfig {
     /// `postgres://user:password@host:5432/db`; also set by `DATABASE_URL`
     /// (which also selects `store.backend: postgres`). Default empty.
     pub url: String,
+}
+
+#[derive(Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MysqlConfig {
+    /// `mysql://user:password@host:3306/db` (MySQL 8 or MariaDB 10.5+);
+    /// also set by a `mysql://` `DATABASE_URL` (which also selects
+    /// `store.backend: mysql`). Default empty.
+    pub url: String,
+}
+
+/// The URL may hold a password: never printed.
+impl std::fmt::Debug for MysqlConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = if self.url.is_empty() { "" } else { "<set>" };
+        f.debug_struct("MysqlConfig").field("url", &set).finish()
+    }
+}
+
+/// The Redis store (`store.backend: redis`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreRedisConfig {
+    /// `redis://host:6379/0`; empty: the broker's (`broker.redis.url`).
+    /// Default empty.
+    pub url: String,
+    /// Prefix of every key the store writes. Default `chatd:store:`.
+    pub prefix: String,
+}
+
+impl Default for StoreRedisConfig {
+    fn default() -> Self {
+        StoreRedisConfig {
+            url: String::new(),
+            prefix: "chatd:store:".into(),
+        }
+    }
+}
+
+/// The URL may hold a password: never printed.
+impl std::fmt::Debug for StoreRedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = if self.url.is_empty() { "" } else { "<set>" };
+        f.debug_struct("StoreRedisConfig")
+            .field("url", &set)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+impl Config {
+    /// The Redis URL the Redis store uses (`store.redis.url`, else the
+    /// broker's).
+    pub fn store_redis_url(&self) -> &str {
+        match self.store.redis.url.as_str() {
+            "" => &self.broker.redis.url,
+            url => url,
+        }
+    }
 }
 
 /// The URL may hold a password: never printed.
@@ -849,12 +918,18 @@ impl Config {
         for (key, value) in env {
             if let Some(var) = SPEC_ENV.iter().find(|v| v.name == key) {
                 let path: Vec<String> = var.path.iter().map(|p| p.to_string()).collect();
+                let mut path = path;
                 if var.name == "DATABASE_URL" {
-                    if !value.starts_with("postgres") {
-                        continue; // another program's database (e.g. mysql://)
-                    }
-                    let backend = ["store".to_string(), "backend".to_string()];
-                    set_path(&mut tree, &backend, Value::String("postgres".into()));
+                    let (backend, url_path) = if value.starts_with("postgres") {
+                        ("postgres", ["store", "postgres", "url"])
+                    } else if value.starts_with("mysql://") || value.starts_with("mariadb://") {
+                        ("mysql", ["store", "mysql", "url"])
+                    } else {
+                        continue; // another program's database
+                    };
+                    let key = ["store".to_string(), "backend".to_string()];
+                    set_path(&mut tree, &key, Value::String(backend.into()));
+                    path = url_path.iter().map(|p| p.to_string()).collect();
                 }
                 let value = if var.text {
                     Value::String(value)
@@ -936,6 +1011,21 @@ impl Config {
             return Err(ConfigError::Invalid {
                 field: "store.postgres.url",
                 reason: "must be a postgres:// URL when store.backend is postgres".into(),
+            });
+        }
+        let my = &self.store.mysql.url;
+        if self.store.backend == StoreBackend::Mysql
+            && !(my.starts_with("mysql://") || my.starts_with("mariadb://"))
+        {
+            return Err(ConfigError::Invalid {
+                field: "store.mysql.url",
+                reason: "must be a mysql:// URL when store.backend is mysql".into(),
+            });
+        }
+        if self.store.backend == StoreBackend::Redis && self.store_redis_url().is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "store.redis.url",
+                reason: "is needed with store.backend redis (or broker.redis.url)".into(),
             });
         }
         if self.store.retention.interval.is_zero() {
@@ -1125,15 +1215,34 @@ mod tests {
     }
 
     #[test]
-    fn database_url_selects_postgres_and_other_databases_are_left_alone() {
+    fn database_url_selects_postgres_or_mysql_and_other_databases_are_left_alone() {
         let pg = env(&[("DATABASE_URL", "postgres://u:p@db/chat")]);
         let c = Config::load(Some(Path::new("/dev/null")), pg, &[]).unwrap();
         assert_eq!(c.store.backend, StoreBackend::Postgres);
         assert_eq!(c.store.postgres.url, "postgres://u:p@db/chat");
         assert!(!format!("{:?}", c.store).contains("u:p"), "never printed");
-        let other = env(&[("DATABASE_URL", "mysql://db/chat")]);
+        let my = env(&[("DATABASE_URL", "mysql://u:p@db/chat")]);
+        let c = Config::load(Some(Path::new("/dev/null")), my, &[]).unwrap();
+        assert_eq!(c.store.backend, StoreBackend::Mysql);
+        assert_eq!(c.store.mysql.url, "mysql://u:p@db/chat");
+        assert!(c.store.postgres.url.is_empty());
+        assert!(!format!("{:?}", c.store).contains("u:p"), "never printed");
+        let other = env(&[("DATABASE_URL", "sqlserver://db/chat")]);
         let c = Config::load(Some(Path::new("/dev/null")), other, &[]).unwrap();
         assert_eq!(c.store.backend, StoreBackend::Sqlite, "the default");
+        let redis = Config::load(
+            Some(Path::new("/dev/null")),
+            env(&[("REDIS_URL", "redis://r:6379")]),
+            &["store.backend=redis".into()],
+        )
+        .unwrap();
+        assert_eq!(redis.store_redis_url(), "redis://r:6379", "the broker's");
+        let bad = Config::load(
+            Some(Path::new("/dev/null")),
+            [],
+            &["store.backend=redis".into()],
+        );
+        assert!(bad.unwrap_err().to_string().contains("store.redis.url"));
         let bad = Config::load(
             Some(Path::new("/dev/null")),
             [],

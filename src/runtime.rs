@@ -121,8 +121,11 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     // Several nodes numbering one shared history: the bus delivers through
     // the reorder stage, so every node hands out a room's messages in `seq`
     // order (see `store::order`).
-    let shared_history =
-        config.broker.redis.enabled() && config.store.backend == StoreBackend::Postgres;
+    let shared_history = config.broker.redis.enabled()
+        && matches!(
+            config.store.backend,
+            StoreBackend::Postgres | StoreBackend::Mysql | StoreBackend::Redis
+        );
     let order = shared_history.then(|| crate::store::Order::new(registry.clone()));
     let broker: Arc<dyn Broker> = if config.broker.redis.enabled() {
         let delivery: Arc<dyn crate::broker::Delivery> = match &order {
@@ -165,11 +168,16 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         StoreBackend::None => None,
         StoreBackend::Sqlite => Some(Database::Sqlite(config.store.sqlite.path.clone())),
         StoreBackend::Postgres => Some(Database::Postgres(config.store.postgres.url.clone())),
+        StoreBackend::Mysql => Some(Database::Mysql(config.store.mysql.url.clone())),
+        StoreBackend::Redis => Some(Database::Redis {
+            url: config.store_redis_url().to_owned(),
+            prefix: config.store.redis.prefix.clone(),
+        }),
     };
     if matches!(database, Some(Database::Sqlite(_))) && config.broker.redis.enabled() {
         tracing::warn!(
             "SQLite store with a Redis broker: each node keeps and numbers its own history; \
-             use store.backend: postgres for several nodes sharing rooms"
+             use store.backend postgres, mysql or redis for several nodes sharing rooms"
         );
     }
     let store = match database {
@@ -178,6 +186,8 @@ pub fn start(config: Config) -> Result<Server, StartError> {
             let key = match database {
                 Database::Sqlite(_) => "store.sqlite.path",
                 Database::Postgres(_) => "store.postgres.url",
+                Database::Mysql(_) => "store.mysql.url",
+                Database::Redis { .. } => "store.redis.url",
             };
             let settings = crate::store::Settings {
                 database,

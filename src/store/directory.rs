@@ -308,19 +308,63 @@ pub(crate) fn file_record(r: FileRow) -> FileRecord {
     }
 }
 
+/// Which SQL a backend speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// SQLite and PostgreSQL: the text as written.
+    Standard,
+    /// MySQL and MariaDB: `?` parameters, `INSERT IGNORE` for `ON CONFLICT
+    /// DO NOTHING`.
+    Mysql,
+}
+
+/// The directory's SQL (written for [`Dialect::Standard`]: numbered
+/// parameters, each used once, in order) in `dialect`.
+pub(crate) fn sql(
+    dialect: Dialect,
+    text: &'static str,
+) -> sqlx::AssertSqlSafe<std::borrow::Cow<'static, str>> {
+    use std::borrow::Cow;
+    // Audited: the text is one of the fixed statements below; data is bound.
+    sqlx::AssertSqlSafe(match dialect {
+        Dialect::Standard => Cow::Borrowed(text),
+        Dialect::Mysql => Cow::Owned(mysql(text)),
+    })
+}
+
+fn mysql(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+            while chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+                chars.next();
+            }
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    match out.find(" ON CONFLICT") {
+        Some(at) if out.starts_with("INSERT INTO ") => {
+            format!("INSERT IGNORE INTO {}", &out["INSERT INTO ".len()..at])
+        }
+        _ => out,
+    }
+}
+
 /// Implements [`Directory`] for a backend whose `conn` field is a sqlx
-/// connection; the SQL is the same for SQLite and PostgreSQL (numbered
-/// parameters, each used once, in order).
+/// connection: one SQL text for every database, in its [`Dialect`].
 macro_rules! sql_directory {
-    ($backend:ty) => {
+    ($backend:ty, $dialect:expr) => {
         impl $crate::store::directory::Directory for $backend {
             async fn create_user(
                 &mut self,
                 u: &$crate::store::directory::UserRecord,
             ) -> Result<(), $crate::store::directory::DirectoryError> {
                 let inserted = sqlx::query(
-                    "INSERT INTO users (id, username, display_name, password_hash, token_gen, \
-                     avatar_file_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    $crate::store::directory::sql($dialect, "INSERT INTO users (id, username, display_name, password_hash, token_gen, \
+                     avatar_file_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
                 )
                 .bind(&u.user.id)
                 .bind(&u.user.username)
@@ -346,8 +390,8 @@ macro_rules! sql_directory {
             ) -> Result<Option<$crate::store::directory::UserRecord>, $crate::store::StoreError>
             {
                 let row: Option<$crate::store::directory::UserRow> = sqlx::query_as(
-                    "SELECT id, username, display_name, avatar_file_id, created_at, \
-                     password_hash, token_gen FROM users WHERE username = $1",
+                    $crate::store::directory::sql($dialect, "SELECT id, username, display_name, avatar_file_id, created_at, \
+                     password_hash, token_gen FROM users WHERE username = $1"),
                 )
                 .bind(username)
                 .fetch_optional(&mut self.conn)
@@ -361,8 +405,8 @@ macro_rules! sql_directory {
             ) -> Result<Option<$crate::store::directory::UserRecord>, $crate::store::StoreError>
             {
                 let row: Option<$crate::store::directory::UserRow> = sqlx::query_as(
-                    "SELECT id, username, display_name, avatar_file_id, created_at, \
-                     password_hash, token_gen FROM users WHERE id = $1",
+                    $crate::store::directory::sql($dialect, "SELECT id, username, display_name, avatar_file_id, created_at, \
+                     password_hash, token_gen FROM users WHERE id = $1"),
                 )
                 .bind(id)
                 .fetch_optional(&mut self.conn)
@@ -374,8 +418,8 @@ macro_rules! sql_directory {
                 &mut self,
             ) -> Result<Vec<$crate::store::directory::User>, $crate::store::StoreError> {
                 let rows: Vec<$crate::store::directory::UserRow> = sqlx::query_as(
-                    "SELECT id, username, display_name, avatar_file_id, created_at, \
-                     password_hash, token_gen FROM users ORDER BY username",
+                    $crate::store::directory::sql($dialect, "SELECT id, username, display_name, avatar_file_id, created_at, \
+                     password_hash, token_gen FROM users ORDER BY username"),
                 )
                 .fetch_all(&mut self.conn)
                 .await?;
@@ -390,7 +434,7 @@ macro_rules! sql_directory {
                 id: &str,
                 name: &str,
             ) -> Result<bool, $crate::store::StoreError> {
-                let done = sqlx::query("UPDATE users SET display_name = $1 WHERE id = $2")
+                let done = sqlx::query($crate::store::directory::sql($dialect, "UPDATE users SET display_name = $1 WHERE id = $2"))
                     .bind(name)
                     .bind(id)
                     .execute(&mut self.conn)
@@ -403,14 +447,24 @@ macro_rules! sql_directory {
                 id: &str,
                 hash: &str,
             ) -> Result<Option<u64>, $crate::store::StoreError> {
-                let row: Option<(i64,)> = sqlx::query_as(
-                    "UPDATE users SET password_hash = $1, token_gen = token_gen + 1 \
-                     WHERE id = $2 RETURNING token_gen",
-                )
+                use sqlx::Connection as _;
+                let mut tx = self.conn.begin().await?;
+                sqlx::query($crate::store::directory::sql(
+                    $dialect,
+                    "UPDATE users SET password_hash = $1, token_gen = token_gen + 1 WHERE id = $2",
+                ))
                 .bind(hash)
                 .bind(id)
-                .fetch_optional(&mut self.conn)
+                .execute(&mut *tx)
                 .await?;
+                let row: Option<(i64,)> = sqlx::query_as($crate::store::directory::sql(
+                    $dialect,
+                    "SELECT token_gen FROM users WHERE id = $1",
+                ))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                tx.commit().await?;
                 Ok(row.map(|(g,)| g.max(0) as u64))
             }
 
@@ -422,8 +476,8 @@ macro_rules! sql_directory {
                 use sqlx::Connection as _;
                 let mut tx = self.conn.begin().await?;
                 sqlx::query(
-                    "INSERT INTO conversations (id, kind, name, owner, dm_key, created_at) \
-                     VALUES ($1, $2, $3, $4, NULL, $5)",
+                    $crate::store::directory::sql($dialect, "INSERT INTO conversations (id, kind, name, owner, dm_key, created_at) \
+                     VALUES ($1, $2, $3, $4, NULL, $5)"),
                 )
                 .bind(&c.id)
                 .bind(c.kind.as_str())
@@ -433,7 +487,7 @@ macro_rules! sql_directory {
                 .execute(&mut *tx)
                 .await?;
                 for m in members {
-                    sqlx::query("INSERT INTO members (conversation, user_id) VALUES ($1, $2)")
+                    sqlx::query($crate::store::directory::sql($dialect, "INSERT INTO members (conversation, user_id) VALUES ($1, $2)"))
                         .bind(&c.id)
                         .bind(*m)
                         .execute(&mut *tx)
@@ -453,8 +507,8 @@ macro_rules! sql_directory {
                 use sqlx::Connection as _;
                 let mut tx = self.conn.begin().await?;
                 let created = sqlx::query(
-                    "INSERT INTO conversations (id, kind, name, owner, dm_key, created_at) \
-                     VALUES ($1, $2, $3, NULL, $4, $5) ON CONFLICT (dm_key) DO NOTHING",
+                    $crate::store::directory::sql($dialect, "INSERT INTO conversations (id, kind, name, owner, dm_key, created_at) \
+                     VALUES ($1, $2, $3, NULL, $4, $5) ON CONFLICT (dm_key) DO NOTHING"),
                 )
                 .bind(&c.id)
                 .bind(c.kind.as_str())
@@ -467,7 +521,7 @@ macro_rules! sql_directory {
                     == 1;
                 if created {
                     for m in members {
-                        sqlx::query("INSERT INTO members (conversation, user_id) VALUES ($1, $2)")
+                        sqlx::query($crate::store::directory::sql($dialect, "INSERT INTO members (conversation, user_id) VALUES ($1, $2)"))
                             .bind(&c.id)
                             .bind(m)
                             .execute(&mut *tx)
@@ -475,7 +529,7 @@ macro_rules! sql_directory {
                     }
                 }
                 let row: $crate::store::directory::ConversationRow = sqlx::query_as(
-                    "SELECT id, kind, name, owner, created_at FROM conversations WHERE dm_key = $1",
+                    $crate::store::directory::sql($dialect, "SELECT id, kind, name, owner, created_at FROM conversations WHERE dm_key = $1"),
                 )
                 .bind(key)
                 .fetch_one(&mut *tx)
@@ -490,7 +544,7 @@ macro_rules! sql_directory {
             ) -> Result<Option<$crate::store::directory::Conversation>, $crate::store::StoreError>
             {
                 let row: Option<$crate::store::directory::ConversationRow> = sqlx::query_as(
-                    "SELECT id, kind, name, owner, created_at FROM conversations WHERE id = $1",
+                    $crate::store::directory::sql($dialect, "SELECT id, kind, name, owner, created_at FROM conversations WHERE id = $1"),
                 )
                 .bind(id)
                 .fetch_optional(&mut self.conn)
@@ -504,8 +558,8 @@ macro_rules! sql_directory {
                 user: &str,
             ) -> Result<bool, $crate::store::StoreError> {
                 let done = sqlx::query(
-                    "INSERT INTO members (conversation, user_id) VALUES ($1, $2) \
-                     ON CONFLICT DO NOTHING",
+                    $crate::store::directory::sql($dialect, "INSERT INTO members (conversation, user_id) VALUES ($1, $2) \
+                     ON CONFLICT DO NOTHING"),
                 )
                 .bind(conversation)
                 .bind(user)
@@ -520,7 +574,7 @@ macro_rules! sql_directory {
                 user: &str,
             ) -> Result<bool, $crate::store::StoreError> {
                 let done =
-                    sqlx::query("DELETE FROM members WHERE conversation = $1 AND user_id = $2")
+                    sqlx::query($crate::store::directory::sql($dialect, "DELETE FROM members WHERE conversation = $1 AND user_id = $2"))
                         .bind(conversation)
                         .bind(user)
                         .execute(&mut self.conn)
@@ -536,7 +590,7 @@ macro_rules! sql_directory {
                 // COUNT: a BIGINT in both databases (a literal 1 is an
                 // INT4 in PostgreSQL).
                 let (n,): (i64,) = sqlx::query_as(
-                    "SELECT COUNT(*) FROM members WHERE conversation = $1 AND user_id = $2",
+                    $crate::store::directory::sql($dialect, "SELECT COUNT(*) FROM members WHERE conversation = $1 AND user_id = $2"),
                 )
                 .bind(conversation)
                 .bind(user)
@@ -550,7 +604,7 @@ macro_rules! sql_directory {
                 conversation: &str,
             ) -> Result<Vec<String>, $crate::store::StoreError> {
                 let rows: Vec<(String,)> = sqlx::query_as(
-                    "SELECT user_id FROM members WHERE conversation = $1 ORDER BY user_id",
+                    $crate::store::directory::sql($dialect, "SELECT user_id FROM members WHERE conversation = $1 ORDER BY user_id"),
                 )
                 .bind(conversation)
                 .fetch_all(&mut self.conn)
@@ -564,9 +618,9 @@ macro_rules! sql_directory {
             ) -> Result<Vec<$crate::store::directory::Conversation>, $crate::store::StoreError>
             {
                 let rows: Vec<$crate::store::directory::ConversationRow> = sqlx::query_as(
-                    "SELECT c.id, c.kind, c.name, c.owner, c.created_at FROM members m \
+                    $crate::store::directory::sql($dialect, "SELECT c.id, c.kind, c.name, c.owner, c.created_at FROM members m \
                      JOIN conversations c ON c.id = m.conversation \
-                     WHERE m.user_id = $1 ORDER BY c.created_at, c.id",
+                     WHERE m.user_id = $1 ORDER BY c.created_at, c.id"),
                 )
                 .bind(user)
                 .fetch_all(&mut self.conn)
@@ -587,9 +641,9 @@ macro_rules! sql_directory {
                     )
                 });
                 sqlx::query(
-                    "INSERT INTO files (id, uploader, name, size, content_type, sha256, width, \
+                    $crate::store::directory::sql($dialect, "INSERT INTO files (id, uploader, name, size, content_type, sha256, width, \
                      height, thumbnail, public, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
                 )
                 .bind(&f.id)
                 .bind(&f.uploader)
@@ -613,8 +667,8 @@ macro_rules! sql_directory {
             ) -> Result<Option<$crate::store::directory::FileRecord>, $crate::store::StoreError>
             {
                 let row: Option<$crate::store::directory::FileRow> = sqlx::query_as(
-                    "SELECT id, uploader, name, size, content_type, sha256, width, height, \
-                     thumbnail, public, created_at FROM files WHERE id = $1",
+                    $crate::store::directory::sql($dialect, "SELECT id, uploader, name, size, content_type, sha256, width, height, \
+                     thumbnail, public, created_at FROM files WHERE id = $1"),
                 )
                 .bind(id)
                 .fetch_optional(&mut self.conn)
@@ -628,7 +682,7 @@ macro_rules! sql_directory {
                 room: &str,
             ) -> Result<(), $crate::store::StoreError> {
                 sqlx::query(
-                    "INSERT INTO file_rooms (file_id, room) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    $crate::store::directory::sql($dialect, "INSERT INTO file_rooms (file_id, room) VALUES ($1, $2) ON CONFLICT DO NOTHING"),
                 )
                 .bind(id)
                 .bind(room)
@@ -642,7 +696,7 @@ macro_rules! sql_directory {
                 id: &str,
             ) -> Result<Vec<String>, $crate::store::StoreError> {
                 let rows: Vec<(String,)> =
-                    sqlx::query_as("SELECT room FROM file_rooms WHERE file_id = $1 ORDER BY room")
+                    sqlx::query_as($crate::store::directory::sql($dialect, "SELECT room FROM file_rooms WHERE file_id = $1 ORDER BY room"))
                         .bind(id)
                         .fetch_all(&mut self.conn)
                         .await?;
@@ -656,12 +710,12 @@ macro_rules! sql_directory {
             ) -> Result<bool, $crate::store::StoreError> {
                 use sqlx::Connection as _;
                 let mut tx = self.conn.begin().await?;
-                let done = sqlx::query("UPDATE users SET avatar_file_id = $1 WHERE id = $2")
+                let done = sqlx::query($crate::store::directory::sql($dialect, "UPDATE users SET avatar_file_id = $1 WHERE id = $2"))
                     .bind(file)
                     .bind(user)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query("UPDATE files SET public = $1 WHERE id = $2")
+                sqlx::query($crate::store::directory::sql($dialect, "UPDATE files SET public = $1 WHERE id = $2"))
                     .bind(true)
                     .bind(file)
                     .execute(&mut *tx)
@@ -674,3 +728,23 @@ macro_rules! sql_directory {
 }
 
 pub(crate) use sql_directory;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mysql_statements() {
+        let m = |t| sql(Dialect::Mysql, t).0.into_owned();
+        assert_eq!(m("SELECT a FROM t WHERE a = $1 AND b = $12"), "SELECT a FROM t WHERE a = ? AND b = ?");
+        assert_eq!(
+            m("INSERT INTO m (a, b) VALUES ($1, $2) ON CONFLICT DO NOTHING"),
+            "INSERT IGNORE INTO m (a, b) VALUES (?, ?)"
+        );
+        assert_eq!(
+            m("INSERT INTO c (k) VALUES ($1) ON CONFLICT (k) DO NOTHING"),
+            "INSERT IGNORE INTO c (k) VALUES (?)"
+        );
+        assert_eq!(sql(Dialect::Standard, "SELECT $1").0, "SELECT $1");
+    }
+}

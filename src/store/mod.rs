@@ -1,6 +1,6 @@
 //! Durable history: a narrow [`Backend`] per database (`sqlite.rs`, the
-//! embedded one; `postgres.rs`) run by one store thread beside the shards,
-//! so that no write ever blocks a shard.
+//! embedded one; `postgres.rs`, `mysql.rs`, `redis.rs`) run by one store
+//! thread beside the shards, so that no write ever blocks a shard.
 //!
 //! A chat to a room goes from the chat service into the store's bounded
 //! queue (full: the sender gets `MESSAGE_FAILED` at once). The store thread
@@ -13,8 +13,10 @@
 //! stored or delivered again.
 
 pub mod directory;
+pub mod mysql;
 pub mod order;
 pub mod postgres;
+pub mod redis;
 pub mod sqlite;
 
 use std::collections::HashMap;
@@ -334,6 +336,10 @@ pub enum Database {
     Sqlite(PathBuf),
     /// A PostgreSQL server, by URL.
     Postgres(String),
+    /// A MySQL or MariaDB server, by URL.
+    Mysql(String),
+    /// A Redis server, by URL, with the prefix of every key.
+    Redis { url: String, prefix: String },
 }
 
 /// Opens the store and starts its thread; fails (naming the cause) if the
@@ -379,6 +385,14 @@ pub fn start(
                     }
                     Database::Postgres(url) => {
                         let opened = postgres::Postgres::open(url, max_name).await;
+                        serve(opened, opened_tx, parts, channels).await
+                    }
+                    Database::Mysql(url) => {
+                        let opened = mysql::Mysql::open(url, max_name).await;
+                        serve(opened, opened_tx, parts, channels).await
+                    }
+                    Database::Redis { url, prefix } => {
+                        let opened = redis::RedisStore::open(url, prefix, max_name).await;
                         serve(opened, opened_tx, parts, channels).await
                     }
                 }

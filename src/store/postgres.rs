@@ -311,4 +311,4 @@ impl Postgres {
     }
 }
 
-super::directory::sql_directory!(Postgres);
+super::directory::sql_directory!(Postgres, super::directory::Dialect::Standard);

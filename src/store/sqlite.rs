@@ -281,4 +281,4 @@ impl Sqlite {
     }
 }
 
-super::directory::sql_directory!(Sqlite);
+super::directory::sql_directory!(Sqlite, super::directory::Dialect::Standard);
