@@ -41,7 +41,7 @@ async fn next_of(c: &mut Client, kind: &str) -> Value {
     c.recv_type(kind).await
 }
 
-on_both_stores!(
+on_every_store!(
     register_and_login_validate_every_field_and_do_not_tell_which_was_wrong,
     users_are_online_while_connected,
     a_group_is_seen_only_by_its_members_and_a_removal_takes_effect_at_once,

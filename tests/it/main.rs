@@ -15,6 +15,7 @@ mod handshake;
 mod http;
 mod lifecycle;
 mod metrics;
+mod mysql_harness;
 mod native;
 mod pg_harness;
 mod redis;

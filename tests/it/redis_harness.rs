@@ -89,6 +89,11 @@ impl Redis {
         }
     }
 
+    /// The server's own temp directory (removed with it).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }

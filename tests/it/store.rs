@@ -21,6 +21,8 @@ fn db_path(name: &str) -> PathBuf {
 pub enum Db {
     Sqlite(PathBuf),
     Postgres(crate::pg_harness::Postgres),
+    Mysql(crate::mysql_harness::Mariadb),
+    Redis(crate::redis_harness::Redis),
 }
 
 impl Db {
@@ -32,12 +34,29 @@ impl Db {
         Db::Postgres(crate::pg_harness::Postgres::start())
     }
 
+    pub fn mysql(_name: &str) -> Db {
+        Db::Mysql(crate::mysql_harness::Mariadb::start())
+    }
+
+    pub fn redis(_name: &str) -> Db {
+        crate::redis_harness::require_redis();
+        Db::Redis(crate::redis_harness::Redis::start())
+    }
+
     pub fn overrides(&self) -> [String; 2] {
         match self {
             Db::Sqlite(path) => store_overrides(path),
             Db::Postgres(pg) => [
                 "store.backend=postgres".into(),
                 format!("store.postgres.url={}", pg.url()),
+            ],
+            Db::Mysql(my) => [
+                "store.backend=mysql".into(),
+                format!("store.mysql.url={}", my.url()),
+            ],
+            Db::Redis(redis) => [
+                "store.backend=redis".into(),
+                format!("store.redis.url={}", redis.url()),
             ],
         }
     }
@@ -50,6 +69,8 @@ impl Db {
         match self {
             Db::Sqlite(path) => path.with_file_name("files"),
             Db::Postgres(pg) => pg.dir().join("files"),
+            Db::Mysql(my) => my.dir().join("files"),
+            Db::Redis(redis) => redis.dir().join("files"),
         }
     }
 
@@ -70,8 +91,9 @@ impl Db {
     }
 }
 
-/// Every store test, once per backend (`<test>::sqlite`, `<test>::postgres`).
-macro_rules! on_both_stores {
+/// Every store test, once per backend (`<test>::sqlite`, `<test>::postgres`,
+/// `<test>::mysql`, `<test>::redis`).
+macro_rules! on_every_store {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,11 +105,21 @@ macro_rules! on_both_stores {
             async fn postgres() {
                 super::$name(super::Db::postgres).await
             }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mysql() {
+                super::$name(super::Db::mysql).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                super::$name(super::Db::redis).await
+            }
         }
     )*};
 }
 
-on_both_stores!(
+on_every_store!(
     acks_carry_seq_after_commit_and_history_pages_newest_first,
     a_retry_with_the_same_client_msg_id_is_acked_again_and_stored_once,
     a_restart_keeps_history_and_continues_seq,

@@ -1,0 +1,118 @@
+//! A real MariaDB (or MySQL) server for the store tests, one per test, on
+//! loopback: a fresh data directory (`mariadb-install-db`), `mariadbd` on a
+//! free port without grant tables, and a database `chatd`. Stopped and
+//! removed when dropped. A missing server fails the test
+//! (scripts/test.sh installs `mariadb-server`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::redis_harness::free_port;
+
+pub struct Mariadb {
+    child: Child,
+    dir: PathBuf,
+    pub port: u16,
+}
+
+/// A program on PATH or in /usr/sbin (where Debian puts the server).
+fn program(name: &str) -> PathBuf {
+    if let Ok(path) = std::env::var("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join(name);
+            if candidate.exists() {
+                return candidate;
+            }
+        }
+    }
+    Path::new("/usr/sbin").join(name)
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid() == 0
+    })
+}
+
+impl Mariadb {
+    pub fn start() -> Mariadb {
+        let server = program("mariadbd");
+        assert!(
+            server.exists(),
+            "mariadbd is required (scripts/test.sh installs it: apt-get install mariadb-server)"
+        );
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("chatd-mariadb-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let data = dir.join("data");
+        let user = if is_root() { "root".to_owned() } else { whoami() };
+        let installed = Command::new(program("mariadb-install-db"))
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--user={user}"))
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("mariadb-install-db runs");
+        assert!(installed.success(), "mariadb-install-db failed");
+        let child = Command::new(&server)
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", dir.join("sock").display()))
+            .arg(format!("--pid-file={}", dir.join("pid").display()))
+            .arg(format!("--log-error={}", dir.join("error.log").display()))
+            .arg(format!("--port={port}"))
+            .arg(format!("--user={user}"))
+            .args([
+                "--bind-address=127.0.0.1",
+                "--skip-grant-tables",
+                "--skip-log-bin",
+                "--innodb-buffer-pool-size=32M",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mariadbd starts");
+        let db = Mariadb { child, dir, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let created = Command::new(program("mariadb"))
+                .args(["-h", "127.0.0.1", "-P", &port.to_string(), "-u", "root"])
+                .args(["-e", "CREATE DATABASE chatd"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if created {
+                return db;
+            }
+            assert!(Instant::now() < deadline, "mariadbd did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}/chatd", self.port)
+    }
+
+    /// The server's own temp directory (removed with it).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn whoami() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "nobody".into())
+}
+
+impl Drop for Mariadb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
