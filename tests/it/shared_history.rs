@@ -1,6 +1,7 @@
-//! Several nodes sharing one history: two chatd processes on one PostgreSQL
-//! and one Redis. One sequence per room for both nodes, and every client on
-//! either node gets the room's messages in `seq` order, with no gap and no
+//! Several nodes sharing one history: two chatd processes on one database
+//! (PostgreSQL, MariaDB, or the Redis they also use as their bus) and one
+//! Redis. One sequence per room for both nodes, and every client on either
+//! node gets the room's messages in `seq` order, with no gap and no
 //! duplicate, also a client that catches up while both nodes keep sending.
 
 use futures_util::SinkExt;
@@ -50,12 +51,29 @@ async fn chats_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_on_one_postgres_and_redis_deliver_a_room_in_one_seq_order() {
+    let pg = crate::pg_harness::Postgres::start();
+    let url = format!("store.postgres.url={}", pg.url());
+    two_nodes_deliver_a_room_in_one_seq_order(&["store.backend=postgres", &url]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_mariadb_and_redis_deliver_a_room_in_one_seq_order() {
+    let my = crate::mysql_harness::Mariadb::start();
+    let url = format!("store.mysql.url={}", my.url());
+    two_nodes_deliver_a_room_in_one_seq_order(&["store.backend=mysql", &url]).await;
+}
+
+/// The Redis store on the bus's own Redis (its default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_redis_store_and_bus_deliver_a_room_in_one_seq_order() {
+    two_nodes_deliver_a_room_in_one_seq_order(&["store.backend=redis"]).await;
+}
+
+async fn two_nodes_deliver_a_room_in_one_seq_order(store: &[&str]) {
     const EACH: u64 = 200;
     require_redis();
     let redis = Redis::start();
-    let pg = crate::pg_harness::Postgres::start();
-    let url = format!("store.postgres.url={}", pg.url());
-    let (n1, n2) = two_ready_nodes(&redis.url(), &["store.backend=postgres", &url]).await;
+    let (n1, n2) = two_ready_nodes(&redis.url(), store).await;
     let mut watchers = vec![
         connect_room(n1.addr, "r").await,
         connect_room(n1.addr, "r").await,
