@@ -11,6 +11,9 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)
 # The store tests run real PostgreSQL servers (Debian keeps initdb off PATH).
 command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
   || need_apt+=(postgresql)
+# The store tests also run on MariaDB servers they start (Debian keeps
+# mariadbd in /usr/sbin).
+command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
 # The browser tests drive Debian's Chromium (Playwright is pointed at it).
 command -v chromium >/dev/null || need_apt+=(chromium)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)

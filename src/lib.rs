@@ -36,7 +36,8 @@
 //!   sniffing, safe names, image dimensions and thumbnails.
 //! - [`store`]: durable history: a store thread with a bounded queue and
 //!   group commit, per-room `seq`, acks, idempotent send, history,
-//!   recovery, retention; `sqlite.rs` and `postgres.rs` behind one trait;
+//!   recovery, retention; `sqlite.rs`, `postgres.rs`, `mysql.rs` and
+//!   `redis.rs` behind one trait;
 //!   `order.rs`, the reorder stage in front of the bus when several nodes
 //!   share one history.
 //! - [`broker`]: the narrow `Broker` trait; `memory.rs` is the in-process default.

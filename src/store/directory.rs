@@ -736,7 +736,10 @@ mod tests {
     #[test]
     fn mysql_statements() {
         let m = |t| sql(Dialect::Mysql, t).0.into_owned();
-        assert_eq!(m("SELECT a FROM t WHERE a = $1 AND b = $12"), "SELECT a FROM t WHERE a = ? AND b = ?");
+        assert_eq!(
+            m("SELECT a FROM t WHERE a = $1 AND b = $12"),
+            "SELECT a FROM t WHERE a = ? AND b = ?"
+        );
         assert_eq!(
             m("INSERT INTO m (a, b) VALUES ($1, $2) ON CONFLICT DO NOTHING"),
             "INSERT IGNORE INTO m (a, b) VALUES (?, ?)"

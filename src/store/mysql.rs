@@ -299,7 +299,9 @@ super::directory::sql_directory!(Mysql, super::directory::Dialect::Mysql);
 mod tests {
     #[test]
     fn a_migration_splits_into_its_statements() {
-        let s = super::statements("-- a; comment\nCREATE TABLE a (x INT);\n\nCREATE TABLE b (y INT);\n");
+        let s = super::statements(
+            "-- a; comment\nCREATE TABLE a (x INT);\n\nCREATE TABLE b (y INT);\n",
+        );
         assert_eq!(s, ["CREATE TABLE a (x INT)", "CREATE TABLE b (y INT)"]);
     }
 }

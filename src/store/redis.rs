@@ -40,6 +40,9 @@ impl From<::redis::ParsingError> for StoreError {
     }
 }
 
+/// How long one request to Redis may take before the store gives up on it.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Entries read per round trip while trimming.
 const TRIM_PAGE: usize = 500;
 
@@ -98,8 +101,14 @@ impl RedisStore {
     pub async fn open(url: &str, prefix: &str, max_name: usize) -> Result<RedisStore, StoreError> {
         let open = |e: ::redis::RedisError| StoreError::Open(e.to_string());
         let client = ::redis::Client::open(url).map_err(open)?;
+        // The client's default (half a second) would fail a group that is
+        // only slow (a write with `appendfsync always` on a busy disk); a
+        // failed group is answered MESSAGE_FAILED even if Redis applied it.
+        let config = ::redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT));
         let mut conn = client
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(open)?;
         cmd("PING")
@@ -174,7 +183,10 @@ impl RedisStore {
             }
         }
         if !cmids.is_empty() {
-            p.cmd("HDEL").arg(self.key("cmids", room)).arg(&cmids).ignore();
+            p.cmd("HDEL")
+                .arg(self.key("cmids", room))
+                .arg(&cmids)
+                .ignore();
         }
         p.query_async::<()>(&mut self.conn).await?;
         Ok(())
@@ -221,7 +233,11 @@ impl RedisStore {
                 let mut old = StreamRangeReply::default();
                 let mut newer_seen = false;
                 for e in page.ids {
-                    let seq: u64 = e.id.split('-').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                    let seq: u64 =
+                        e.id.split('-')
+                            .next()
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(0);
                     let ts: i64 = e
                         .map
                         .get("ts")
@@ -273,7 +289,9 @@ impl Backend for RedisStore {
         let mut p = pipe();
         for (room, sender, cmid) in keys {
             let field = format!("{}\n{}", sender.as_str(), cmid.as_str());
-            p.cmd("HGET").arg(self.key("cmids", room.as_str())).arg(field);
+            p.cmd("HGET")
+                .arg(self.key("cmids", room.as_str()))
+                .arg(field);
         }
         let answers: Vec<Option<String>> = p.query_async(&mut self.conn).await?;
         let mut found = HashMap::new();
@@ -397,7 +415,10 @@ fn user_record(id: &str, mut h: HashMap<String, String>) -> Option<UserRecord> {
     })
 }
 
-fn conversation(id: &str, mut h: HashMap<String, String>) -> Result<Option<Conversation>, StoreError> {
+fn conversation(
+    id: &str,
+    mut h: HashMap<String, String>,
+) -> Result<Option<Conversation>, StoreError> {
     if h.is_empty() {
         return Ok(None);
     }
@@ -419,7 +440,8 @@ fn file_record(id: &str, mut h: HashMap<String, String>) -> Option<FileRecord> {
     if h.is_empty() {
         return None;
     }
-    let dimension = |h: &HashMap<String, String>, f: &str| h.get(f).and_then(|v| v.parse::<u32>().ok());
+    let dimension =
+        |h: &HashMap<String, String>, f: &str| h.get(f).and_then(|v| v.parse::<u32>().ok());
     Some(FileRecord {
         id: id.to_owned(),
         uploader: h.remove("uploader").filter(|u| !u.is_empty()),
@@ -562,7 +584,10 @@ impl Directory for RedisStore {
             .arg(c.created_at)
             .ignore();
         for m in members {
-            p.cmd("SADD").arg(self.key("members", &c.id)).arg(*m).ignore();
+            p.cmd("SADD")
+                .arg(self.key("members", &c.id))
+                .arg(*m)
+                .ignore();
             p.cmd("SADD").arg(self.key("convs", m)).arg(&c.id).ignore();
         }
         p.query_async::<()>(&mut self.conn).await?;
@@ -660,9 +685,11 @@ impl Directory for RedisStore {
     }
 
     async fn create_file(&mut self, f: &FileRecord) -> Result<(), StoreError> {
-        let (width, height) = f.dimensions.map_or((String::new(), String::new()), |(w, h)| {
-            (w.to_string(), h.to_string())
-        });
+        let (width, height) = f
+            .dimensions
+            .map_or((String::new(), String::new()), |(w, h)| {
+                (w.to_string(), h.to_string())
+            });
         cmd("HSET")
             .arg(self.key("file", &f.id))
             .arg("uploader")

@@ -48,7 +48,11 @@ impl Mariadb {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let data = dir.join("data");
-        let user = if is_root() { "root".to_owned() } else { whoami() };
+        let user = if is_root() {
+            "root".to_owned()
+        } else {
+            whoami()
+        };
         let installed = Command::new(program("mariadb-install-db"))
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
@@ -90,7 +94,10 @@ impl Mariadb {
             if created {
                 return db;
             }
-            assert!(Instant::now() < deadline, "mariadbd did not start on port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "mariadbd did not start on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
