@@ -172,15 +172,21 @@ def open_dm_with(page, display):
     expect(page.locator("#room-title")).to_have_text(display)
 
 
+def two_users(server, b, first, second):
+    """Two pages, each a new user signed up ((username, display name) each);
+    the first reloaded so that it lists the second."""
+    one, two = b.page(), b.page()
+    sign_up(one, server, *first)
+    sign_up(two, server, *second)
+    one.reload()
+    expect(one.locator("#conn-state")).to_have_text("online")
+    return one, two
+
+
 # ------------------------------------------------------------------ tests
 
 def test_dm_both_ways_and_script_as_text(server, b):
-    alice = b.page()
-    bob = b.page()
-    sign_up(alice, server, "alice", "Alice")
-    sign_up(bob, server, "bob", "Bob")
-    alice.reload()  # Bob is in Alice's people list now
-    expect(alice.locator("#conn-state")).to_have_text("online")
+    alice, bob = two_users(server, b, ("alice", "Alice"), ("bob", "Bob"))
     open_dm_with(alice, "Bob")
     say(alice, "hi Bob")
     expect(alice.locator(".msg.mine .state.acked")).to_have_count(1)
@@ -207,12 +213,7 @@ def test_dm_both_ways_and_script_as_text(server, b):
 
 
 def test_group_history_scroll_back(server, b):
-    owner = b.page()
-    member = b.page()
-    sign_up(owner, server, "owner", "Owner")
-    sign_up(member, server, "member", "Member")
-    owner.reload()
-    expect(owner.locator("#conn-state")).to_have_text("online")
+    owner, member = two_users(server, b, ("owner", "Owner"), ("member", "Member"))
     owner.click("#btn-new-group")
     owner.fill("#group-name", "team")
     owner.press("#group-name", "Enter")
@@ -240,12 +241,7 @@ def test_group_history_scroll_back(server, b):
 
 
 def test_image_upload_shows_preview_on_the_other_side(server, b):
-    alice = b.page()
-    bob = b.page()
-    sign_up(alice, server, "alice", "Alice")
-    sign_up(bob, server, "bob", "Bob")
-    alice.reload()
-    expect(alice.locator("#conn-state")).to_have_text("online")
+    alice, bob = two_users(server, b, ("alice", "Alice"), ("bob", "Bob"))
     open_dm_with(alice, "Bob")
     alice.set_input_files("#file-input", files=[{"name": "gradient.png", "mimeType": "image/png", "buffer": png(640, 360)}])
     expect(alice.locator("#pending-files .chip")).to_have_text("gradient.png")
