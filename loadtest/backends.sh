@@ -10,6 +10,7 @@
 #
 #   loadtest/backends.sh            10k chats/s (ack p99) and 100k (saturation), 8 s each
 #   QUICK=1 loadtest/backends.sh    1k chats/s, 3 s each (a smoke)
+#   BACKENDS="mysql redis-always" loadtest/backends.sh   only those
 set -euo pipefail
 cd "$(dirname "$0")/.."
 QUICK=${QUICK:-0}
@@ -66,7 +67,8 @@ start_redis() {
 
 echo "| store | offered chats/s | acks/s | ack p50 | ack p99 | delivered |"
 echo "|---|---:|---:|---:|---:|---:|"
-for backend in sqlite postgres mysql redis-everysec redis-always; do
+BACKENDS=${BACKENDS:-sqlite postgres mysql redis-everysec redis-always}
+for backend in $BACKENDS; do
   for rate in "${RATES[@]}"; do
     rm -rf "${work:?}"/*
     case $backend in

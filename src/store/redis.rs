@@ -46,16 +46,33 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Entries read per round trip while trimming.
 const TRIM_PAGE: usize = 500;
 
-/// Stores a group of messages atomically (a script runs alone): per row,
-/// the room's next number, the stream entry with that id, the idempotency
-/// key. `ARGV`: prefix, then 8 values per row.
+/// Stores a group of messages atomically (a script runs alone): each room's
+/// counter raised once by the group's count, then per row the stream entry
+/// with its number as id and the idempotency key. `ARGV`: prefix, then 8
+/// values per row.
 const APPEND: &str = r#"
 local p = ARGV[1]
+-- Each room's counter is raised once for the group (as the SQL stores do).
+local counts, order = {}, {}
+for i = 2, #ARGV, 8 do
+  local room = ARGV[i]
+  if not counts[room] then
+    counts[room] = 0
+    order[#order + 1] = room
+  end
+  counts[room] = counts[room] + 1
+end
+local next = {}
+for _, room in ipairs(order) do
+  next[room] = redis.call('INCRBY', p .. 'seq:' .. room, counts[room]) - counts[room] + 1
+end
+redis.call('SADD', p .. 'rooms', unpack(order))
 local out = {}
 for i = 2, #ARGV, 8 do
   local room, id, sender, body = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local ts, kind, att, cmid = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
-  local seq = redis.call('INCR', p .. 'seq:' .. room)
+  local seq = next[room]
+  next[room] = seq + 1
   local fields = {'id', id, 'sender', sender, 'body', body, 'ts', ts, 'kind', kind}
   if att ~= '' then
     table.insert(fields, 'att'); table.insert(fields, att)
@@ -65,7 +82,6 @@ for i = 2, #ARGV, 8 do
     redis.call('HSET', p .. 'cmids:' .. room, sender .. '\n' .. cmid, id .. ' ' .. seq)
   end
   redis.call('XADD', p .. 'msgs:' .. room, seq .. '-0', unpack(fields))
-  redis.call('SADD', p .. 'rooms', room)
   out[#out + 1] = seq
 end
 return out
