@@ -263,7 +263,10 @@ impl Files {
                         }
                     }
                     Sink::Parts(mut parts) => {
-                        parts.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+                        if let Err(e) = parts.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                            let _ = parts.abort().await;
+                            return Err(e.into());
+                        }
                         parts.put(chunk);
                         Sink::Parts(parts)
                     }
