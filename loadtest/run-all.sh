@@ -99,6 +99,12 @@ for kind in chatd baseline; do
   run "$kind" connect connect --url "127.0.0.1:$port" --clients "$STORM" --concurrency 200 --sources 2 --server-pid "$PID"
   stop "$PID"
   start "$kind" "$port"
+  run "$kind" join-storm join-storm --url "127.0.0.1:$port" --clients "$STORM" --duration 2s --server-pid "$PID"
+  stop "$PID"
+  start "$kind" "$port"
+  run "$kind" reconnect join-storm --reconnect --url "127.0.0.1:$port" --clients "$STORM" --duration 2s --server-pid "$PID"
+  stop "$PID"
+  start "$kind" "$port"
   run "$kind" idle idle --url "127.0.0.1:$port" --clients "$IDLE" --sources 4 --duration 2s --server-pid "$PID"
   stop "$PID"
 done

@@ -85,6 +85,19 @@ for kind in ("chatd", "baseline"):
               r["p99_us"] / 1000, r["extra"].get("server_cpu_us_per_connect", 0), r["errors"]))
 print()
 
+print("### join storm and reconnect (every client into one room, reading from its first moment)\n")
+print("| server | scenario | clients | connects/s | handshake p50 ms | p99 ms | server CPU us/connect | frames/client | closes | errors |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for kind in ("chatd", "baseline"):
+    for label in ("join-storm", "reconnect"):
+        r = by.get((kind, label))
+        if r:
+            closes = sum(r["closes"].values())
+            print("| %s | %s | %d | %.0f | %.2f | %.2f | %.1f | %.1f | %d | %d |" % (kind, label, r["clients"], r["extra"].get("connects_per_s", 0),
+                  r["p50_us"] / 1000, r["p99_us"] / 1000, r["extra"].get("server_cpu_us_per_connect", 0),
+                  r["extra"].get("frames_per_client", 0), closes, r["errors"]))
+print()
+
 print("### idle (connections held; server RSS growth)\n")
 print("| server | connections | RSS before MiB | RSS after MiB | bytes/connection | extrapolated GiB per 1M |")
 print("|---|---|---|---|---|---|")

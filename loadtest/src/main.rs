@@ -32,6 +32,10 @@ pub enum Scenario {
     Rooms,
     /// A connection storm: connects per second and handshake latency.
     Connect,
+    /// C clients join one room at once, each reading from its first
+    /// moment (closes are the server's); with --reconnect, all then drop
+    /// and come back at once.
+    JoinStorm,
     /// C idle connections held; server memory per connection.
     Idle,
     /// Fan-out with receivers spread over several nodes (--url, repeated),
@@ -74,6 +78,10 @@ pub struct Args {
     /// burst: chats per burst (one write).
     #[arg(long, default_value_t = 300)]
     pub burst: usize,
+    /// join-storm: once every client is in, all drop and reconnect at once
+    /// (the second storm is what is reported).
+    #[arg(long)]
+    pub reconnect: bool,
     /// rooms: members per room.
     #[arg(long, default_value_t = 10)]
     pub room_size: usize,

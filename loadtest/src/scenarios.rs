@@ -75,6 +75,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
         }
         Scenario::Rooms => messaging(args, &servers, Layout::Rooms).await,
         Scenario::Connect => connect_storm(args, servers[0]).await,
+        Scenario::JoinStorm => join_storm(args, servers[0]).await,
         Scenario::Idle => idle(args, servers[0]).await,
     }
 }
@@ -88,25 +89,30 @@ enum Layout {
 /// What connecting a set of clients gave.
 struct Connected {
     clients: Vec<client::Ws>,
+    /// How many connected (kept or taken).
+    connected: usize,
     failures: Vec<String>,
     /// Handshake times (TCP connect to the 101 response), microseconds.
     handshake: Histogram<u64>,
 }
 
 /// Connects `n` clients, `concurrency` at a time; client i to `path(i)` on
-/// `server(i)`. Clients come back in index order.
+/// `server(i)`. Each connected client goes to `take` at once, which keeps it
+/// (returned in `clients`, in index order) or takes it over (`None`).
 async fn connect_all(
     args: &Args,
     n: usize,
     server: impl Fn(usize) -> SocketAddr,
     path: impl Fn(usize) -> String,
     progress: &ProgressBar,
+    take: &mut dyn FnMut(client::Ws) -> Option<client::Ws>,
 ) -> Connected {
     let sources = Sources {
         count: args.sources,
     };
     let mut done = Connected {
         clients: Vec::with_capacity(n),
+        connected: 0,
         failures: Vec::new(),
         handshake: histogram(),
     };
@@ -127,12 +133,15 @@ async fn connect_all(
             Some(Ok((ws, took))) => {
                 done.handshake
                     .saturating_record(took.as_micros().max(1) as u64);
-                done.clients.push(ws);
+                done.connected += 1;
+                if let Some(ws) = take(ws) {
+                    done.clients.push(ws);
+                }
             }
             Some(Err(e)) => done.failures.push(client::describe(&e)),
             None => {}
         }
-        progress.set_position(done.clients.len() as u64);
+        progress.set_position(done.connected as u64);
     }
     done
 }
@@ -189,6 +198,7 @@ async fn messaging(args: &Args, servers: &[SocketAddr], layout: Layout) -> anyho
             false => format!("{}{}", args.path, room_of(i)),
         },
         &pb,
+        &mut Some,
     )
     .await;
     pb.finish_and_clear();
@@ -464,7 +474,15 @@ async fn connect_storm(args: &Args, server: SocketAddr) -> anyhow::Result<Report
     // Room-less: a storm of joins to one room would measure presence fan-out
     // (each join is announced to every member), not handshakes.
     let path = args.path.trim_end_matches('/').to_owned();
-    let done = connect_all(args, args.clients, |_| server, |_| path.clone(), &pb).await;
+    let done = connect_all(
+        args,
+        args.clients,
+        |_| server,
+        |_| path.clone(),
+        &pb,
+        &mut Some,
+    )
+    .await;
     let cpu = window.finish();
     pb.finish_and_clear();
     let held = done.clients.len();
@@ -501,6 +519,160 @@ async fn connect_storm(args: &Args, server: SocketAddr) -> anyhow::Result<Report
     Ok(report)
 }
 
+/// A join storm: every client connects into one room (`--path` + `storm`)
+/// and reads from the moment it is connected, so any close is the server
+/// closing a prompt reader (each join is announced to the members already
+/// there). `--reconnect`: once all are in, every client drops and comes
+/// back at once (a deploy or a network blip); that second storm is reported.
+async fn join_storm(args: &Args, server: SocketAddr) -> anyhow::Result<Report> {
+    let mut storm = Storm::start(args, server, "joining").await;
+    if args.reconnect {
+        tokio::time::sleep(SETTLE).await;
+        storm.hang_up().await;
+        storm = Storm::start(args, server, "reconnecting").await;
+    }
+    tokio::time::sleep(args.duration).await;
+    Ok(storm.finish(args, server).await)
+}
+
+/// One storm of clients joining the room, each with its reader running.
+struct Storm {
+    shared: Arc<Shared>,
+    frames: Arc<AtomicU64>,
+    stop: watch::Sender<bool>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+    /// Kept so the connections stay open.
+    writers: Vec<client::Writer>,
+    connected: Connected,
+    took: Duration,
+    cpu: procfs::CpuWindow,
+}
+
+impl Storm {
+    async fn start(args: &Args, server: SocketAddr, label: &str) -> Storm {
+        let shared = Shared::new();
+        let frames = Arc::new(AtomicU64::new(0));
+        let (stop, stop_rx) = watch::channel(false);
+        let path = format!("{}storm", args.path);
+        let (mut readers, mut writers) = (Vec::new(), Vec::new());
+        let pb = bar(args, args.clients as u64, label);
+        let cpu = procfs::CpuWindow::start(args.server_pid);
+        let started = Instant::now();
+        let mut take = |ws: client::Ws| {
+            let reader = count_frames(ws.reader, shared.clone(), frames.clone(), stop_rx.clone());
+            readers.push(tokio::spawn(reader));
+            writers.push(ws.writer);
+            None
+        };
+        let connected = connect_all(
+            args,
+            args.clients,
+            |_| server,
+            |_| path.clone(),
+            &pb,
+            &mut take,
+        )
+        .await;
+        pb.finish_and_clear();
+        Storm {
+            shared,
+            frames,
+            stop,
+            readers,
+            writers,
+            connected,
+            took: started.elapsed(),
+            cpu,
+        }
+    }
+
+    /// Every client drops its connection at once.
+    async fn hang_up(self) {
+        self.stop.send_replace(true);
+        for r in self.readers {
+            let _ = r.await;
+        }
+        drop(self.writers);
+    }
+
+    async fn finish(self, args: &Args, server: SocketAddr) -> Report {
+        let cpu = self.cpu.finish();
+        self.stop.send_replace(true);
+        for r in self.readers {
+            let _ = r.await;
+        }
+        let done = self.connected;
+        let held = done.connected;
+        let mut report = Report {
+            scenario: if args.reconnect {
+                "reconnect"
+            } else {
+                "join-storm"
+            }
+            .into(),
+            server: server.to_string(),
+            clients: held,
+            duration_s: self.took.as_secs_f64(),
+            errors: done.failures.len() as u64 + self.shared.errors.load(Ordering::Relaxed),
+            closes: self.shared.closes.lock().clone(),
+            ..Default::default()
+        };
+        report.latency(&done.handshake);
+        report.extra.insert(
+            "connects_per_s".into(),
+            held as f64 / self.took.as_secs_f64(),
+        );
+        report.extra.insert(
+            "frames_per_client".into(),
+            self.frames.load(Ordering::Relaxed) as f64 / held.max(1) as f64,
+        );
+        if let Some(spent) = cpu.server {
+            report.extra.insert(
+                "server_cpu_us_per_connect".into(),
+                spent.as_secs_f64() * 1e6 / held.max(1) as f64,
+            );
+        }
+        if let Some(first) = done.failures.first() {
+            report.notes.push(format!(
+                "{} connects failed; first: {first}",
+                done.failures.len()
+            ));
+        }
+        report
+    }
+}
+
+/// Reads a storm client's frames until told to stop: counts them, and a
+/// close (with its code) or an error.
+async fn count_frames(
+    mut reader: client::Reader,
+    shared: Arc<Shared>,
+    frames: Arc<AtomicU64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut seen = 0u64;
+    loop {
+        let frame = tokio::select! {
+            frame = reader.next() => frame,
+            _ = stop.changed() => break,
+        };
+        match frame {
+            Ok(Some(client::Frame::Close(code, reason))) => {
+                shared.close(code.map_or("no code".into(), |c| format!("{c} {reason}")));
+                break;
+            }
+            Ok(Some(_)) => seen += 1,
+            Ok(None) => break,
+            Err(e) => {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                shared.close(format!("error: {e}"));
+                break;
+            }
+        }
+    }
+    frames.fetch_add(seen, Ordering::Relaxed);
+}
+
 async fn idle(args: &Args, server: SocketAddr) -> anyhow::Result<Report> {
     let rss0 = args.server_pid.and_then(procfs::rss_bytes);
     let pb = bar(args, args.clients as u64, "connecting");
@@ -514,6 +686,7 @@ async fn idle(args: &Args, server: SocketAddr) -> anyhow::Result<Report> {
         |_| server,
         |i| format!("{}idle{}", args.path, i % 1000),
         &pb,
+        &mut Some,
     )
     .await;
     pb.finish_and_clear();
