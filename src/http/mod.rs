@@ -6,7 +6,7 @@
 //! | `/api/chat-api/ws/{room}`, `/ws/{room}` | native protocol in `room` |
 //! | `/relay` | verbatim relay |
 //! | `/healthz`, `/readyz` | liveness, readiness (JSON) |
-//! | `/`, `/app.js`, `/style.css` | the web client (`web.rs`) |
+//! | `/`, `/app.js`, `/style.css`, `/favicon.svg` | the web client (`web.rs`) |
 //! | `/api/chat-api/rooms/{room}/messages` | a room's history |
 //! | `/api/chat-api/...` | accounts, groups, DMs, server publish (`api.rs`) |
 

@@ -666,3 +666,28 @@ async fn two_nodes_share_files_through_s3() {
     assert_eq!(got.status, 200);
     assert!(got.body == bytes, "node 2 serves node 1's upload");
 }
+
+/// An upload that takes longer than `server.http_idle_timeout` is not cut
+/// off (it was: the idle timer counted from the request's start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upload_outlives_the_http_idle_timeout() {
+    let s = Setup::new("slow", Storage::Local, &["server.http_idle_timeout=300ms"]).await;
+    let addr = s.addr();
+    let (_, alice) = register_and_login(addr, "alice", "password1").await;
+    let bytes = noise(2000);
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /api/chat-api/files?name=slow.bin HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Authorization: Bearer {alice}\r\nContent-Length: {}\r\n\r\n",
+        bytes.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    // 1.2 s in all, four times the idle timeout.
+    for part in bytes.chunks(200) {
+        tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+        conn.write_all(part).await.unwrap();
+    }
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+}
