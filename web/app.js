@@ -258,9 +258,14 @@ function connect() {
   };
 }
 
-function join(c) {
+/**
+ * Joins `c`'s room, catching up from the last `seq` we have. `fromStart`:
+ * a conversation we were just told of (a new DM, added to a group) replays
+ * what was sent in it before our join, so its first messages are not missed.
+ */
+function join(c, fromStart = false) {
   const msg = { type: "join", room: c.room };
-  if (c.lastSeq > 0) msg.data = { since_seq: c.lastSeq };
+  if (c.lastSeq > 0 || fromStart) msg.data = { since_seq: c.lastSeq };
   send(msg);
 }
 
@@ -281,7 +286,7 @@ function onMessage(msg) {
         if (room !== state.active && msg.from !== state.me.id) c.unread += 1;
         c.typing.delete(msg.from);
         renderSidebar();
-        if (room === state.active) renderMessages(true);
+        if (room === state.active) renderMessages();
       }
       break;
     }
@@ -302,18 +307,19 @@ function onMessage(msg) {
         });
       }
       if (c) c.lastSeq = Math.max(c.lastSeq, msg.data.seq);
-      if (p.room === state.active) renderMessages(true);
+      if (p.room === state.active) renderMessages();
       break;
     }
     case "history": {
       const c = state.convs.get(room);
       if (!c) return;
       const list = msg.data.messages || [];
+      const first = !c.loaded;
       for (const env of list) addMessage(env);
       c.loaded = true;
       c.loadingOlder = false;
       c.hasMore = list.length > 0 && Math.min(...list.map((m) => m.seq || 1)) > 1;
-      if (room === state.active) renderMessages(false, list.length);
+      if (room === state.active) renderMessages(first ? "bottom" : "older");
       break;
     }
     case "system":
@@ -373,7 +379,7 @@ function onSystem(msg) {
         c.loaded = false;
         if (c.room === state.active) requestHistory(c);
       }
-      if (c.room === state.active) renderMessages(true);
+      if (c.room === state.active) renderMessages();
       break;
     case "removed":
       if (c) {
@@ -390,7 +396,7 @@ function onSystem(msg) {
 async function onNotification(msg) {
   const d = msg.data || {};
   if (d.event === "group_added" || d.event === "dm_created") {
-    await refreshConversations();
+    await refreshConversations(true);
   } else if (d.event === "group_removed" && d.conversation) {
     state.convs.delete(d.conversation);
     if (state.active === d.conversation) openRoom(null);
@@ -419,7 +425,7 @@ function sendPending(id) {
   p.timer = setTimeout(() => {
     if (state.pending.get(id) === p && p.state === "sending") failPending(id, "no answer");
   }, 15000);
-  if (p.room === state.active) renderMessages(true);
+  if (p.room === state.active) renderMessages("bottom");
 }
 
 function failPending(id, why) {
@@ -428,7 +434,7 @@ function failPending(id, why) {
   clearTimeout(p.timer);
   p.state = "failed";
   p.error = why || "";
-  if (p.room === state.active) renderMessages(false);
+  if (p.room === state.active) renderMessages();
 }
 
 async function submitMessage(ev) {
@@ -576,10 +582,12 @@ function renderOne(m, pendingId) {
 }
 
 /**
- * Redraws the active room. `stick`: keep the view at the bottom if it was
- * there; `added`: older messages were prepended (keep what was in view).
+ * Redraws the active room. `scroll`: "bottom" (opened, or the user sent
+ * something), "older" (a page was added above: what was in view stays),
+ * or, by default, "follow" (stay at the bottom if the view was there,
+ * else stay where the user scrolled to).
  */
-function renderMessages(stick, added) {
+function renderMessages(scroll = "follow") {
   const box = $("messages");
   const c = state.convs.get(state.active);
   if (!c) {
@@ -588,6 +596,7 @@ function renderMessages(stick, added) {
   }
   const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
   const fromBottom = box.scrollHeight - box.scrollTop;
+  const top = box.scrollTop;
   const list = [...c.messages.values()].sort((a, b) => a.seq - b.seq);
   const nodes = [];
   if (c.loaded && c.hasMore) {
@@ -602,9 +611,9 @@ function renderMessages(stick, added) {
     nodes.push(renderOne({ from: state.me.id, content: p.content, attachments: p.attachmentViews, at: p.at, state: p.state, error: p.error }, id));
   }
   box.replaceChildren(...nodes);
-  if (added) box.scrollTop = box.scrollHeight - fromBottom;
-  else if (stick === false && !atBottom) box.scrollTop = box.scrollHeight - fromBottom;
-  else if (atBottom || stick !== false) box.scrollTop = box.scrollHeight;
+  if (scroll === "older") box.scrollTop = box.scrollHeight - fromBottom;
+  else if (scroll === "bottom" || atBottom) box.scrollTop = box.scrollHeight;
+  else box.scrollTop = top;
 }
 
 function renderTyping() {
@@ -643,7 +652,7 @@ function openRoom(room) {
     $("composer-text").focus();
   }
   renderSidebar();
-  renderMessages(true);
+  renderMessages("bottom");
   renderTyping();
 }
 
@@ -668,11 +677,12 @@ async function startDm(userId) {
   }
 }
 
-function addConversation(v) {
+function addConversation(v, fresh = false) {
+  const known = state.convs.has(v.id);
   const c = conversation(v.id, v.kind === "dm" ? "dm" : "group", v.name);
   c.members = v.members || [];
   c.owner = v.owner;
-  if (!c.joined) join(c);
+  if (!c.joined) join(c, fresh && !known);
   renderSidebar();
   return c;
 }
@@ -683,9 +693,10 @@ async function refreshUsers() {
   renderSidebar();
 }
 
-async function refreshConversations() {
+/** `fresh`: conversations not seen before are new ones (see join). */
+async function refreshConversations(fresh = false) {
   const list = await api("GET", "/conversations");
-  for (const v of list) addConversation(v);
+  for (const v of list) addConversation(v, fresh);
   renderSidebar();
 }
 
