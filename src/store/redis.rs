@@ -289,6 +289,23 @@ impl RedisStore {
         Ok(cmd("HGETALL").arg(key).query_async(&mut self.conn).await?)
     }
 
+    /// The hashes `<kind>:<id>` of `ids`, in one round trip (none for no
+    /// ids: Redis refuses an empty pipeline).
+    async fn hashes(
+        &mut self,
+        kind: &str,
+        ids: &[String],
+    ) -> Result<Vec<HashMap<String, String>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut p = pipe();
+        for id in ids {
+            p.cmd("HGETALL").arg(self.key(kind, id));
+        }
+        Ok(p.query_async(&mut self.conn).await?)
+    }
+
     async fn set(&mut self, key: String) -> Result<Vec<String>, StoreError> {
         let mut members: Vec<String> = cmd("SMEMBERS").arg(key).query_async(&mut self.conn).await?;
         members.sort();
@@ -531,11 +548,7 @@ impl Directory for RedisStore {
 
     async fn users(&mut self) -> Result<Vec<User>, StoreError> {
         let ids = self.set(format!("{}users", self.prefix)).await?;
-        let mut p = pipe();
-        for id in &ids {
-            p.cmd("HGETALL").arg(self.key("user", id));
-        }
-        let hashes: Vec<HashMap<String, String>> = p.query_async(&mut self.conn).await?;
+        let hashes = self.hashes("user", &ids).await?;
         let mut users: Vec<User> = ids
             .iter()
             .zip(hashes)
@@ -685,11 +698,7 @@ impl Directory for RedisStore {
 
     async fn conversations_of(&mut self, user: &str) -> Result<Vec<Conversation>, StoreError> {
         let ids = self.set(self.key("convs", user)).await?;
-        let mut p = pipe();
-        for id in &ids {
-            p.cmd("HGETALL").arg(self.key("conv", id));
-        }
-        let hashes: Vec<HashMap<String, String>> = p.query_async(&mut self.conn).await?;
+        let hashes = self.hashes("conv", &ids).await?;
         let mut out = Vec::with_capacity(ids.len());
         for (id, h) in ids.iter().zip(hashes) {
             if let Some(c) = conversation(id, h)? {

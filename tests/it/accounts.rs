@@ -50,7 +50,23 @@ on_every_store!(
     notifications_reach_every_connection_and_are_recovered,
     server_publish_needs_a_key_and_goes_through_the_store,
     forged_expired_and_unsigned_tokens_are_refused_on_rest_and_upgrade,
+    empty_lists_are_empty_not_errors,
 );
+
+/// Found on the Redis store: listing nothing (no users yet, a user in no
+/// conversation) sent Redis an empty pipeline, and the answer was 503.
+async fn empty_lists_are_empty_not_errors(new_db: fn(&str) -> Db) {
+    let db = new_db("empty");
+    let s = server(&db, &[]);
+    let addr = s.addr();
+    let (status, users) = http_json(addr, "GET", "/api/chat-api/users", None, None).await;
+    assert_eq!((status, users), (200, json!([])));
+    let (_, token) = user(addr, "loner").await;
+    for path in ["/api/chat-api/conversations", "/api/chat-api/groups"] {
+        let (status, list) = http_json(addr, "GET", path, Some(&token), None).await;
+        assert_eq!((status, list), (200, json!([])), "{path}");
+    }
+}
 
 async fn register_and_login_validate_every_field_and_do_not_tell_which_was_wrong(
     new_db: fn(&str) -> Db,
