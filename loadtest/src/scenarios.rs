@@ -494,20 +494,32 @@ async fn connect_storm(args: &Args, server: SocketAddr) -> anyhow::Result<Report
         errors: done.failures.len() as u64,
         ..Default::default()
     };
-    report.latency(&done.handshake);
-    report.extra.insert(
-        "connects_per_s".into(),
-        held as f64 / cpu.elapsed.as_secs_f64(),
-    );
+    connect_figures(&mut report, &done, held, cpu.elapsed, cpu.server);
     if let Some(pct) = cpu.own_pct() {
         // The client side of every TCP handshake runs in our context: near
         // 100 % here means the rate is the generator's, not the server's.
         report.generator_cpu_pct = pct;
     }
-    if let Some(server) = cpu.server {
+    Ok(report)
+}
+
+/// What a storm of `held` connections over `took` shows: handshake
+/// latency, connects per second, server CPU per connect, failed connects.
+fn connect_figures(
+    report: &mut Report,
+    done: &Connected,
+    held: usize,
+    took: Duration,
+    server_cpu: Option<Duration>,
+) {
+    report.latency(&done.handshake);
+    report
+        .extra
+        .insert("connects_per_s".into(), held as f64 / took.as_secs_f64());
+    if let Some(spent) = server_cpu {
         report.extra.insert(
             "server_cpu_us_per_connect".into(),
-            server.as_secs_f64() * 1e6 / held.max(1) as f64,
+            spent.as_secs_f64() * 1e6 / held.max(1) as f64,
         );
     }
     if let Some(first) = done.failures.first() {
@@ -516,7 +528,6 @@ async fn connect_storm(args: &Args, server: SocketAddr) -> anyhow::Result<Report
             done.failures.len()
         ));
     }
-    Ok(report)
 }
 
 /// A join storm: every client connects into one room (`--path` + `storm`)
@@ -617,27 +628,11 @@ impl Storm {
             closes: self.shared.closes.lock().clone(),
             ..Default::default()
         };
-        report.latency(&done.handshake);
-        report.extra.insert(
-            "connects_per_s".into(),
-            held as f64 / self.took.as_secs_f64(),
-        );
+        connect_figures(&mut report, &done, held, self.took, cpu.server);
         report.extra.insert(
             "frames_per_client".into(),
             self.frames.load(Ordering::Relaxed) as f64 / held.max(1) as f64,
         );
-        if let Some(spent) = cpu.server {
-            report.extra.insert(
-                "server_cpu_us_per_connect".into(),
-                spent.as_secs_f64() * 1e6 / held.max(1) as f64,
-            );
-        }
-        if let Some(first) = done.failures.first() {
-            report.notes.push(format!(
-                "{} connects failed; first: {first}",
-                done.failures.len()
-            ));
-        }
         report
     }
 }
