@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use chatd::bench::{self as protocol, frame, ChatData, ClientId, Header, Kind, RoomName, Wire};
 use chatd::bench::{
-    ClientQueue, ConnId, Event, Limits, LocalRooms, OpCode, Outgoing, Payload, Topic,
+    ClientQueue, ConnId, Event, Limits, LocalRooms, OpCode, Outgoing, Payload, Topic, Voice, Window,
 };
 
 /// A 100-byte client chat, as the load generator sends.
@@ -168,14 +168,25 @@ fn frame_once(c: &mut Criterion) {
 fn fanout(c: &mut Criterion) {
     let mut g = c.benchmark_group("fan-out");
     fanout_room(&mut g, "one event framed once, to 10k queues", |_| {
-        Wire::ChatApi
+        Wire::ChatApi.into()
+    });
+    // Every member negotiated permessage-deflate: the frame is compressed
+    // once more, and the 10k clones are of the compressed frame.
+    fanout_room(&mut g, "one event compressed once, to 10k queues", |_| {
+        Voice {
+            deflate: Some(Window::DEFAULT),
+            ..Wire::ChatApi.into()
+        }
     });
     // A third of the members in each dialect: the event is framed once per
     // dialect (three times), still never per recipient.
-    fanout_room(&mut g, "mixed room: a third per dialect", |i| match i % 3 {
-        0 => Wire::ChatApi,
-        1 => Wire::Demo,
-        _ => Wire::FastChat,
+    fanout_room(&mut g, "mixed room: a third per dialect", |i| {
+        match i % 3 {
+            0 => Wire::ChatApi,
+            1 => Wire::Demo,
+            _ => Wire::FastChat,
+        }
+        .into()
     });
     g.finish();
 }
@@ -183,7 +194,7 @@ fn fanout(c: &mut Criterion) {
 fn fanout_room(
     g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     name: &str,
-    wire_of: impl Fn(usize) -> Wire,
+    voice_of: impl Fn(usize) -> Voice,
 ) {
     const MEMBERS: usize = 10_000;
     let rooms = LocalRooms::default();
@@ -197,7 +208,7 @@ fn fanout_room(
         .map(|_| Rc::new(ClientQueue::new(limits)))
         .collect();
     for (i, q) in queues.iter().enumerate() {
-        rooms.join(&room, ConnId(i as u64), q.clone(), wire_of(i));
+        rooms.join(&room, ConnId(i as u64), q.clone(), voice_of(i));
     }
     let topic = Topic::Room(room);
     // An event: the fan-out frames it once (chat-api), then pushes 10k clones.

@@ -621,6 +621,29 @@ pub struct ServerConfig {
     /// `redis-chat-demo`, so that an unchanged client of any works.
     pub default_protocol: Wire,
     pub tls: TlsConfig,
+    pub deflate: DeflateConfig,
+}
+
+/// permessage-deflate (RFC 7692): compressed once per message, shared by
+/// every recipient that negotiated it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeflateConfig {
+    /// Accept a client's permessage-deflate offer. Default true.
+    pub enabled: bool,
+    /// Messages to the client shorter than this many bytes go uncompressed
+    /// (deflate saves little on them and costs the client an inflate).
+    /// Default 128.
+    pub threshold: usize,
+}
+
+impl Default for DeflateConfig {
+    fn default() -> Self {
+        DeflateConfig {
+            enabled: true,
+            threshold: 128,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -662,6 +685,7 @@ impl Default for ServerConfig {
             max_connections: 0,
             default_protocol: Wire::ChatApi,
             tls: TlsConfig::default(),
+            deflate: DeflateConfig::default(),
         }
     }
 }
@@ -696,10 +720,14 @@ pub struct LimitsConfig {
     /// fanned out) above which readers stop reading their sockets until the
     /// fan-out catches up (TCP backpressure on senders). Default 4096.
     pub inbox_high_water: usize,
-    /// Presence events (online/offline) one shard announces per room per
-    /// second; more (a join storm) are not sent, and counted in
-    /// `chatd_presence_suppressed_total`. 0 turns presence off. Default 50.
+    /// Presence events (online/offline) one shard announces one by one per
+    /// room per second; the rest of the second's changes (a join storm) go
+    /// out coalesced in one summary event when the second ends. 0 turns
+    /// presence off. Default 50.
     pub presence_per_second: u32,
+    /// Most clients a presence summary lists (the rest are counted in its
+    /// `more`), so a summary of a 10,000-client storm stays small. Default 100.
+    pub presence_summary_max: usize,
     pub rate: RateConfig,
     /// Rooms one connection may be in at once. Default 100.
     pub max_rooms_per_connection: usize,
@@ -737,6 +765,7 @@ impl Default for LimitsConfig {
             read_budget_bytes: 256 << 10,
             inbox_high_water: 4096,
             presence_per_second: 50,
+            presence_summary_max: 100,
             rate: RateConfig::default(),
             max_rooms_per_connection: 100,
             max_name_length: 64,

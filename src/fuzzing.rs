@@ -61,9 +61,15 @@ fn on_shard_stack(data: &[u8], f: fn(&[u8])) {
 }
 
 /// The frame reader over one read-ahead buffer (as after an upgrade), with a
-/// small message limit so that the limit paths are reached.
+/// small message limit so that the limit paths are reached. The first
+/// byte's low bit: permessage-deflate negotiated (compressed messages are
+/// inflated).
 pub fn frames(data: &[u8]) {
-    let mut reader = FrameReader::new(&[][..], Bytes::copy_from_slice(data), 1024);
+    let Some((&mode, data)) = data.split_first() else {
+        return;
+    };
+    let inflate = mode & 1 == 1;
+    let mut reader = FrameReader::new(&[][..], Bytes::copy_from_slice(data), 1024, inflate);
     for _ in 0..data.len() + 1 {
         // An in-memory source never waits.
         match reader.next().now_or_never() {
@@ -98,6 +104,10 @@ pub fn request<B>(req: &Request<B>) {
         }
     }
     let _ = http::check_handshake(req);
+    if let Some(agreed) = http::deflate_offer(req) {
+        // The answer goes into the 101 as it is: it must be a valid header.
+        assert!(hyper::header::HeaderValue::from_str(&agreed.response).is_ok());
+    }
     let _ = auth.subject(req.headers(), http::query_param(query, "token"));
 }
 

@@ -88,7 +88,8 @@ pub mod bench {
     pub use crate::protocol::envelope::ChatData;
     pub use crate::protocol::{encode, parse, ClientId, Header, Kind, ParseLimits, RoomName};
     pub use crate::queue::{ClientQueue, Limits};
-    pub use crate::rooms::{ConnId, LocalRooms};
+    pub use crate::rooms::{ConnId, LocalRooms, Voice};
     pub use crate::store::{drive as drive_store, Database, Retention, Settings as StoreSettings};
+    pub use crate::ws::deflate::Window;
     pub use crate::ws::{frame, OpCode, Outgoing};
 }

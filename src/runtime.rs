@@ -438,6 +438,9 @@ fn run_shard(start: ShardStart) {
         tokio::task::spawn_local(crate::shard::dispatch(shard.clone(), inbox));
         node.broker.start_shard(index);
         tokio::task::spawn_local(crate::shard::heartbeat(shard.clone()));
+        if shard.presence.enabled() {
+            tokio::task::spawn_local(crate::chat::presence::summaries(shard.clone()));
+        }
         if let Some(l) = metrics_listener {
             let l = TcpListener::from_std(l).expect("registering the metrics listener");
             tokio::task::spawn_local(crate::http::metrics::serve(l, node.clone()));

@@ -18,6 +18,7 @@ use crate::protocol::{self, ClientId, ErrorCode, Header, Kind, RoomName};
 use crate::queue::{ClientQueue, CloseReason};
 use crate::rooms::{ConnId, Fanout, LocalRooms, PresenceLimiter, ShardMsg};
 use crate::shutdown::Phase;
+use crate::ws::deflate::Window;
 use crate::ws::frame::{self, OpCode};
 
 /// The demo dialect's error code for a message that was accepted and then
@@ -42,6 +43,9 @@ pub struct ConnState {
     client: RefCell<Option<ClientId>>,
     /// Its dialect: replies the shard makes (acks, failures) are framed in it.
     wire: Cell<Wire>,
+    /// The permessage-deflate window it agreed to, if any: room messages
+    /// reach it compressed for that window.
+    pub deflate: Option<Window>,
     /// Conversations another user opened with this one, for its handler to
     /// join (dialects whose clients never ask to join: FastChat). Boxed and
     /// made on first use, so idle connections pay one pointer.
@@ -118,8 +122,14 @@ impl Shard {
     pub fn new(index: usize, node: Arc<Node>) -> Shard {
         Shard {
             index,
-            presence: PresenceLimiter::new(node.config.limits.presence_per_second),
-            rooms: LocalRooms::new(node.config.store.max_recover as usize),
+            presence: PresenceLimiter::new(
+                node.config.limits.presence_per_second,
+                node.config.limits.presence_summary_max,
+            ),
+            rooms: LocalRooms::new(
+                node.config.store.max_recover as usize,
+                node.config.server.deflate.threshold,
+            ),
             node,
             conns: RefCell::new(HashMap::new()),
             next_id: Cell::new(0),
@@ -128,7 +138,7 @@ impl Shard {
     }
 
     /// Adds a connection. During shutdown it is closed at once with 1001.
-    pub fn register(&self, queue: Rc<ClientQueue>) -> Rc<ConnState> {
+    pub fn register(&self, queue: Rc<ClientQueue>, deflate: Option<Window>) -> Rc<ConnState> {
         let n = self.next_id.get();
         self.next_id.set(n + 1);
         let id = ConnId(((self.index as u64) << 48) | n);
@@ -138,6 +148,7 @@ impl Shard {
             last_seen: Cell::new(Instant::now()),
             client: RefCell::new(None),
             wire: Cell::new(Wire::ChatApi),
+            deflate,
             grants: RefCell::new(None),
         });
         if self.node.shutdown.phase() != Phase::Running {
@@ -381,7 +392,6 @@ impl Shard {
     /// timeout and, when `ping` is set, queues a Ping to every other one. One
     /// pass over the shard's connections per tick, not a timer per connection.
     pub fn sweep(&self, now: Instant, idle_timeout: Duration, ping: bool) {
-        self.presence.prune(now);
         // (A slow-consumer close is counted where the connection ends.)
         self.for_each(|c| {
             if now.saturating_duration_since(c.last_seen.get()) >= idle_timeout {

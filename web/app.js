@@ -326,6 +326,16 @@ function onMessage(msg) {
       onSystem(msg);
       break;
     case "presence": {
+      if (Array.isArray(msg.data.online)) {
+        // A summary of a join/leave storm: several clients at once.
+        for (const id of msg.data.online) {
+          const u = state.users.get(id);
+          if (u) u.online = true;
+        }
+        if (msg.data.offline.length || msg.data.more) refreshUsers();
+        renderSidebar();
+        break;
+      }
       const u = state.users.get(msg.from);
       if (u) {
         u.online = msg.data.status === "online" ? true : u.online;

@@ -1,4 +1,5 @@
-//! The WebSocket frame reader: any bytes a client sends after the upgrade.
+//! The WebSocket frame reader: any bytes a client sends after the upgrade
+//! (the first byte picks whether permessage-deflate was negotiated).
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

@@ -61,7 +61,15 @@ pub struct Ws {
     pub writer: Writer,
 }
 
-pub async fn connect(server: SocketAddr, path: &str, source: Option<IpAddr>) -> anyhow::Result<Ws> {
+/// The permessage-deflate offer of `--deflate` (a browser's).
+const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
+
+pub async fn connect(
+    server: SocketAddr,
+    path: &str,
+    source: Option<IpAddr>,
+    deflate: bool,
+) -> anyhow::Result<Ws> {
     let socket = match server {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
@@ -73,9 +81,14 @@ pub async fn connect(server: SocketAddr, path: &str, source: Option<IpAddr>) -> 
     }
     let mut stream: TcpStream = socket.connect(server).await.context("tcp connect")?;
     stream.set_nodelay(true)?;
+    let extensions = if deflate {
+        format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n")
+    } else {
+        String::new()
+    };
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extensions}\r\n"
     );
     stream
         .write_all(request.as_bytes())
@@ -105,6 +118,10 @@ pub async fn connect(server: SocketAddr, path: &str, source: Option<IpAddr>) -> 
         .into_owned();
         bail!("websocket handshake refused: {line}");
     }
+    let agreed = contains(&buf[..end].to_ascii_lowercase(), b"permessage-deflate");
+    if deflate && !agreed {
+        bail!("the server declined permessage-deflate");
+    }
     buf.drain(..end);
     let (read, write) = stream.into_split();
     Ok(Ws {
@@ -112,6 +129,8 @@ pub async fn connect(server: SocketAddr, path: &str, source: Option<IpAddr>) -> 
             io: read,
             buf,
             start: 0,
+            inflater: agreed.then(|| Box::new(Inflater::new())),
+            last_len: 0,
         },
         writer: Writer {
             io: write,
@@ -135,6 +154,44 @@ pub struct Reader {
     io: OwnedReadHalf,
     buf: Vec<u8>,
     start: usize,
+    /// With permessage-deflate: inflates compressed (RSV1) frames.
+    inflater: Option<Box<Inflater>>,
+    /// Bytes of the last frame returned, as it came over the wire.
+    pub last_len: usize,
+}
+
+/// permessage-deflate's receiving side (the server sends without context
+/// takeover, so each message is inflated from a reset state).
+struct Inflater {
+    d: flate2::Decompress,
+    out: Vec<u8>,
+}
+
+impl Inflater {
+    fn new() -> Inflater {
+        Inflater {
+            d: flate2::Decompress::new(false),
+            out: Vec::with_capacity(64 * 1024),
+        }
+    }
+
+    fn inflate(&mut self, payload: &[u8]) -> anyhow::Result<&[u8]> {
+        self.d.reset(false);
+        self.out.clear();
+        for input in [payload, &[0, 0, 0xff, 0xff][..]] {
+            let start = self.d.total_in();
+            while ((self.d.total_in() - start) as usize) < input.len() {
+                if self.out.capacity() - self.out.len() < 1024 {
+                    self.out.reserve(64 * 1024);
+                }
+                let done = (self.d.total_in() - start) as usize;
+                self.d
+                    .decompress_vec(&input[done..], &mut self.out, flate2::FlushDecompress::Sync)
+                    .context("inflating a compressed frame")?;
+            }
+        }
+        Ok(&self.out)
+    }
 }
 
 impl Reader {
@@ -154,8 +211,18 @@ impl Reader {
     /// The next frame, or `None` at the end of the stream.
     pub async fn next(&mut self) -> anyhow::Result<Option<Frame>> {
         loop {
-            if let Some((frame, used)) = parse(&self.buf[self.start..]) {
+            if let Some((first, payload, used)) = split_frame(&self.buf[self.start..]) {
+                let frame = if first & 0x40 != 0 {
+                    let inflater = self
+                        .inflater
+                        .as_mut()
+                        .context("a compressed frame without permessage-deflate")?;
+                    classify(first & 0x0F, inflater.inflate(payload)?)
+                } else {
+                    classify(first & 0x0F, payload)
+                };
                 self.start += used;
+                self.last_len = used;
                 return Ok(Some(frame));
             }
             if self.start > 0 {
@@ -172,8 +239,8 @@ impl Reader {
     }
 }
 
-/// One complete server frame (unmasked) at the start of `b`: its opcode,
-/// its payload, and the bytes it used.
+/// One complete server frame (unmasked) at the start of `b`: its first
+/// byte (FIN, RSV1, opcode), its payload, and the bytes it used.
 fn split_frame(b: &[u8]) -> Option<(u8, &[u8], usize)> {
     if b.len() < 2 {
         return None;
@@ -187,7 +254,7 @@ fn split_frame(b: &[u8]) -> Option<(u8, &[u8], usize)> {
         n => (n as usize, 2),
     };
     let payload = b.get(header..header + len)?;
-    Some((b[0] & 0x0F, payload, header + len))
+    Some((b[0], payload, header + len))
 }
 
 /// One text frame's payload, whole, and the bytes it used.
@@ -196,10 +263,9 @@ fn text_payload(b: &[u8]) -> Option<(String, usize)> {
     Some((String::from_utf8_lossy(payload).into_owned(), used))
 }
 
-/// Parses one server frame (unmasked); returns it and the bytes it used.
-fn parse(b: &[u8]) -> Option<(Frame, usize)> {
-    let (opcode, payload, used) = split_frame(b)?;
-    let frame = match opcode {
+/// What one frame's (inflated) payload is.
+fn classify(opcode: u8, payload: &[u8]) -> Frame {
+    match opcode {
         0x1 => match acked_ns(payload) {
             Some(ns) => Frame::Ack(ns),
             None => Frame::Text(intended_ns(payload)),
@@ -212,8 +278,7 @@ fn parse(b: &[u8]) -> Option<(Frame, usize)> {
             )
         }
         _ => Frame::Other,
-    };
-    Some((frame, used))
+    }
 }
 
 pub struct Writer {
@@ -371,8 +436,8 @@ mod tests {
                 }
             }
             b.extend(std::iter::repeat_n(b'a', len));
-            assert!(parse(&b[..b.len() - 1]).is_none());
-            let (_, used) = parse(&b).unwrap();
+            assert!(split_frame(&b[..b.len() - 1]).is_none());
+            let (_, _, used) = split_frame(&b).unwrap();
             assert_eq!(used, b.len());
         }
     }

@@ -110,6 +110,10 @@ pub struct Args {
     /// connect: handshakes in flight at once.
     #[arg(long, default_value_t = 200)]
     pub concurrency: usize,
+    /// Clients offer permessage-deflate (as browsers do) and inflate what
+    /// comes compressed; the connection fails if the server declines.
+    #[arg(long)]
+    pub deflate: bool,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,

@@ -32,6 +32,8 @@ struct Shared {
     end_ns: AtomicU64,
     sent: AtomicU64,
     received: AtomicU64,
+    /// Bytes on the wire of the measured deliveries (their frames as sent).
+    wire_bytes: AtomicU64,
     /// Every delivery, measured or not (progress bar).
     seen: AtomicU64,
     errors: AtomicU64,
@@ -49,6 +51,7 @@ impl Shared {
             end_ns: AtomicU64::new(u64::MAX),
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            wire_bytes: AtomicU64::new(0),
             seen: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             closes: Mutex::new(BTreeMap::new()),
@@ -117,13 +120,14 @@ async fn connect_all(
         handshake: histogram(),
     };
     let mut in_flight = futures_util::stream::FuturesOrdered::new();
+    let deflate = args.deflate;
     let mut i = 0;
     while i < n || !in_flight.is_empty() {
         while i < n && in_flight.len() < args.concurrency {
             let (addr, p, src) = (server(i), path(i), sources.pick(i));
             in_flight.push_back(async move {
                 let start = Instant::now();
-                client::connect(addr, &p, src)
+                client::connect(addr, &p, src, deflate)
                     .await
                     .map(|ws| (ws, start.elapsed()))
             });
@@ -319,6 +323,13 @@ async fn messaging(args: &Args, servers: &[SocketAddr], layout: Layout) -> anyho
     };
     report.latency(&shared.latency.lock());
     cpu_figures(&mut report, &cpu, received);
+    if received > 0 {
+        let wire = shared.wire_bytes.load(Ordering::Relaxed);
+        report.extra.insert(
+            "wire_bytes_per_delivery".into(),
+            wire as f64 / received as f64,
+        );
+    }
     let acks = shared.acks.load(Ordering::Relaxed);
     if acks > 0 {
         let h = shared.ack_latency.lock();
@@ -387,6 +398,7 @@ async fn receive(mut reader: client::Reader, shared: Arc<Shared>, mut stop: watc
     let mut acks_h = histogram();
     let mut acks = 0u64;
     let mut received = 0u64;
+    let mut wire_bytes = 0u64;
     let mut seen = 0u64;
     loop {
         let frame = tokio::select! {
@@ -401,6 +413,7 @@ async fn receive(mut reader: client::Reader, shared: Arc<Shared>, mut stop: watc
                 }
                 if shared.in_window(intended) {
                     received += 1;
+                    wire_bytes += reader.last_len as u64;
                     let latency_us = client::now_ns().saturating_sub(intended) / 1000;
                     h.saturating_record(latency_us.max(1));
                 }
@@ -426,6 +439,7 @@ async fn receive(mut reader: client::Reader, shared: Arc<Shared>, mut stop: watc
         }
     }
     shared.received.fetch_add(received, Ordering::Relaxed);
+    shared.wire_bytes.fetch_add(wire_bytes, Ordering::Relaxed);
     shared.latency.lock().add(&h).expect("same bounds");
     shared.acks.fetch_add(acks, Ordering::Relaxed);
     shared.ack_latency.lock().add(&acks_h).expect("same bounds");

@@ -7,6 +7,7 @@
 
 pub mod conversations;
 pub mod files;
+pub mod presence;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -159,7 +160,7 @@ impl Session {
     pub fn open(&self, shard: &Shard, conn: &ConnState) -> Option<RoomName> {
         shard
             .rooms
-            .add_native(conn.id, conn.queue.clone(), self.voice());
+            .add_native(conn.id, conn.queue.clone(), self.voice(conn));
         conn.set_client(self.client.clone(), self.wire);
         let user = self.identity.user()?;
         shard.node.accounts.online.connected(&user.id);
@@ -214,8 +215,8 @@ impl Session {
     }
 
     /// How this connection hears rooms: FastChat does not echo a sender's
-    /// own chats and typing.
-    fn voice(&self) -> Voice {
+    /// own chats and typing; with permessage-deflate, compressed.
+    fn voice(&self, conn: &ConnState) -> Voice {
         let own = match self.wire {
             Wire::FastChat => client_key(&self.client),
             _ => 0,
@@ -223,6 +224,7 @@ impl Session {
         Voice {
             wire: self.wire,
             own,
+            deflate: conn.deflate,
         }
     }
 
@@ -313,19 +315,19 @@ impl Session {
             (None, _) => {
                 shard
                     .rooms
-                    .join(&room, conn.id, conn.queue.clone(), self.voice());
+                    .join(&room, conn.id, conn.queue.clone(), self.voice(conn));
                 Joined::Now
             }
             (Some(_), None) => {
                 shard
                     .rooms
-                    .join(&room, conn.id, conn.queue.clone(), self.voice());
+                    .join(&room, conn.id, conn.queue.clone(), self.voice(conn));
                 Joined::NoStore
             }
             (Some(since), Some(store)) => {
                 shard
                     .rooms
-                    .join_catching_up(&room, conn.id, conn.queue.clone(), self.voice());
+                    .join_catching_up(&room, conn.id, conn.queue.clone(), self.voice(conn));
                 match store.recover(room.clone(), since, shard.index, conn.id.0) {
                     Ok(()) => Joined::Recovering,
                     Err(Busy) => {
@@ -479,22 +481,9 @@ impl Session {
         }
     }
 
-    /// Announces this client in `room` (capped per room: a join storm is not
-    /// N² messages; see `rooms::presence`).
+    /// Announces this client in `room` (coalesced per room in a storm: a
+    /// join storm is not N² messages; see `rooms::presence`).
     fn presence(&self, shard: &Shard, room: &RoomName, online: bool) {
-        if !shard.presence.allow(room, Instant::now()) {
-            shard.node.metrics.presence_suppressed.inc();
-            return;
-        }
-        let topic = Topic::Room(room.clone());
-        let event = Event::presence(room.clone(), self.client.clone(), online);
-        let publish = Publish {
-            topic: &topic,
-            payload: Payload::Event(Arc::new(event)),
-            origin: None,
-        };
-        if let Err(e) = shard.node.broker.publish(shard.index, publish) {
-            tracing::debug!(room = %room, error = %e, "presence not published");
-        }
+        presence::announce(shard, room, &self.client, online);
     }
 }

@@ -28,6 +28,7 @@ use tracing::Instrument;
 use crate::metrics::DisconnectReason;
 use crate::queue::{ClientQueue, CloseReason, Limits, State, Stop};
 use crate::shard::{ConnState, Shard};
+use crate::ws::deflate::Window;
 use crate::ws::frame::{self, OpCode};
 use crate::ws::{FrameReader, Message, ReadError, ReadSource};
 use hold::HoldUpgrade;
@@ -152,6 +153,7 @@ pub fn serve(
     shard: Rc<Shard>,
     upgraded: Upgraded,
     limits: ConnLimits,
+    deflate: Option<Window>,
     handler: impl Handler,
 ) -> impl Future<Output = ()> {
     let span = tracing::info_span!("conn", id = tracing::field::Empty, shard = shard.index);
@@ -163,6 +165,7 @@ pub fn serve(
                 let handover = Handover {
                     read_ahead: parts.read_buf,
                     reply,
+                    deflate,
                 };
                 Either::Left(OptionFuture::from(
                     Session::open(shard, (read, write), handover, limits, handler)
@@ -173,8 +176,12 @@ pub fn serve(
                 // TLS. Boxed so that its larger future does not set the size of
                 // every plain connection's task.
                 let halves = tokio::io::split(TokioIo::new(upgraded));
+                let handover = Handover {
+                    deflate,
+                    ..Handover::default()
+                };
                 Either::Right(OptionFuture::from(
-                    Session::open(shard, halves, Handover::default(), limits, handler)
+                    Session::open(shard, halves, handover, limits, handler)
                         .map(|s| Box::pin(s.run())),
                 ))
             }
@@ -191,6 +198,8 @@ struct Handover {
     read_ahead: Bytes,
     /// The 101 response, held back to go out with the first frame.
     reply: Bytes,
+    /// The permessage-deflate window agreed in the 101, if any.
+    deflate: Option<Window>,
 }
 
 /// One open connection: what its read side and cleanup need.
@@ -228,7 +237,7 @@ impl<R: ReadSource, H: Handler> Session<R, H> {
             queue.push_preamble(handover.reply);
         }
         let conn = Conn {
-            state: shard.register(queue.clone()),
+            state: shard.register(queue.clone(), handover.deflate),
             shard,
         };
         tracing::Span::current().record("id", conn.state.id.0);
@@ -236,7 +245,12 @@ impl<R: ReadSource, H: Handler> Session<R, H> {
         let writer = tokio::task::spawn_local(writer::run(write, queue, options));
         handler.on_open(&conn);
         Some(Session {
-            reader: FrameReader::new(read, handover.read_ahead, limits.max_message),
+            reader: FrameReader::new(
+                read,
+                handover.read_ahead,
+                limits.max_message,
+                handover.deflate.is_some(),
+            ),
             conn,
             handler,
             writer,

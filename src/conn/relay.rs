@@ -15,7 +15,7 @@ impl Handler for Relay {
     fn on_open(&mut self, conn: &Conn) {
         conn.shard
             .rooms
-            .add_relay(conn.state.id, conn.state.queue.clone());
+            .add_relay(conn.state.id, conn.state.queue.clone(), conn.state.deflate);
     }
 
     fn on_data(

@@ -42,6 +42,7 @@ use crate::protocol::{ClientId, RoomName};
 use crate::queue::Limits;
 use crate::shard::Shard;
 use crate::shutdown::Phase;
+use crate::ws::deflate::{self, Agreement};
 
 /// Response bodies: whole (JSON, pages) or streamed (files).
 pub(crate) type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
@@ -679,6 +680,13 @@ fn upgrade(
             "this node is at its connection limit; try another or retry later",
         );
     }
+    let deflate = node
+        .config
+        .server
+        .deflate
+        .enabled
+        .then(|| deflate_offer(req))
+        .flatten();
     let (mut resp, fut) = match fastwebsockets::upgrade::upgrade(req) {
         Ok(pair) => pair,
         Err(e) => {
@@ -691,11 +699,13 @@ fn upgrade(
     // Combinators, not an async block: the captured shard, limits and
     // handler live only until the upgrade completes, and the connection's
     // task holds just the connection's own future after that.
+    let window = deflate.as_ref().map(|a| a.window);
     let task = fut.then(move |upgraded| match upgraded {
         Ok(ws) => Either::Left(conn::serve(
             shard,
             ws.into_inner().into_inner(),
             limits,
+            window,
             handler,
         )),
         Err(e) => {
@@ -710,7 +720,25 @@ fn upgrade(
             HeaderValue::from_static(protocol),
         );
     }
+    if let Some(agreed) = deflate {
+        // Made here from a fixed text and a checked number: always valid.
+        if let Ok(value) = HeaderValue::from_str(&agreed.response) {
+            resp.headers_mut()
+                .insert(hyper::header::SEC_WEBSOCKET_EXTENSIONS, value);
+        }
+    }
     resp.map(|_| full(Bytes::new()))
+}
+
+/// The permessage-deflate offer of an upgrade request this server accepts,
+/// if there is one (`Sec-WebSocket-Extensions`, every line in order).
+pub fn deflate_offer<B>(req: &Request<B>) -> Option<Agreement> {
+    deflate::negotiate(
+        req.headers()
+            .get_all(hyper::header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    )
 }
 
 #[cfg(test)]

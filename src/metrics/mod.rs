@@ -121,8 +121,11 @@ pub struct Metrics {
     /// Counted where the disconnection is (one event, one count): equals
     /// `websocket_disconnections_total{reason="slow_consumer"}`.
     pub slow_consumer_closes: Counter,
-    /// Presence events not sent (over `limits.presence_per_second`).
-    pub presence_suppressed: Counter,
+    /// Presence changes over `limits.presence_per_second` (a storm),
+    /// announced in their room's summary instead of one by one.
+    pub presence_coalesced: Counter,
+    /// Presence summaries published.
+    pub presence_summaries: Counter,
     /// Times a reader stopped reading its socket because the fan-out was
     /// behind or its own replies were piling up (backpressure).
     pub reader_pauses: Counter,
@@ -237,11 +240,17 @@ impl Metrics {
             "Connections closed as slow consumers (send queue over its byte bound, or over its message bound for longer than limits.slow_consumer_timeout)",
             slow_consumer_closes.clone(),
         );
-        let presence_suppressed = Counter::default();
+        let presence_coalesced = Counter::default();
         registry.register(
-            "chatd_presence_suppressed",
-            "Presence events not sent because a room exceeded limits.presence_per_second",
-            presence_suppressed.clone(),
+            "chatd_presence_coalesced",
+            "Presence changes over limits.presence_per_second, announced in their room's per-second summary instead of one by one",
+            presence_coalesced.clone(),
+        );
+        let presence_summaries = Counter::default();
+        registry.register(
+            "chatd_presence_summaries",
+            "Presence summaries (several clients' changes in one event) published",
+            presence_summaries.clone(),
         );
         let reader_pauses = Counter::default();
         registry.register(
@@ -413,7 +422,8 @@ impl Metrics {
             disconnections,
             rooms,
             slow_consumer_closes,
-            presence_suppressed,
+            presence_coalesced,
+            presence_summaries,
             reader_pauses,
             accept_errors,
             inbox_backlog,

@@ -15,6 +15,9 @@ pub enum EventKind {
     Chat,
     /// The sender came online in (joined) or went offline from (left) the room.
     Presence { online: bool },
+    /// Several clients' presence changes in the room, coalesced (a join
+    /// storm); `body` is the JSON `data` (`online`, `offline`, `more`).
+    PresenceSummary,
     /// A notification to one user (in their channel `user:<id>`); `body` is
     /// its JSON `data`. Stored like a chat.
     Notification,
@@ -119,6 +122,12 @@ impl Event {
         Event::new(Topic::Room(room), user, EventKind::Revoke, "")
     }
 
+    /// Presence changes in `room` coalesced into one event (`data`: JSON).
+    pub fn presence_summary(room: RoomName, data: &str) -> Event {
+        let server = ClientId::parse("server", 64).expect("a valid name");
+        Event::new(Topic::Room(room), server, EventKind::PresenceSummary, data)
+    }
+
     /// A new presence event about `sender` in `room`.
     pub fn presence(room: RoomName, sender: ClientId, online: bool) -> Event {
         Event::new(
@@ -159,6 +168,7 @@ impl Event {
             EventKind::Typing => KIND_TYPING,
             EventKind::Grant => KIND_GRANT,
             EventKind::Roster => KIND_ROSTER,
+            EventKind::PresenceSummary => KIND_PRESENCE_SUMMARY,
         });
         out.extend_from_slice(self.id.as_bytes());
         let ms = self.ts.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -196,6 +206,7 @@ impl Event {
             KIND_TYPING => EventKind::Typing,
             KIND_GRANT => EventKind::Grant,
             KIND_ROSTER => EventKind::Roster,
+            KIND_PRESENCE_SUMMARY => EventKind::PresenceSummary,
             _ => return Err(DecodeError::Invalid),
         };
         let id = Uuid::from_bytes(r.take(16)?.try_into().expect("16 bytes"));
@@ -252,6 +263,7 @@ const KIND_REVOKE: u8 = 5;
 const KIND_TYPING: u8 = 6;
 const KIND_GRANT: u8 = 7;
 const KIND_ROSTER: u8 = 8;
+const KIND_PRESENCE_SUMMARY: u8 = 9;
 const TOPIC_ROOM: u8 = 1;
 const TOPIC_GLOBAL: u8 = 2;
 const TOPIC_RELAY: u8 = 3;

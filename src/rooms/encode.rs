@@ -132,6 +132,17 @@ pub fn chat_api_json(event: &Event) -> Option<Outgoing> {
             };
             encode_as(header, &PresenceData { status }, stamp)
         }
+        EventKind::PresenceSummary => {
+            // From the server, not a client: no `from`.
+            let header = Header {
+                kind: Kind::Presence,
+                room,
+                from: None,
+            };
+            // Made by this server from names and numbers: valid JSON.
+            let data = sonic_rs::from_str::<sonic_rs::LazyValue>(&event.body).ok()?;
+            encode_as(header, &data, stamp)
+        }
         EventKind::Notification => {
             let header = Header {
                 kind: Kind::Notification,

@@ -14,22 +14,29 @@ use crate::config::Wire;
 use crate::model::{EventKind, Payload, Topic};
 use crate::protocol::RoomName;
 use crate::queue::{ClientQueue, PushError};
+use crate::ws::deflate::{self, Window};
 
 /// A connection's id, unique in the process (shard index in the top bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
 
-/// How a member hears a room: its dialect, and (for a dialect that does not
-/// echo a sender's own messages) its client's key.
+/// How a member hears a room: its dialect, (for a dialect that does not
+/// echo a sender's own messages) its client's key, and the permessage-deflate
+/// window it agreed to.
 #[derive(Debug, Clone, Copy)]
 pub struct Voice {
     pub wire: Wire,
     pub own: u64,
+    pub deflate: Option<Window>,
 }
 
 impl From<Wire> for Voice {
     fn from(wire: Wire) -> Voice {
-        Voice { wire, own: 0 }
+        Voice {
+            wire,
+            own: 0,
+            deflate: None,
+        }
     }
 }
 
@@ -77,6 +84,8 @@ struct Member {
     queue: Rc<ClientQueue>,
     /// The dialect it speaks: its frame of each message is that dialect's.
     wire: Wire,
+    /// It takes compressed frames (permessage-deflate) for this window.
+    deflate: Option<Window>,
     /// For a dialect that does not echo a sender's own chats and typing
     /// back (FastChat): the key of its client ([`client_key`]); else 0.
     own: u64,
@@ -119,6 +128,7 @@ impl Members {
             id,
             queue,
             wire: voice.wire,
+            deflate: voice.deflate,
             own: voice.own,
             has_up_to: Cell::new(has_up_to),
         });
@@ -146,13 +156,23 @@ impl Members {
     /// first need; of a stored message, `seq`: to every member that does not
     /// have it yet; held for one catching up, at most `max_held`). A dialect
     /// without a frame for the event (e.g. typing in the demo's) is skipped.
-    pub fn fanout(&self, payload: &Payload, arrived: Instant, max_held: usize) -> Fanout {
+    /// Members with permessage-deflate get the frame compressed, once per
+    /// dialect and window, if it is `deflate_threshold` bytes or more.
+    pub fn fanout(
+        &self,
+        payload: &Payload,
+        arrived: Instant,
+        max_held: usize,
+        deflate_threshold: usize,
+    ) -> Fanout {
         let mut out = Fanout::default();
         let seq = match payload {
             Payload::Event(event) => event.seq,
             Payload::Frame(_) => None,
         };
         let mut frames: [Option<Option<Bytes>>; Wire::ALL.len()] = Default::default();
+        let mut compressed: [[Option<Option<Bytes>>; Window::COUNT]; Wire::ALL.len()] =
+            Default::default();
         // Whose own chat or typing this is (for members that skip those).
         let sender = match payload {
             Payload::Event(e) if matches!(e.kind, EventKind::Chat | EventKind::Typing) => {
@@ -164,12 +184,22 @@ impl Members {
             if member.own != 0 && member.own == sender {
                 continue;
             }
-            let frame = frames[member.wire.index()].get_or_insert_with(|| match payload {
+            let wire = member.wire.index();
+            let plain = frames[wire].get_or_insert_with(|| match payload {
                 Payload::Event(event) => encode::frame(event, member.wire),
                 Payload::Frame(frame) => Some(frame.clone()),
             });
-            let Some(frame) = frame.as_ref() else {
+            let Some(plain) = plain.as_ref() else {
                 continue;
+            };
+            let frame = match member.deflate {
+                None => plain,
+                Some(window) => compressed[wire][window.index()]
+                    .get_or_insert_with(|| {
+                        deflate::compress_frame(plain, window, deflate_threshold)
+                    })
+                    .as_ref()
+                    .unwrap_or(plain),
             };
             out.frame_len = frame.len();
             let has_up_to = member.has_up_to.get();
@@ -204,6 +234,8 @@ impl Members {
 pub struct LocalRooms {
     /// Most live messages held per member during its catch-up.
     max_held: usize,
+    /// Frames shorter than this go uncompressed to permessage-deflate members.
+    deflate_threshold: usize,
     rooms: RefCell<HashMap<RoomName, Members>>,
     /// Every native connection: the audience of global messages.
     native: RefCell<Members>,
@@ -213,10 +245,12 @@ pub struct LocalRooms {
 
 impl LocalRooms {
     /// A shard's rooms; at most `max_held` live messages are held for a
-    /// member while its catch-up is read.
-    pub fn new(max_held: usize) -> LocalRooms {
+    /// member while its catch-up is read; frames under `deflate_threshold`
+    /// bytes go uncompressed.
+    pub fn new(max_held: usize, deflate_threshold: usize) -> LocalRooms {
         LocalRooms {
             max_held,
+            deflate_threshold,
             ..LocalRooms::default()
         }
     }
@@ -311,8 +345,12 @@ impl LocalRooms {
         self.native.borrow_mut().remove(id);
     }
 
-    pub fn add_relay(&self, id: ConnId, queue: Rc<ClientQueue>) {
-        self.relay.borrow_mut().insert(id, queue, Wire::ChatApi);
+    pub fn add_relay(&self, id: ConnId, queue: Rc<ClientQueue>, deflate: Option<Window>) {
+        let voice = Voice {
+            deflate,
+            ..Voice::from(Wire::ChatApi)
+        };
+        self.relay.borrow_mut().insert(id, queue, voice);
     }
 
     pub fn remove_relay(&self, id: ConnId) {
@@ -345,7 +383,7 @@ impl LocalRooms {
         if members.is_empty() {
             return Fanout::default();
         }
-        members.fanout(payload, arrived, self.max_held)
+        members.fanout(payload, arrived, self.max_held, self.deflate_threshold)
     }
 
     pub fn room_count(&self) -> usize {
@@ -389,7 +427,7 @@ mod tests {
         assert!(!m.insert(ConnId(0), qs[0].clone(), Wire::ChatApi));
         assert!(m.remove(ConnId(1)));
         assert!(!m.remove(ConnId(1)));
-        assert_eq!(m.fanout(&frame(b"x"), Instant::now(), 0).delivered, 3);
+        assert_eq!(m.fanout(&frame(b"x"), Instant::now(), 0, 0).delivered, 3);
         assert!(m.remove(ConnId(3)));
         assert!(m.remove(ConnId(0)));
         assert!(m.remove(ConnId(2)));
@@ -462,7 +500,7 @@ mod tests {
 
     #[test]
     fn a_catching_up_member_gets_later_stored_messages_after_its_catch_up() {
-        let rooms = LocalRooms::new(2);
+        let rooms = LocalRooms::new(2, 0);
         let room = RoomName::parse("r", 64).unwrap();
         let q = Rc::new(ClientQueue::new(Limits {
             max_messages: 16,
@@ -474,10 +512,10 @@ mod tests {
         let m = members.get("r").unwrap();
         let now = Instant::now();
         for (seq, body) in [(4, "four"), (6, "six")] {
-            assert_eq!(m.fanout(&stored(seq, body), now, 2).delivered, 0, "held");
+            assert_eq!(m.fanout(&stored(seq, body), now, 2, 0).delivered, 0, "held");
         }
         // Not stored (presence): pushed at once.
-        assert_eq!(m.fanout(&frame(b"p"), now, 2).delivered, 1);
+        assert_eq!(m.fanout(&frame(b"p"), now, 2, 0).delivered, 1);
         drop(members);
         let caught = rooms.caught_up(&room, ConnId(1), 5).unwrap();
         assert_eq!(
@@ -490,13 +528,13 @@ mod tests {
         // From now on, live: after 5 pushed, up to 5 skipped.
         let members = rooms.rooms.borrow();
         let m = members.get("r").unwrap();
-        assert_eq!(m.fanout(&stored(5, "x"), now, 2).delivered, 0);
-        assert_eq!(m.fanout(&stored(7, "x"), now, 2).delivered, 1);
+        assert_eq!(m.fanout(&stored(5, "x"), now, 2, 0).delivered, 0);
+        assert_eq!(m.fanout(&stored(7, "x"), now, 2, 0).delivered, 1);
     }
 
     #[test]
     fn holding_more_than_the_bound_marks_the_catch_up_incomplete() {
-        let rooms = LocalRooms::new(1);
+        let rooms = LocalRooms::new(1, 0);
         let room = RoomName::parse("r", 64).unwrap();
         rooms.join_catching_up(&room, ConnId(1), queue(), Wire::ChatApi);
         let topic = Topic::Room(room.clone());

@@ -82,18 +82,49 @@ impl Outgoing {
 
     /// Writes the header in front of the payload and returns the whole frame.
     pub fn into_frame(mut self, opcode: OpCode) -> Bytes {
-        let len = self.buf.len() - HEADROOM;
-        let mut header = [0u8; HEADROOM];
-        let hlen = write_header(&mut header, opcode, len);
-        let start = HEADROOM - hlen;
-        self.buf[start..HEADROOM].copy_from_slice(&header[..hlen]);
+        let start = place_header(&mut self.buf, FIN | opcode as u8);
         self.buf.freeze().slice(start..)
     }
 }
 
-/// Writes a final, unmasked frame header; returns its length.
-fn write_header(out: &mut [u8; HEADROOM], opcode: OpCode, len: usize) -> usize {
-    out[0] = 0x80 | opcode as u8;
+/// The final-fragment bit of a frame's first byte.
+const FIN: u8 = 0x80;
+
+/// The first byte's RSV1 bit: with permessage-deflate, "this message is
+/// compressed".
+pub const RSV1: u8 = 0x40;
+
+/// Writes a frame header starting with `first` into the [`HEADROOM`] in front
+/// of `buf`'s payload, right before it; returns where the frame starts.
+pub(super) fn place_header(buf: &mut [u8], first: u8) -> usize {
+    let len = buf.len() - HEADROOM;
+    let mut header = [0u8; HEADROOM];
+    let hlen = write_header(&mut header, first, len);
+    let start = HEADROOM - hlen;
+    buf[start..HEADROOM].copy_from_slice(&header[..hlen]);
+    start
+}
+
+/// The opcode and payload of a complete, unfragmented server data frame
+/// (`None` for control frames and anything else).
+pub fn data_payload(frame: &[u8]) -> Option<(OpCode, &[u8])> {
+    let (&b0, rest) = frame.split_first()?;
+    let opcode = OpCode::from_u8(b0 & 0x0F)?;
+    if b0 & FIN == 0 || !matches!(opcode, OpCode::Text | OpCode::Binary) {
+        return None;
+    }
+    let hlen = match rest.first()? & 0x7F {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    Some((opcode, frame.get(hlen..)?))
+}
+
+/// Writes an unmasked frame header whose first byte is `first`; returns its
+/// length.
+fn write_header(out: &mut [u8; HEADROOM], first: u8, len: usize) -> usize {
+    out[0] = first;
     if len < 126 {
         out[1] = len as u8;
         2
@@ -111,7 +142,7 @@ fn write_header(out: &mut [u8; HEADROOM], opcode: OpCode, len: usize) -> usize {
 /// Frames a payload in one allocation (used for small control and error frames).
 pub fn encode(opcode: OpCode, payload: &[u8]) -> Bytes {
     let mut header = [0u8; HEADROOM];
-    let hlen = write_header(&mut header, opcode, payload.len());
+    let hlen = write_header(&mut header, FIN | opcode as u8, payload.len());
     let mut buf = BytesMut::with_capacity(hlen + payload.len());
     buf.extend_from_slice(&header[..hlen]);
     buf.extend_from_slice(payload);

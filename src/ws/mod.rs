@@ -1,6 +1,8 @@
-//! The WebSocket wire format: frames the server writes and frames it reads.
-//! The HTTP upgrade handshake itself is done by `fastwebsockets`.
+//! The WebSocket wire format: frames the server writes and frames it reads,
+//! and permessage-deflate. The HTTP upgrade handshake itself is done by
+//! `fastwebsockets`.
 
+pub mod deflate;
 pub mod frame;
 pub mod reader;
 

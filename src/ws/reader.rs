@@ -12,7 +12,8 @@ use std::future::Future;
 use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::frame::OpCode;
+use super::deflate::{self, InflateError};
+use super::frame::{OpCode, RSV1};
 
 /// How much to ask the socket for when the buffer has no room.
 const READ_CHUNK: usize = 4096;
@@ -94,12 +95,15 @@ impl ReadSource for &[u8] {}
 /// A fragmented data message being reassembled.
 struct Partial {
     opcode: OpCode,
+    /// Its first frame had RSV1 (permessage-deflate): inflate when complete.
+    compressed: bool,
     data: BytesMut,
 }
 
 struct RawFrame {
     fin: bool,
     opcode: OpCode,
+    compressed: bool,
     payload: Bytes,
 }
 
@@ -110,17 +114,22 @@ pub struct FrameReader<R> {
     partial: Option<Partial>,
     /// Bytes still missing from the frame at the front of `buf`.
     missing: usize,
+    /// permessage-deflate was negotiated: RSV1 on a message's first frame
+    /// means it is compressed.
+    inflate: bool,
 }
 
 impl<R: ReadSource> FrameReader<R> {
-    /// `initial` holds bytes already read past the HTTP upgrade request.
-    pub fn new(io: R, initial: Bytes, max_message: usize) -> Self {
+    /// `initial` holds bytes already read past the HTTP upgrade request;
+    /// `inflate`: the connection negotiated permessage-deflate.
+    pub fn new(io: R, initial: Bytes, max_message: usize, inflate: bool) -> Self {
         FrameReader {
             io,
             buf: BytesMut::from(&initial[..]),
             max_message,
             partial: None,
             missing: 0,
+            inflate,
         }
     }
 
@@ -167,12 +176,15 @@ impl<R: ReadSource> FrameReader<R> {
                         ));
                     }
                     if frame.fin {
-                        return finish(frame.opcode, frame.payload).map(Some);
+                        return self
+                            .finish(frame.opcode, frame.compressed, frame.payload)
+                            .map(Some);
                     }
                     let mut data = BytesMut::with_capacity(frame.payload.len() * 2);
                     data.extend_from_slice(&frame.payload);
                     self.partial = Some(Partial {
                         opcode: frame.opcode,
+                        compressed: frame.compressed,
                         data,
                     });
                 }
@@ -184,8 +196,10 @@ impl<R: ReadSource> FrameReader<R> {
                     };
                     partial.data.extend_from_slice(&frame.payload);
                     if frame.fin {
-                        let partial = self.partial.take().expect("checked above");
-                        return finish(partial.opcode, partial.data.freeze()).map(Some);
+                        let p = self.partial.take().expect("checked above");
+                        return self
+                            .finish(p.opcode, p.compressed, p.data.freeze())
+                            .map(Some);
                     }
                 }
             }
@@ -202,13 +216,19 @@ impl<R: ReadSource> FrameReader<R> {
             return Ok(None);
         }
         let (b0, b1) = (buf[0], buf[1]);
-        if b0 & 0x70 != 0 {
+        let compressed = b0 & RSV1 != 0;
+        if b0 & 0x30 != 0 || (compressed && !self.inflate) {
             return Err(ReadError::Protocol(
                 "reserved bits set without a negotiated extension",
             ));
         }
         let fin = b0 & 0x80 != 0;
         let opcode = OpCode::from_u8(b0 & 0x0F).ok_or(ReadError::Protocol("unknown opcode"))?;
+        if compressed && !matches!(opcode, OpCode::Text | OpCode::Binary) {
+            return Err(ReadError::Protocol(
+                "RSV1 on a control or continuation frame",
+            ));
+        }
         if b1 & 0x80 == 0 {
             return Err(ReadError::Protocol("client frames must be masked"));
         }
@@ -258,12 +278,34 @@ impl<R: ReadSource> FrameReader<R> {
         Ok(Some(RawFrame {
             fin,
             opcode,
+            compressed,
             payload: payload.freeze(),
         }))
     }
+
+    /// A complete data message: inflated if it was compressed (at most
+    /// the message limit), its text checked.
+    fn finish(
+        &self,
+        opcode: OpCode,
+        compressed: bool,
+        payload: Bytes,
+    ) -> Result<Message, ReadError> {
+        let payload = if compressed {
+            deflate::inflate(&payload, self.max_message).map_err(|e| match e {
+                InflateError::TooBig => ReadError::TooBig(self.max_message),
+                InflateError::Corrupt => {
+                    ReadError::Protocol("a compressed message that does not inflate")
+                }
+            })?
+        } else {
+            payload
+        };
+        check_text(opcode, payload)
+    }
 }
 
-fn finish(opcode: OpCode, payload: Bytes) -> Result<Message, ReadError> {
+fn check_text(opcode: OpCode, payload: Bytes) -> Result<Message, ReadError> {
     if opcode == OpCode::Text {
         if std::str::from_utf8(&payload).is_ok() {
             Ok(Message::Text(payload))
@@ -343,7 +385,7 @@ mod tests {
             .unwrap();
         drop(a);
         let (rd, _wr) = tokio::io::split(b);
-        let mut reader = FrameReader::new(rd, Bytes::new(), max);
+        let mut reader = FrameReader::new(rd, Bytes::new(), max, false);
         let mut out = Vec::new();
         loop {
             match reader.next().await {
@@ -419,7 +461,7 @@ mod tests {
             .await
             .unwrap();
         let (rd, _wr) = tokio::io::split(b);
-        let mut reader = FrameReader::new(rd, Bytes::new(), 32 << 20);
+        let mut reader = FrameReader::new(rd, Bytes::new(), 32 << 20, false);
         let pending =
             tokio::time::timeout(std::time::Duration::from_millis(50), reader.next()).await;
         assert!(pending.is_err(), "the frame is not complete");

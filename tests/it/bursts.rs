@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::{connect, connect_room, start, Client, WAIT};
+use crate::common::{connect, connect_room, eventually, start, Client, WAIT};
 
 /// Reads until `want` chats whose content starts with `prefix` arrived;
 /// panics on a Close or a timeout. Returns how many chats it saw.
@@ -144,7 +144,7 @@ async fn a_thousand_pipelined_requests_get_every_reply() {
 
 /// 2,000 clients connect into one room at once while 5 members are already
 /// in it: every one gets its 101 and greeting, nobody is closed, and a chat
-/// sent after the storm reaches all of them. Presence is capped per room
+/// sent after the storm reaches all of them. Presence is coalesced per room
 /// (limits.presence_per_second), so the storm is not 2,000² messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_storm_of_2000_into_one_room_closes_nobody() {
@@ -183,8 +183,65 @@ async fn a_join_storm_of_2000_into_one_room_closes_nobody() {
     let metrics = &server.node().metrics;
     assert_eq!(metrics.slow_consumer_closes.get(), 0);
     assert!(
-        metrics.presence_suppressed.get() > 0,
-        "the storm was over the presence cap"
+        metrics.presence_coalesced.get() > 0,
+        "the storm was over the presence budget"
     );
+    // Its window's summary goes out when the window ends.
+    eventually("the storm's presence summary", || {
+        metrics.presence_summaries.get() > 0
+    })
+    .await;
+    server.shutdown().await;
+}
+
+/// Joins and leaves over `limits.presence_per_second` are not dropped: the
+/// rest of the second's changes reach the room in one summary, each
+/// client's latest status (a client that joined and left again: offline).
+#[tokio::test]
+async fn presence_over_the_budget_arrives_in_one_summary() {
+    let server = start(&["server.shards=1", "limits.presence_per_second=2"]);
+    let addr = server.addr();
+    // The watcher's own join is the window's first announcement.
+    let mut watcher = connect_room(addr, "crowd").await;
+    let mut crowd = Vec::new();
+    for _ in 0..6 {
+        crowd.push(connect_room(addr, "crowd").await);
+    }
+    let gone = crowd.pop().unwrap();
+    let gone_id = gone.id.clone();
+    gone.close().await;
+    let mut online: HashSet<String> = HashSet::new();
+    let mut offline: HashSet<String> = HashSet::new();
+    let summary = loop {
+        let m = watcher.recv_type("presence").await;
+        if m["data"]["online"].is_array() {
+            break m;
+        }
+        assert_eq!(m["data"]["status"], "online", "{m}");
+        online.insert(m["from"].as_str().unwrap().to_owned());
+    };
+    assert!(summary.get("from").is_none(), "{summary}");
+    assert_eq!(summary["data"]["more"], 0);
+    let names = |key: &str| -> Vec<String> {
+        summary["data"][key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    online.extend(names("online"));
+    offline.extend(names("offline"));
+    // One change announced on its own (the watcher's took the other), four
+    // coalesced online, the one that left coalesced as offline.
+    assert_eq!(names("online").len(), 4, "{summary}");
+    assert_eq!(names("offline"), vec![gone_id.clone()], "{summary}");
+    for c in &crowd {
+        assert!(online.contains(&c.id), "{} announced", c.id);
+    }
+    assert!(!online.contains(&gone_id) || offline.contains(&gone_id));
+    let metrics = &server.node().metrics;
+    assert_eq!(metrics.presence_coalesced.get(), 6);
+    assert_eq!(metrics.presence_summaries.get(), 1);
     server.shutdown().await;
 }

@@ -8,6 +8,7 @@ mod accounts_nodes;
 mod auth;
 mod bursts;
 mod common;
+mod deflate;
 mod demo;
 mod fastchat;
 mod files;
