@@ -4,11 +4,21 @@ use std::time::Duration;
 
 /// CPU time (user + system) a process has used so far.
 pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let (user, system) = cpu_times(pid)?;
+    Some(user + system)
+}
+
+/// User and system CPU time a process has used so far.
+fn cpu_times(pid: u32) -> Option<(Duration, Duration)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     // USER_HZ is 100 on Linux.
-    Some(Duration::from_millis(ticks * 10))
+    let ticks = |i: usize| -> Option<Duration> {
+        Some(Duration::from_millis(
+            fields.get(i)?.parse::<u64>().ok()? * 10,
+        ))
+    };
+    Some((ticks(11)?, ticks(12)?))
 }
 
 /// Resident memory of a process in bytes.
@@ -40,6 +50,7 @@ pub fn raise_fd_limit() -> u64 {
 pub struct CpuWindow {
     server_pid: Option<u32>,
     server0: Option<Duration>,
+    server_user0: Option<Duration>,
     own0: Option<Duration>,
     t0: std::time::Instant,
 }
@@ -48,6 +59,8 @@ pub struct CpuWindow {
 pub struct CpuSpent {
     /// Server CPU time over the window.
     pub server: Option<Duration>,
+    /// The part of it in user space (the rest is the kernel's).
+    pub server_user: Option<Duration>,
     /// This process's CPU time over the window.
     pub own: Option<Duration>,
     pub elapsed: Duration,
@@ -58,6 +71,7 @@ impl CpuWindow {
         CpuWindow {
             server_pid,
             server0: server_pid.and_then(cpu_time),
+            server_user0: server_pid.and_then(cpu_times).map(|t| t.0),
             own0: cpu_time(std::process::id()),
             t0: std::time::Instant::now(),
         }
@@ -68,6 +82,10 @@ impl CpuWindow {
         let spent = |a: Option<Duration>, b: Option<Duration>| Some(b? - a?);
         CpuSpent {
             server: spent(self.server0, self.server_pid.and_then(cpu_time)),
+            server_user: spent(
+                self.server_user0,
+                self.server_pid.and_then(cpu_times).map(|t| t.0),
+            ),
             own: spent(self.own0, cpu_time(std::process::id())),
             elapsed,
         }

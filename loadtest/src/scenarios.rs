@@ -360,6 +360,12 @@ fn cpu_figures(report: &mut Report, cpu: &procfs::CpuSpent, deliveries: u64) {
         report.server_cpu_pct = Some(100.0 * server / cpu.elapsed.as_secs_f64());
         if deliveries > 0 {
             report.server_cpu_us_per_delivery = Some(server * 1e6 / deliveries as f64);
+            if let Some(user) = cpu.server_user {
+                report.extra.insert(
+                    "server_user_us_per_delivery".into(),
+                    user.as_secs_f64() * 1e6 / deliveries as f64,
+                );
+            }
         }
     }
     if let Some(pct) = cpu.own_pct() {

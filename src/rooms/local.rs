@@ -84,8 +84,9 @@ struct Member {
     queue: Rc<ClientQueue>,
     /// The dialect it speaks: its frame of each message is that dialect's.
     wire: Wire,
-    /// It takes compressed frames (permessage-deflate) for this window.
-    deflate: Option<Window>,
+    /// Which of a fan-out's frames it gets ([`Frames`]): its dialect's,
+    /// compressed for its permessage-deflate window if it has one.
+    slot: u8,
     /// For a dialect that does not echo a sender's own chats and typing
     /// back (FastChat): the key of its client ([`client_key`]); else 0.
     own: u64,
@@ -128,7 +129,7 @@ impl Members {
             id,
             queue,
             wire: voice.wire,
-            deflate: voice.deflate,
+            slot: Frames::slot(voice.wire, voice.deflate),
             own: voice.own,
             has_up_to: Cell::new(has_up_to),
         });
@@ -170,9 +171,7 @@ impl Members {
             Payload::Event(event) => event.seq,
             Payload::Frame(_) => None,
         };
-        let mut frames: [Option<Option<Bytes>>; Wire::ALL.len()] = Default::default();
-        let mut compressed: [[Option<Option<Bytes>>; Window::COUNT]; Wire::ALL.len()] =
-            Default::default();
+        let mut frames = Frames::new(payload, deflate_threshold);
         // Whose own chat or typing this is (for members that skip those).
         let sender = match payload {
             Payload::Event(e) if matches!(e.kind, EventKind::Chat | EventKind::Typing) => {
@@ -184,22 +183,8 @@ impl Members {
             if member.own != 0 && member.own == sender {
                 continue;
             }
-            let wire = member.wire.index();
-            let plain = frames[wire].get_or_insert_with(|| match payload {
-                Payload::Event(event) => encode::frame(event, member.wire),
-                Payload::Frame(frame) => Some(frame.clone()),
-            });
-            let Some(plain) = plain.as_ref() else {
+            let Some(frame) = frames.get(member.slot, member.wire) else {
                 continue;
-            };
-            let frame = match member.deflate {
-                None => plain,
-                Some(window) => compressed[wire][window.index()]
-                    .get_or_insert_with(|| {
-                        deflate::compress_frame(plain, window, deflate_threshold)
-                    })
-                    .as_ref()
-                    .unwrap_or(plain),
             };
             out.frame_len = frame.len();
             let has_up_to = member.has_up_to.get();
@@ -226,6 +211,66 @@ impl Members {
             }
         }
         out
+    }
+}
+
+/// Frame slots per dialect: the plain frame, then one per deflate window.
+const SLOTS_PER_WIRE: usize = 1 + Window::COUNT;
+
+/// One fan-out's frames, each made on first need: per dialect, the plain
+/// frame and the frame compressed for each permessage-deflate window some
+/// member asked for (or the plain one again, for a payload under the
+/// threshold or one that does not shrink).
+struct Frames<'a> {
+    payload: &'a Payload,
+    deflate_threshold: usize,
+    /// `None`: not made yet; `Some(None)`: the dialect has no frame for it.
+    slots: [Option<Option<Bytes>>; Wire::ALL.len() * SLOTS_PER_WIRE],
+}
+
+impl<'a> Frames<'a> {
+    fn new(payload: &'a Payload, deflate_threshold: usize) -> Self {
+        Frames {
+            payload,
+            deflate_threshold,
+            slots: Default::default(),
+        }
+    }
+
+    /// The slot of a member speaking `wire` with `deflate`.
+    fn slot(wire: Wire, deflate: Option<Window>) -> u8 {
+        (wire.index() * SLOTS_PER_WIRE + deflate.map_or(0, |w| 1 + w.index())) as u8
+    }
+
+    /// The frame in `slot` (of dialect `wire`); the common case, a frame
+    /// already made, is one index.
+    #[inline]
+    fn get(&mut self, slot: u8, wire: Wire) -> Option<&Bytes> {
+        let i = usize::from(slot);
+        if self.slots[i].is_none() {
+            self.make(i, wire);
+        }
+        self.slots[i].as_ref().and_then(Option::as_ref)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn make(&mut self, i: usize, wire: Wire) {
+        let plain = i - i % SLOTS_PER_WIRE;
+        if self.slots[plain].is_none() {
+            self.slots[plain] = Some(match self.payload {
+                Payload::Event(event) => encode::frame(event, wire),
+                Payload::Frame(frame) => Some(frame.clone()),
+            });
+        }
+        if i != plain {
+            let window = Window::from_index(i % SLOTS_PER_WIRE - 1);
+            let frame = self.slots[plain]
+                .clone()
+                .flatten()
+                .map(|p| deflate::compress_frame(&p, window, self.deflate_threshold).unwrap_or(p));
+            self.slots[i] = Some(frame);
+        }
     }
 }
 

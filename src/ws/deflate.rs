@@ -52,6 +52,12 @@ impl Window {
         usize::from(self.compress_bits() - 9)
     }
 
+    /// The window of a shared frame's index (the inverse of [`Self::index`]
+    /// up to 8 and 9, which compress alike).
+    pub fn from_index(index: usize) -> Window {
+        Window(9 + index.min(Self::COUNT - 1) as u8)
+    }
+
     /// Distinct compressor windows (9..=15).
     pub const COUNT: usize = 7;
 }
