@@ -119,6 +119,12 @@ for rate in $([ "$QUICK" = 1 ] && echo 1000 || echo "10000 40000 100000"); do
 done
 rm -rf "$dbdir"
 
+# permessage-deflate (chatd only; the baseline does not negotiate it): the
+# 400 msg/s fan-out with every receiver compressing, beside its plain run.
+start chatd 18080
+run chatd deflate-400 fanout --url 127.0.0.1:18080 --clients "$CLIENTS" --senders 10 --rate 400 --deflate "${DUR[@]}" --server-pid "$PID"
+stop "$PID"
+
 # mixed dialects: the same fan-out with a third of the receivers speaking the
 # redis-chat-demo dialect (signed in, in the public channel) against the
 # native-only room, both with the store on (accounts need it).

@@ -98,6 +98,19 @@ for kind in ("chatd", "baseline"):
                   r["extra"].get("frames_per_client", 0), closes, r["errors"]))
 print()
 
+deflate = by.get(("chatd", "deflate-400"))
+plain = by.get(("chatd", "fanout-400"))
+if deflate and plain:
+    print("### permessage-deflate (chatd, fan-out at 400 msg/s to 1000 clients)\n")
+    print("| receivers | delivered | p99 ms | server CPU us/delivery | user-space us/delivery | bytes on the wire per delivery | generator CPU % |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in (("plain", plain), ("permessage-deflate", deflate)):
+        e = r["extra"]
+        print("| %s | %.1f %% | %.1f | %.2f | %.2f | %.0f | %.0f |" % (name, r["delivered_pct"], r["p99_us"] / 1000,
+              r["server_cpu_us_per_delivery"] or 0, e.get("server_user_us_per_delivery", 0),
+              e.get("wire_bytes_per_delivery", 0), r["generator_cpu_pct"]))
+    print()
+
 print("### idle (connections held; server RSS growth)\n")
 print("| server | connections | RSS before MiB | RSS after MiB | bytes/connection | extrapolated GiB per 1M |")
 print("|---|---|---|---|---|---|")
