@@ -346,3 +346,44 @@ async fn bad_compressed_input_closes_only_its_connection() {
     );
     server.shutdown().await;
 }
+
+/// The dialects share the fan-out: a FastChat client that negotiated
+/// compression gets the roster (PRESENCE, over the threshold with two
+/// users) compressed, and it inflates to what a plain FastChat client gets.
+#[tokio::test]
+async fn a_dialect_s_broadcasts_are_compressed_too() {
+    let db = crate::store::Db::sqlite(&format!("deflate-fastchat-{}", uuid::Uuid::new_v4()));
+    let server = db.server(&[]);
+    let addr = server.addr();
+    let mut z = RawClient::connect(addr, "/fastchat/ws", Some(OFFER)).await;
+    assert!(z.extensions().is_some());
+    let (ann, ben) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+    let hello = |id: &str, name: &str| {
+        json!({"type":"HELLO","data":{"user_id":id,"display_name":name}}).to_string()
+    };
+    z.send(0x81, hello(&ann, "Ann").as_bytes()).await;
+    let (_, ack) = z.recv_type("HELLO_ACK").await;
+    assert_eq!(ack["data"]["status"], "connected");
+    let mut plain = crate::common::connect_raw(addr, "/fastchat/ws").await;
+    plain.send_text(&hello(&ben, "Ben")).await;
+    // Both get the roster listing both users once Ben is in.
+    let both = |v: &Value| v["data"]["users"].as_array().is_some_and(|u| u.len() == 2);
+    let (frame, roster) = loop {
+        let (f, v) = z.recv_type("PRESENCE").await;
+        if both(&v) {
+            break (f, v);
+        }
+    };
+    assert!(frame.compressed(), "{roster}");
+    let theirs = loop {
+        let v = plain.recv_type("PRESENCE").await;
+        if both(&v) {
+            break v;
+        }
+    };
+    assert_eq!(roster, theirs);
+    server.shutdown().await;
+}
