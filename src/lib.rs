@@ -23,7 +23,8 @@
 //!   in events): the one caller of local rooms, registry and broker for chat;
 //!   `conversations.rs`: groups, direct messages, notifications, removals,
 //!   the server publish API; `files.rs`: who may read a file, a chat's
-//!   attachments.
+//!   attachments; `presence.rs`: join/leave announcements and their
+//!   per-second summaries.
 //! - [`shard`]: one shard's connections and rooms, owned by its thread; its
 //!   inbox dispatch and heartbeat sweep.
 //! - [`node`]: what all shards share (config, registry, broker, metrics,
@@ -42,12 +43,14 @@
 //!   share one history.
 //! - [`broker`]: the narrow `Broker` trait; `memory.rs` is the in-process default.
 //! - [`rooms`]: node-wide registry (which shards have members of a room) and
-//!   each shard's member queues; fan-out of one frame to many queues.
+//!   each shard's member queues; fan-out of one frame (per dialect, and per
+//!   deflate window when compressed) to many queues; the presence budget.
 //! - [`model`]: a message's route (`Topic`, `Origin`) and the bus's local
 //!   side (`Delivery`), shared by `broker` and `rooms`.
 //! - [`protocol`]: the wire protocols' text: the native JSON protocol (typed
 //!   commands in, envelopes out), the FastChat and redis-chat-demo dialects.
-//! - [`ws`]: WebSocket frames: server frames encoded once, client frames read.
+//! - [`ws`]: WebSocket frames: server frames encoded once, client frames read,
+//!   permessage-deflate (negotiation, compress once, inflate).
 //! - [`queue`]: the bounded per-client frame queue (a leaf: `rooms` pushes,
 //!   `conn` drains).
 //! - [`tls`]: loading the certificate for `wss://`; [`auth`]: tokens on upgrades.
