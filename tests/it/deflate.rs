@@ -29,6 +29,16 @@ impl Frame {
     fn opcode(&self) -> u8 {
         self.first & 0x0f
     }
+
+    /// A text frame's JSON, inflated first if it came compressed.
+    fn json(&self) -> Value {
+        let text = if self.compressed() {
+            inflate(&self.payload)
+        } else {
+            self.payload.clone()
+        };
+        serde_json::from_slice(&text).unwrap()
+    }
 }
 
 /// A WebSocket client written for this test: a handshake with any
@@ -116,25 +126,6 @@ impl RawClient {
         Frame { first, payload }
     }
 
-    /// The next text message: whether it came compressed, and its JSON.
-    async fn recv(&mut self) -> (bool, Value) {
-        loop {
-            let f = self.frame().await;
-            match f.opcode() {
-                1 => {
-                    let text = if f.compressed() {
-                        inflate(&f.payload)
-                    } else {
-                        f.payload.clone()
-                    };
-                    return (f.compressed(), serde_json::from_slice(&text).unwrap());
-                }
-                9 | 10 => continue,
-                other => panic!("expected text, got opcode {other}"),
-            }
-        }
-    }
-
     /// The next message of `kind` (skipping presence and the like), with
     /// its frame.
     async fn recv_type(&mut self, kind: &str) -> (Frame, Value) {
@@ -143,12 +134,7 @@ impl RawClient {
             if f.opcode() != 1 {
                 continue;
             }
-            let text = if f.compressed() {
-                inflate(&f.payload)
-            } else {
-                f.payload.clone()
-            };
-            let v: Value = serde_json::from_slice(&text).unwrap();
+            let v = f.json();
             if v["type"] == kind {
                 return (f, v);
             }
@@ -218,7 +204,7 @@ const OFFER: &str = "permessage-deflate; client_max_window_bits";
 async fn raw_in_room(addr: SocketAddr, room: &str, offer: Option<&str>) -> RawClient {
     let mut c = RawClient::connect(addr, &format!("/api/chat-api/ws/{room}"), offer).await;
     loop {
-        let (_, m) = c.recv().await;
+        let (_, m) = c.recv_type("system").await;
         if m["data"]["event"] == "joined" {
             return c;
         }
