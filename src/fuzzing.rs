@@ -111,6 +111,27 @@ pub fn request<B>(req: &Request<B>) {
     let _ = auth.subject(req.headers(), http::query_param(query, "token"));
 }
 
+/// A plain connection's first bytes, as `http::head` reads them: whatever
+/// it takes as an upgrade is a request within the bytes, which then goes
+/// through the upgrade checks ([`request`]) and, when they pass, gets a
+/// well-formed `Sec-WebSocket-Accept`.
+pub fn head(data: &[u8]) {
+    let Ok((req, len)) = http::head::parse(data) else {
+        return;
+    };
+    assert!(len <= data.len());
+    assert!(matches!(
+        http::route(req.uri().path()),
+        http::Route::Native { .. } | http::Route::FastChat | http::Route::Demo | http::Route::Relay
+    ));
+    request(&req);
+    if http::check_handshake(&req).is_ok() {
+        let key = &req.headers()[hyper::header::SEC_WEBSOCKET_KEY];
+        let accept = http::upgrade::accept_key(key.as_bytes());
+        assert!(hyper::header::HeaderValue::from_str(&accept).is_ok() && accept.len() == 28);
+    }
+}
+
 /// The broker's event decoding (what another node, or anything that can
 /// publish on the bus's channels, sends): never panics, and what decodes
 /// encodes back to the same bytes.

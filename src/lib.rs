@@ -13,12 +13,16 @@
 //! module) and the `metrics` module; every other module is `pub(crate)`.
 //! - [`runtime`]: start and stop; one current-thread runtime and one
 //!   `SO_REUSEPORT` listener per shard; the accept loop; shard inboxes.
-//! - [`http`]: routes, upgrade checks, health and readiness, metrics listener;
-//!   the REST API (`api.rs`), file uploads and downloads (`files.rs`), the
-//!   embedded web client (`web.rs`).
+//! - [`http`]: routes, health and readiness, metrics listener; a plain
+//!   connection's upgrade head read and answered by chatd (`head.rs`), the
+//!   WebSocket endpoints' checks (`upgrade.rs`), everything else through
+//!   hyper: the REST API (`api.rs`), file uploads and downloads
+//!   (`files.rs`), the embedded web client (`web.rs`).
 //! - [`conn`]: one connection: read loop (with its read budget), close paths,
-//!   writer task, the held-back 101 (`hold.rs`); the handlers: native
-//!   (chat-api), the FastChat and redis-chat-demo dialects, and relay.
+//!   writer task, the held-back 101 of an upgrade hyper answered
+//!   (`hold.rs`) and the bytes read ahead of hyper put back (`rewind.rs`);
+//!   the handlers: native (chat-api), the FastChat and redis-chat-demo
+//!   dialects, and relay.
 //! - [`chat`]: the chat service (join, leave, post and their access checks,
 //!   in events): the one caller of local rooms, registry and broker for chat;
 //!   `conversations.rs`: groups, direct messages, notifications, removals,

@@ -3,7 +3,6 @@
 //! same address, so the kernel spreads connections and each one stays on the
 //! shard that accepted it.
 
-use futures_util::FutureExt;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
@@ -377,6 +376,8 @@ fn bind(addr: SocketAddr, backlog: u32) -> Result<std::net::TcpListener, StartEr
     socket.set_reuse_address(true).map_err(err)?;
     socket.set_reuse_port(true).map_err(err)?;
     socket.set_nonblocking(true).map_err(err)?;
+    // Accepted sockets inherit it on Linux: no setsockopt per connection.
+    socket.set_nodelay(true).map_err(err)?;
     socket.bind(&addr.into()).map_err(err)?;
     socket
         .listen(backlog.min(i32::MAX as u32) as i32)
@@ -470,13 +471,13 @@ async fn accept(
                     let Some(guard) = crate::http::HandshakeGuard::new(&shard.node) else {
                         continue;
                     };
+                    // (Linux: inherited from the listener, see `bind`.)
+                    #[cfg(not(target_os = "linux"))]
                     let _ = stream.set_nodelay(true);
                     let shard = shard.clone();
                     match &tls {
                         None => {
-                            let stream = crate::conn::hold::HoldUpgrade::new(stream);
-                            let served = crate::http::serve_connection(shard, stream);
-                            tokio::task::spawn_local(served.map(move |()| drop(guard)));
+                            tokio::task::spawn_local(crate::http::head::serve_plain(shard, stream, guard));
                         }
                         Some(tls) => {
                             let handshake = tls.accept(stream);
@@ -484,7 +485,10 @@ async fn accept(
                             tokio::task::spawn_local(async move {
                                 let _guard = guard;
                                 match tokio::time::timeout(limit, handshake).await {
-                                    Ok(Ok(stream)) => crate::http::serve_connection(shard, stream).await,
+                                    Ok(Ok(stream)) => {
+                                        let first = Instant::now() + shard.node.config.server.handshake_timeout;
+                                        crate::http::serve_connection(shard, stream, first).await
+                                    }
                                     Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                                     Err(_) => tracing::debug!("TLS handshake timed out"),
                                 }
@@ -554,5 +558,16 @@ mod tests {
             .expect("reported");
         assert_eq!(reason, "shard 3 panicked: boom");
         thread.join().unwrap();
+    }
+
+    #[test]
+    fn accepted_sockets_have_nodelay_from_the_listener() {
+        let listener = bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        // The accept loop sets it itself where it is not inherited.
+        assert_eq!(accepted.nodelay().unwrap(), cfg!(target_os = "linux"));
     }
 }

@@ -1,8 +1,10 @@
 //! The HTTP upgrade and routing path: any request head a client sends,
-//! parsed as hyper does (httparse), then routed and checked.
+//! read by chatd's own head parser (plain upgrades), and parsed as hyper
+//! does (httparse), then routed and checked.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    chatd::fuzzing::head(data);
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut parsed = httparse::Request::new(&mut headers);
     let Ok(httparse::Status::Complete(_)) = parsed.parse(data) else {

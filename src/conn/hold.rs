@@ -1,13 +1,15 @@
 //! Holds back a `101 Switching Protocols` response so that it leaves in the
 //! same write as the connection's first frame (the greeting).
 //!
-//! hyper writes and flushes the 101 itself, and the connection's writer then
-//! sends the greeting: two sends per handshake, and on loopback each send
-//! also pays for the receiver's TCP work. The connect profile showed the two
-//! as ~40 % of chatd's CPU per connection. This wrapper sits between hyper
-//! and the socket: everything else passes through, a 101 is kept, and the
-//! connection takes it back ([`HoldUpgrade::into_parts`]) and queues it ahead
-//! of its first frame.
+//! Most plain upgrades are answered by `http::head`, which queues its own
+//! 101 ahead of the greeting. This covers the plain upgrades hyper answers
+//! (a head over `http::head::MAX_HEAD`, or a second request on a keep-alive
+//! connection): hyper writes and flushes the 101 itself, and the writer
+//! would then send the greeting in a second send, which on loopback also
+//! pays for the receiver's TCP work. This wrapper sits between hyper and the
+//! socket: everything else passes through, a 101 is kept, and the
+//! connection takes it back ([`HoldUpgrade::into_parts`]) and queues it
+//! ahead of its first frame.
 
 use bytes::{Bytes, BytesMut};
 use std::io::{self, IoSlice};

@@ -11,6 +11,7 @@ pub mod fastchat;
 pub mod hold;
 pub mod native;
 pub mod relay;
+pub mod rewind;
 pub mod writer;
 
 use bytes::Bytes;
@@ -32,6 +33,7 @@ use crate::ws::deflate::Window;
 use crate::ws::frame::{self, OpCode};
 use crate::ws::{FrameReader, Message, ReadError, ReadSource};
 use hold::HoldUpgrade;
+use rewind::Rewind;
 
 /// A connection as its handler sees it.
 pub struct Conn {
@@ -142,6 +144,24 @@ impl End {
     }
 }
 
+/// The socket of an upgraded connection, as the HTTP side hands it over.
+pub enum Io {
+    /// A plain socket whose upgrade chatd answered itself (`http::head`).
+    Plain {
+        stream: TcpStream,
+        /// Bytes read past the request head (the client's first frames).
+        read_ahead: Bytes,
+        /// The 101 response, to go out with the first frame.
+        reply: Bytes,
+    },
+    /// Upgraded by hyper: TLS, or a plain request `http::head` left to it.
+    Upgraded(Upgraded),
+}
+
+/// The plain socket that hyper served (the 101 held back, bytes read ahead
+/// of hyper put back in front).
+pub type HyperPlain = HoldUpgrade<Rewind<TcpStream>>;
+
 /// Serves an upgraded connection until it ends, then cleans up everywhere.
 /// Every log line of the connection carries its id and shard.
 ///
@@ -151,42 +171,58 @@ impl End {
 /// into, which made every idle connection's task ~450 bytes bigger.
 pub fn serve(
     shard: Rc<Shard>,
-    upgraded: Upgraded,
+    io: Io,
     limits: ConnLimits,
     deflate: Option<Window>,
     handler: impl Handler,
 ) -> impl Future<Output = ()> {
     let span = tracing::info_span!("conn", id = tracing::field::Empty, shard = shard.index);
-    let session = span.in_scope(
-        || match upgraded.downcast::<TokioIo<HoldUpgrade<TcpStream>>>() {
+    let plain = match io {
+        Io::Plain {
+            stream,
+            read_ahead,
+            reply,
+        } => Ok((stream, read_ahead, reply)),
+        Io::Upgraded(upgraded) => match upgraded.downcast::<TokioIo<HyperPlain>>() {
             Ok(parts) => {
-                let (stream, reply) = parts.io.into_inner().into_parts();
-                let (read, write) = stream.into_split();
-                let handover = Handover {
-                    read_ahead: parts.read_buf,
-                    reply,
-                    deflate,
+                let (rewind, reply) = parts.io.into_inner().into_parts();
+                let (unread, stream) = rewind.into_parts();
+                // hyper reads the whole put-back head at once, so `unread`
+                // is empty unless the head was larger than its buffer.
+                let read_ahead = match unread.is_empty() {
+                    true => parts.read_buf,
+                    false => [unread, parts.read_buf].concat().into(),
                 };
-                Either::Left(OptionFuture::from(
-                    Session::open(shard, (read, write), handover, limits, handler)
-                        .map(Session::run),
-                ))
+                Ok((stream, read_ahead, reply))
             }
-            Err(upgraded) => {
-                // TLS. Boxed so that its larger future does not set the size of
-                // every plain connection's task.
-                let halves = tokio::io::split(TokioIo::new(upgraded));
-                let handover = Handover {
-                    deflate,
-                    ..Handover::default()
-                };
-                Either::Right(OptionFuture::from(
-                    Session::open(shard, halves, handover, limits, handler)
-                        .map(|s| Box::pin(s.run())),
-                ))
-            }
+            Err(upgraded) => Err(upgraded),
         },
-    );
+    };
+    let session = span.in_scope(|| match plain {
+        Ok((stream, read_ahead, reply)) => {
+            let (read, write) = stream.into_split();
+            let handover = Handover {
+                read_ahead,
+                reply,
+                deflate,
+            };
+            Either::Left(OptionFuture::from(
+                Session::open(shard, (read, write), handover, limits, handler).map(Session::run),
+            ))
+        }
+        Err(upgraded) => {
+            // TLS. Boxed so that its larger future does not set the size of
+            // every plain connection's task.
+            let halves = tokio::io::split(TokioIo::new(upgraded));
+            let handover = Handover {
+                deflate,
+                ..Handover::default()
+            };
+            Either::Right(OptionFuture::from(
+                Session::open(shard, halves, handover, limits, handler).map(|s| Box::pin(s.run())),
+            ))
+        }
+    });
     // `None` (draining already: the socket was dropped) finishes at once.
     session.map(|_: Option<()>| ()).instrument(span)
 }

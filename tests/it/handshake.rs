@@ -186,3 +186,164 @@ async fn out_of_file_descriptors_backs_off_and_recovers() {
         "one warning per interval, got {warnings}:\n{stderr}"
     );
 }
+
+/// Reads one HTTP response head (to the blank line) and returns it with the
+/// bytes that came after it.
+async fn read_head(stream: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut got = Vec::new();
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = got.split_off(end + 4);
+            return (String::from_utf8_lossy(&got).into_owned(), rest);
+        }
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
+            .await
+            .expect("a response in time")
+            .expect("read");
+        assert!(n > 0, "closed before a response: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Reads server frames (unmasked, short; `have`: bytes already read) until
+/// one with `opcode`, skipping others; returns its payload.
+async fn read_frame(stream: &mut TcpStream, have: &mut Vec<u8>, opcode: u8) -> Vec<u8> {
+    loop {
+        while have.len() >= 2 && have.len() >= 2 + (have[1] & 0x7f) as usize {
+            let len = (have[1] & 0x7f) as usize;
+            assert!(len < 126, "a short frame");
+            let frame: Vec<u8> = have.drain(..2 + len).collect();
+            if frame[0] & 0x0f == opcode {
+                return frame[2..].to_vec();
+            }
+        }
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
+            .await
+            .expect("a frame in time")
+            .expect("read");
+        assert!(n > 0, "closed before the frame");
+        have.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A masked client Ping with `payload` (mask 0: the payload as is).
+fn ping(payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x89, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(payload);
+    frame
+}
+
+fn upgrade_head(path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+    )
+}
+
+/// chatd answers plain upgrades itself and leaves the rest to hyper: both
+/// must upgrade the same way. A head in pieces, a head with the client's
+/// first frame right behind it (read ahead), and a head too long for chatd's
+/// own reader (hyper's path) each get the 101 with the right accept key,
+/// then the greeting, then a Pong for the Ping sent with the head.
+#[tokio::test]
+async fn upgrades_in_pieces_with_frames_behind_and_too_long_for_the_own_reader() {
+    let server = start(&[]);
+    let addr = server.addr();
+    let long = format!("X-Pad: {}\r\n", "p".repeat(OWN_HEAD_LIMIT + 100));
+    for (what, head) in [
+        ("in pieces", upgrade_head("/ws/r", "")),
+        ("frame behind", upgrade_head("/ws/r", "")),
+        ("too long", upgrade_head("/ws/r", &long)),
+    ] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut bytes = head.into_bytes();
+        if what == "in pieces" {
+            for piece in bytes.chunks(40) {
+                s.write_all(piece).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            s.write_all(&ping(b"hi")).await.unwrap();
+        } else {
+            bytes.extend_from_slice(&ping(b"hi"));
+            s.write_all(&bytes).await.unwrap();
+        }
+        let (head, mut rest) = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 101 "), "{what}: {head}");
+        // RFC 6455 §1.3's example key and answer.
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+            "{what}: {head}"
+        );
+        let greeting = read_frame(&mut s, &mut rest, 0x1).await;
+        assert!(
+            String::from_utf8_lossy(&greeting).contains("connected"),
+            "{what}"
+        );
+        assert_eq!(read_frame(&mut s, &mut rest, 0xA).await, b"hi", "{what}");
+    }
+    server.shutdown().await;
+}
+
+/// The longest head chatd reads itself (README, "The upgrade request").
+const OWN_HEAD_LIMIT: usize = 8 * 1024;
+
+/// Reads a response with a `content-length` body: head, body, and what
+/// came after.
+async fn read_response(stream: &mut TcpStream) -> (String, String, Vec<u8>) {
+    let (head, mut rest) = read_head(stream).await;
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_owned)
+        })
+        .expect("a content-length")
+        .parse()
+        .unwrap();
+    while rest.len() < length {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
+            .await
+            .expect("the body in time")
+            .unwrap();
+        assert!(n > 0, "closed inside the body");
+        rest.extend_from_slice(&buf[..n]);
+    }
+    let after = rest.split_off(length);
+    (head, String::from_utf8_lossy(&rest).into_owned(), after)
+}
+
+/// A refused upgrade that chatd answered itself leaves the connection open
+/// for the next requests, which hyper serves (keep-alive as before): a
+/// plain request, then an upgrade (hyper's 101, held back and sent with the
+/// greeting).
+#[tokio::test]
+async fn a_refused_upgrade_keeps_the_connection_for_the_next_request() {
+    let server = start(&[]);
+    let addr = server.addr();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let refused = upgrade_head("/ws?client_id=not%20valid", "");
+    s.write_all(refused.as_bytes()).await.unwrap();
+    let (head, body, _) = read_response(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 400 Bad Request"), "{head}");
+    assert!(body.contains("invalid client_id"), "{body}");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body, _) = read_response(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, r#"{"status":"ok"}"#);
+    let mut upgrade = upgrade_head("/ws/r", "").into_bytes();
+    upgrade.extend_from_slice(&ping(b"again"));
+    s.write_all(&upgrade).await.unwrap();
+    let (head, mut rest) = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    let greeting = read_frame(&mut s, &mut rest, 0x1).await;
+    assert!(String::from_utf8_lossy(&greeting).contains("connected"));
+    assert_eq!(read_frame(&mut s, &mut rest, 0xA).await, b"again");
+    server.shutdown().await;
+}
