@@ -206,16 +206,25 @@ async fn read_head(stream: &mut TcpStream) -> (String, Vec<u8>) {
     }
 }
 
-/// Reads server frames (unmasked, short; `have`: bytes already read) until
-/// one with `opcode`, skipping others; returns its payload.
+/// The header and payload length of the unmasked server frame at the start
+/// of `have` (under 64 KiB), once its header is there.
+fn frame_size(have: &[u8]) -> Option<(usize, usize)> {
+    match *have.get(1)? & 0x7f {
+        127 => panic!("a frame over 64 KiB"),
+        126 if have.len() >= 4 => Some((4, u16::from_be_bytes([have[2], have[3]]) as usize)),
+        126 => None,
+        len => Some((2, len as usize)),
+    }
+}
+
+/// Reads server frames (unmasked, not fragmented; `have`: bytes already
+/// read) until one with `opcode`, skipping others; returns its payload.
 async fn read_frame(stream: &mut TcpStream, have: &mut Vec<u8>, opcode: u8) -> Vec<u8> {
     loop {
-        while have.len() >= 2 && have.len() >= 2 + (have[1] & 0x7f) as usize {
-            let len = (have[1] & 0x7f) as usize;
-            assert!(len < 126, "a short frame");
-            let frame: Vec<u8> = have.drain(..2 + len).collect();
+        while let Some((header, len)) = frame_size(have).filter(|(h, l)| have.len() >= h + l) {
+            let frame: Vec<u8> = have.drain(..header + len).collect();
             if frame[0] & 0x0f == opcode {
-                return frame[2..].to_vec();
+                return frame[header..].to_vec();
             }
         }
         let mut buf = [0u8; 4096];
