@@ -294,39 +294,45 @@ impl<R: ReadSource, H: Handler> Session<R, H> {
         })
     }
 
-    async fn run(mut self) {
-        let node = self.conn.shard.node.clone();
-        let end = {
-            let _reading = node.shutdown.reader();
-            read_loop(&self.conn, &mut self.reader, &mut self.handler).await
-        };
-        // The queue's first close reason is the truth: a slow consumer whose
-        // client then hung up is still one slow-consumer close.
-        let end = match self.conn.state.queue.state() {
-            State::Closing(CloseReason::SlowConsumer) => End::Server(CloseReason::SlowConsumer),
-            _ => end,
-        };
-        tracing::debug!(end = ?end, "connection ending");
-        // (Fields are used in place, not destructured: new bindings would be
-        // a second copy of the session inside this future.)
-        if let End::Halted = end {
-            // Keep the room memberships until the shard drains: messages
-            // published before shutdown must still reach this client.
-            let _ = (&mut self.writer).await;
-            self.handler.on_close(&self.conn);
-        } else {
-            self.handler.on_close(&self.conn);
-            let _ = (&mut self.writer).await;
+    /// Not an `async fn`: that would move `self` from its argument slot into
+    /// a second copy inside the future (measured: the native connection's
+    /// future held its 344-byte session twice). The block below captures
+    /// `self` once and uses it in place.
+    fn run(mut self) -> impl Future<Output = ()> {
+        async move {
+            let node = self.conn.shard.node.clone();
+            let end = {
+                let _reading = node.shutdown.reader();
+                read_loop(&self.conn, &mut self.reader, &mut self.handler).await
+            };
+            // The queue's first close reason is the truth: a slow consumer whose
+            // client then hung up is still one slow-consumer close.
+            let end = match self.conn.state.queue.state() {
+                State::Closing(CloseReason::SlowConsumer) => End::Server(CloseReason::SlowConsumer),
+                _ => end,
+            };
+            tracing::debug!(end = ?end, "connection ending");
+            // (Fields are used in place, not destructured: new bindings would be
+            // a second copy of the session inside this future.)
+            if let End::Halted = end {
+                // Keep the room memberships until the shard drains: messages
+                // published before shutdown must still reach this client.
+                let _ = (&mut self.writer).await;
+                self.handler.on_close(&self.conn);
+            } else {
+                self.handler.on_close(&self.conn);
+                let _ = (&mut self.writer).await;
+            }
+            if end.server_initiated() {
+                // Boxed: its timer and copy state would otherwise sit in every
+                // connection's task for its whole life (idle memory).
+                Box::pin(linger(self.reader, node.config.limits.close_timeout)).await;
+            }
+            let conn = &self.conn;
+            conn.shard.unregister(conn.state.id);
+            node.metrics.disconnected(end.reason());
+            tracing::debug!(reason = end.reason().as_str(), "connection closed");
         }
-        if end.server_initiated() {
-            // Boxed: its timer and copy state would otherwise sit in every
-            // connection's task for its whole life (idle memory).
-            Box::pin(linger(self.reader, node.config.limits.close_timeout)).await;
-        }
-        let conn = &self.conn;
-        conn.shard.unregister(conn.state.id);
-        node.metrics.disconnected(end.reason());
-        tracing::debug!(reason = end.reason().as_str(), "connection closed");
     }
 }
 

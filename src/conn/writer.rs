@@ -68,16 +68,20 @@ struct Writer<W> {
 }
 
 impl<W: AsyncWrite + Unpin> Writer<W> {
-    async fn run(mut self) -> WriterEnd {
-        let end = self.write_until_closed().await;
-        if let WriterEnd::Failed(e) = &end {
-            self.queue.close(if super::peer_gone(e) {
-                CloseReason::PeerGone
-            } else {
-                CloseReason::WriteError
-            });
+    /// Not an `async fn`, which would hold `self` twice (its argument slot
+    /// and the moved copy): the block captures it once.
+    fn run(mut self) -> impl Future<Output = WriterEnd> {
+        async move {
+            let end = self.write_until_closed().await;
+            if let WriterEnd::Failed(e) = &end {
+                self.queue.close(if super::peer_gone(e) {
+                    CloseReason::PeerGone
+                } else {
+                    CloseReason::WriteError
+                });
+            }
+            end
         }
-        end
     }
 
     async fn write_until_closed(&mut self) -> WriterEnd {
