@@ -299,8 +299,8 @@ impl<R: ReadSource, H: Handler> Session<R, H> {
     /// future held its 344-byte session twice). The block below captures
     /// `self` once and uses it in place.
     fn run(mut self) -> impl Future<Output = ()> {
+        let node = self.conn.shard.node.clone();
         async move {
-            let node = self.conn.shard.node.clone();
             let end = {
                 let _reading = node.shutdown.reader();
                 read_loop(&self.conn, &mut self.reader, &mut self.handler).await

@@ -50,13 +50,25 @@ pub fn run<W: AsyncWrite + Unpin>(
     queue: Rc<ClientQueue>,
     options: WriterOptions,
 ) -> impl Future<Output = WriterEnd> {
-    Writer {
+    let mut writer = Writer {
         io,
         queue,
         options,
         batch: VecDeque::new(),
+    };
+    // Not an `async fn` taking the writer: that would hold it twice (its
+    // argument slot beside the moved copy); the block captures it once.
+    async move {
+        let end = writer.write_until_closed().await;
+        if let WriterEnd::Failed(e) = &end {
+            writer.queue.close(if super::peer_gone(e) {
+                CloseReason::PeerGone
+            } else {
+                CloseReason::WriteError
+            });
+        }
+        end
     }
-    .run()
 }
 
 struct Writer<W> {
@@ -68,22 +80,6 @@ struct Writer<W> {
 }
 
 impl<W: AsyncWrite + Unpin> Writer<W> {
-    /// Not an `async fn`, which would hold `self` twice (its argument slot
-    /// and the moved copy): the block captures it once.
-    fn run(mut self) -> impl Future<Output = WriterEnd> {
-        async move {
-            let end = self.write_until_closed().await;
-            if let WriterEnd::Failed(e) = &end {
-                self.queue.close(if super::peer_gone(e) {
-                    CloseReason::PeerGone
-                } else {
-                    CloseReason::WriteError
-                });
-            }
-            end
-        }
-    }
-
     async fn write_until_closed(&mut self) -> WriterEnd {
         let Writer {
             io,
