@@ -28,6 +28,17 @@ use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+/// How a connection's writer empties its queue onto the socket; one per
+/// shard, shared by its connections' writers (`conn::writer`).
+pub struct WriterOptions {
+    /// A write that makes no progress this long fails the connection.
+    pub write_timeout: Duration,
+    /// Gets, per write, the time since the oldest written frame arrived.
+    pub latency: prometheus_client::metrics::histogram::Histogram,
+    /// Least time between two writes of one connection (0: write at once).
+    pub coalesce: Duration,
+}
+
 /// Why a connection is being closed by the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {

@@ -15,7 +15,7 @@ use crate::model::{Ack, EventKind, Payload, Recovery, Topic};
 use crate::node::Node;
 use crate::protocol::envelope::{AckData, ErrorData, Event as SystemEvent, RecoveredData};
 use crate::protocol::{self, ClientId, ErrorCode, Header, Kind, RoomName};
-use crate::queue::{ClientQueue, CloseReason};
+use crate::queue::{ClientQueue, CloseReason, WriterOptions};
 use crate::rooms::{ConnId, Fanout, LocalRooms, PresenceLimiter, ShardMsg};
 use crate::shutdown::Phase;
 use crate::ws::deflate::Window;
@@ -116,6 +116,9 @@ pub struct Shard {
     next_id: Cell<u64>,
     /// One empty Ping frame, shared by every heartbeat.
     ping: Bytes,
+    /// What every connection's writer on this shard is told (shared: one
+    /// copy per shard, not per connection).
+    pub writer: Rc<WriterOptions>,
 }
 
 impl Shard {
@@ -130,6 +133,11 @@ impl Shard {
                 node.config.store.max_recover as usize,
                 node.config.server.deflate.threshold,
             ),
+            writer: Rc::new(WriterOptions {
+                write_timeout: node.config.limits.write_timeout,
+                latency: node.metrics.fanout_latency.clone(),
+                coalesce: node.config.limits.write_coalesce,
+            }),
             node,
             conns: RefCell::new(HashMap::new()),
             next_id: Cell::new(0),

@@ -66,8 +66,9 @@ pub enum Identity {
     /// A valid token whose subject is not a registered user (an
     /// application's own tokens): a name, with no account.
     Subject(String),
-    /// A registered user.
-    User(User),
+    /// A registered user (boxed: an identity lives in every connection's
+    /// task, and a user's 104 bytes inline made every idle one larger).
+    User(Box<User>),
 }
 
 impl Identity {
@@ -304,7 +305,7 @@ impl Accounts {
         }
         let id = sub.clone();
         match self.ask(|tx| DirectoryRequest::UserById(id, tx)).await?? {
-            Some(r) if r.token_gen == gen => Ok(Identity::User(r.user)),
+            Some(r) if r.token_gen == gen => Ok(Identity::User(Box::new(r.user))),
             Some(_) => Err(AccountError::Revoked),
             None => Ok(Identity::Subject(sub)),
         }

@@ -435,7 +435,7 @@ impl Handler for Demo {
                 self.session.reidentify(
                     &conn.shard,
                     &conn.state,
-                    Identity::User(user.clone()),
+                    Identity::User(Box::new(user.clone())),
                     client,
                 );
                 let body = Authorized {

@@ -405,7 +405,7 @@ impl Handler for FastChat {
                 self.session.reidentify(
                     &conn.shard,
                     &conn.state,
-                    Identity::User(user.clone()),
+                    Identity::User(Box::new(user.clone())),
                     client,
                 );
                 self.user = Some(user.clone());

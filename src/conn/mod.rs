@@ -21,6 +21,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use std::future::{poll_fn, Future};
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
@@ -245,7 +246,7 @@ struct Session<R, H> {
     handler: H,
     writer: tokio::task::JoinHandle<writer::WriterEnd>,
     /// Held for the connection's life: shutdown waits for every guard.
-    _drain: crate::shutdown::DrainGuard,
+    drain: crate::shutdown::DrainGuard,
 }
 
 impl<R: ReadSource, H: Handler> Session<R, H> {
@@ -260,12 +261,7 @@ impl<R: ReadSource, H: Handler> Session<R, H> {
     ) -> Option<Self> {
         let node = &shard.node;
         let drain = node.shutdown.guard()?;
-        let timeouts = &node.config.limits;
-        let options = writer::WriterOptions {
-            write_timeout: timeouts.write_timeout,
-            latency: node.metrics.fanout_latency.clone(),
-            coalesce: timeouts.write_coalesce,
-        };
+        let options = shard.writer.clone();
         let queue = Rc::new(ClientQueue::new(limits.queue));
         if !handover.reply.is_empty() {
             // Not a message, so not counted; kept even by a slow-consumer
@@ -290,7 +286,7 @@ impl<R: ReadSource, H: Handler> Session<R, H> {
             conn,
             handler,
             writer,
-            _drain: drain,
+            drain,
         })
     }
 
@@ -332,94 +328,147 @@ impl<R: ReadSource, H: Handler> Session<R, H> {
             conn.shard.unregister(conn.state.id);
             node.metrics.disconnected(end.reason());
             tracing::debug!(reason = end.reason().as_str(), "connection closed");
+            // Named here so the block owns it: a `move` block captures only
+            // the fields it uses, and an unused guard stayed behind in `run`
+            // and was dropped at once, so shutdown did not wait for this
+            // connection's Close (test: redis::shutdown_delivers_...).
+            drop(self.drain);
         }
     }
 }
 
-async fn read_loop<R: ReadSource, H: Handler>(
+/// What woke the read loop.
+enum Wake {
+    Stop(Stop),
+    Grant(crate::shard::Grant),
+    Read(Result<Message, ReadError>),
+}
+
+/// What the read loop does after handling one message.
+enum Then<T> {
+    /// Read the next one.
+    Read,
+    /// Await the handler's deferred step first.
+    Finish(Deferred<T>),
+    /// The connection ends.
+    End(End),
+}
+
+/// Reads and handles the connection's messages until it must end.
+///
+/// Not an `async fn` (whose argument slots would sit beside their moved
+/// copies); the wait is one poll function over the stop signal, grants and
+/// the frame reader, not a `select!` of their futures; and a message is
+/// handled by a plain function ([`handle`]), so nothing of it is kept
+/// across an await. An idle connection's task keeps a few references and
+/// the read budget here.
+fn read_loop<'a, R: ReadSource, H: Handler>(
+    conn: &'a Conn,
+    reader: &'a mut FrameReader<R>,
+    handler: &'a mut H,
+) -> impl Future<Output = End> + 'a {
+    let mut budget = Budget::full(&conn.shard.node.config.limits);
+    async move {
+        loop {
+            // The wake-up and the handling stay inside this block: a value
+            // alive across an await gets a slot in every idle task.
+            let (step, spent) = {
+                // In this order: a stop first, then grants, then input.
+                let wake = poll_fn(|cx| {
+                    if let Poll::Ready(stop) = conn.state.queue.poll_stop(cx) {
+                        return Poll::Ready(Wake::Stop(stop));
+                    }
+                    if H::GRANTS {
+                        if let Poll::Ready(grant) = conn.state.poll_grant(cx) {
+                            return Poll::Ready(Wake::Grant(grant));
+                        }
+                    }
+                    reader.poll_next(cx).map(Wake::Read)
+                })
+                .await;
+                match wake {
+                    Wake::Stop(stop) => return stop.into(),
+                    Wake::Grant(grant) => {
+                        handler.on_grant(conn, grant);
+                        continue;
+                    }
+                    Wake::Read(next) => match handle(conn, handler, next) {
+                        (Then::Read, spent) => (None, spent),
+                        (Then::Finish(step), spent) => (Some(step), spent),
+                        (Then::End(end), _) => return end,
+                    },
+                }
+            };
+            if let Some(step) = step {
+                if let Some(stop) = Box::pin(finish(conn, handler, step)).await {
+                    return stop.into();
+                }
+            }
+            if budget.spend(spent, &conn.shard.node.config.limits) {
+                // Boxed: rare, and its timer would otherwise sit in every
+                // connection's task.
+                if let Some(stop) = Box::pin(catch_up(conn)).await {
+                    return stop.into();
+                }
+            }
+        }
+    }
+}
+
+/// Handles one read result: what the loop does next, and the bytes it
+/// spent of the read budget.
+fn handle<H: Handler>(
     conn: &Conn,
-    reader: &mut FrameReader<R>,
     handler: &mut H,
-) -> End {
+    next: Result<Message, ReadError>,
+) -> (Then<H::Resume>, usize) {
     let queue = &conn.state.queue;
     let metrics = &conn.shard.node.metrics;
-    let limits = &conn.shard.node.config.limits;
-    let mut budget = Budget::full(limits);
-    loop {
-        let next = tokio::select! {
-            biased;
-            stop = poll_fn(|cx| queue.poll_stop(cx)) => return stop.into(),
-            grant = poll_fn(|cx| conn.state.poll_grant(cx)), if H::GRANTS => {
-                handler.on_grant(conn, grant);
-                continue;
-            }
-            next = reader.next() => next,
-        };
-        conn.state.touch();
-        let spent = match &next {
-            Ok(Message::Text(p) | Message::Binary(p) | Message::Ping(p) | Message::Pong(p)) => {
-                p.len()
-            }
-            _ => 0,
-        };
-        match next {
-            Ok(Message::Text(payload)) => {
-                metrics.messages_in.inc();
-                metrics.bytes_in.inc_by(payload.len() as u64);
-                if let Some(step) = handler.on_data(conn, OpCode::Text, payload) {
-                    if let Some(stop) = Box::pin(finish(conn, handler, step)).await {
-                        return stop.into();
-                    }
-                }
-            }
-            Ok(Message::Binary(payload)) => {
-                metrics.messages_in.inc();
-                metrics.bytes_in.inc_by(payload.len() as u64);
-                if let Some(step) = handler.on_data(conn, OpCode::Binary, payload) {
-                    if let Some(stop) = Box::pin(finish(conn, handler, step)).await {
-                        return stop.into();
-                    }
-                }
-            }
-            Ok(Message::Ping(payload)) => conn.control(frame::encode(OpCode::Pong, &payload)),
-            Ok(Message::Pong(_)) => {}
-            Ok(Message::Close(code)) => {
-                queue.close(CloseReason::Echo(code.unwrap_or(1000)));
-                return End::ClientClose;
-            }
-            Err(ReadError::Eof) => {
-                queue.close(CloseReason::Echo(1000));
-                return End::Gone { error: false };
-            }
-            Err(ReadError::Io(e)) => {
-                // A reset or broken pipe is the client going away, not a fault.
-                let error = !matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionReset
-                        | std::io::ErrorKind::BrokenPipe
-                        | std::io::ErrorKind::UnexpectedEof
-                );
-                tracing::debug!(error = %e, "read failed");
-                queue.close(CloseReason::WriteError);
-                return End::Gone { error };
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "closing on invalid input");
-                queue.close(match e {
-                    ReadError::TooBig(_) => CloseReason::TooBig,
-                    ReadError::InvalidUtf8 => CloseReason::InvalidUtf8,
-                    _ => CloseReason::Protocol,
-                });
-                return End::Invalid;
-            }
+    conn.state.touch();
+    let (opcode, payload) = match next {
+        Ok(Message::Text(payload)) => (OpCode::Text, payload),
+        Ok(Message::Binary(payload)) => (OpCode::Binary, payload),
+        Ok(Message::Ping(payload)) => {
+            conn.control(frame::encode(OpCode::Pong, &payload));
+            return (Then::Read, payload.len());
         }
-        if budget.spend(spent, limits) {
-            // Boxed: rare, and its timer would otherwise sit in every
-            // connection's task.
-            if let Some(stop) = Box::pin(catch_up(conn)).await {
-                return stop.into();
-            }
+        Ok(Message::Pong(payload)) => return (Then::Read, payload.len()),
+        Ok(Message::Close(code)) => {
+            queue.close(CloseReason::Echo(code.unwrap_or(1000)));
+            return (Then::End(End::ClientClose), 0);
         }
+        Err(ReadError::Eof) => {
+            queue.close(CloseReason::Echo(1000));
+            return (Then::End(End::Gone { error: false }), 0);
+        }
+        Err(ReadError::Io(e)) => {
+            // A reset or broken pipe is the client going away, not a fault.
+            let error = !matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            );
+            tracing::debug!(error = %e, "read failed");
+            queue.close(CloseReason::WriteError);
+            return (Then::End(End::Gone { error }), 0);
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "closing on invalid input");
+            queue.close(match e {
+                ReadError::TooBig(_) => CloseReason::TooBig,
+                ReadError::InvalidUtf8 => CloseReason::InvalidUtf8,
+                _ => CloseReason::Protocol,
+            });
+            return (Then::End(End::Invalid), 0);
+        }
+    };
+    let spent = payload.len();
+    metrics.messages_in.inc();
+    metrics.bytes_in.inc_by(spent as u64);
+    match handler.on_data(conn, opcode, payload) {
+        Some(step) => (Then::Finish(step), spent),
+        None => (Then::Read, spent),
     }
 }
 

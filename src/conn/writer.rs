@@ -2,17 +2,17 @@
 //! write per wake-up, never a flush per message.
 
 use bytes::{Buf, Bytes};
-use prometheus_client::metrics::histogram::Histogram;
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
+use tokio::time::Sleep;
 
-use crate::queue::{ClientQueue, CloseReason, State};
+use crate::queue::{ClientQueue, CloseReason, Drained, State, WriterOptions};
 use crate::ws::frame;
 
 /// Slices handed to one `writev`; built on the stack inside `poll`, so an
@@ -28,130 +28,169 @@ pub enum WriterEnd {
     Failed(io::Error),
 }
 
-/// What the writer needs besides the socket and the queue.
-pub struct WriterOptions {
-    /// A write that makes no progress this long fails the connection.
-    pub write_timeout: Duration,
-    /// Gets, per write, the time since the oldest written frame arrived.
-    pub latency: Histogram,
-    /// Least time between two writes of one connection (0: write at once).
-    pub coalesce: Duration,
-}
-
 /// Runs until the queue closes (then writes the Close frame and shuts the
 /// sending side) or the socket fails (then closes the queue, which stops the
 /// reader too).
 ///
-/// The task lives as long as the connection, so its size is idle memory:
-/// the state is one struct used in place, the write step is a plain poll
-/// function, and timers and the close path are boxed (they are rare).
+/// The task lives as long as the connection, so its size is idle memory.
+/// The writer is a hand-written state machine ([`Writer`]): an `async fn`
+/// kept a slot for each await's future and the references held across it
+/// (320 bytes, a 512-byte task); this is about 100 (a 256-byte task).
+/// Timers are boxed and armed only when needed (rare).
 pub fn run<W: AsyncWrite + Unpin>(
     io: W,
     queue: Rc<ClientQueue>,
-    options: WriterOptions,
-) -> impl Future<Output = WriterEnd> {
-    let mut writer = Writer {
+    options: Rc<WriterOptions>,
+) -> Writer<W> {
+    Writer {
         io,
         queue,
         options,
         batch: VecDeque::new(),
-    };
-    // Not an `async fn` taking the writer: that would hold it twice (its
-    // argument slot beside the moved copy); the block captures it once.
-    async move {
-        let end = writer.write_until_closed().await;
+        phase: Phase::Drain,
+    }
+}
+
+pub struct Writer<W> {
+    io: W,
+    queue: Rc<ClientQueue>,
+    /// The shard's (one for all its connections: 8 bytes here, not 40).
+    options: Rc<WriterOptions>,
+    /// Frames taken from the queue and not yet written.
+    batch: VecDeque<Bytes>,
+    phase: Phase,
+}
+
+/// Where the writer is.
+enum Phase {
+    /// Waiting for frames.
+    Drain,
+    /// Writing `batch`; the timer is armed once a write could not finish at
+    /// once (most do, and a timer per write showed up in the profile).
+    Write {
+        drained: Drained,
+        timer: Option<Pin<Box<Sleep>>>,
+    },
+    /// Spacing writes out (`limits.write_coalesce`): what arrives meanwhile
+    /// goes in the next write.
+    Coalesce(Pin<Box<Sleep>>),
+    /// Sending the Close frame (what is left of it), then shutting the
+    /// sending side.
+    Close {
+        frame: Bytes,
+        timer: Option<Pin<Box<Sleep>>>,
+    },
+}
+
+impl<W: AsyncWrite + Unpin> Future for Writer<W> {
+    type Output = WriterEnd;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<WriterEnd> {
+        let this = self.get_mut();
+        let end = ready!(this.step(cx));
         if let WriterEnd::Failed(e) = &end {
-            writer.queue.close(if super::peer_gone(e) {
+            this.queue.close(if super::peer_gone(e) {
                 CloseReason::PeerGone
             } else {
                 CloseReason::WriteError
             });
         }
-        end
+        Poll::Ready(end)
     }
-}
-
-struct Writer<W> {
-    io: W,
-    queue: Rc<ClientQueue>,
-    options: WriterOptions,
-    /// Frames taken from the queue and not yet written.
-    batch: VecDeque<Bytes>,
 }
 
 impl<W: AsyncWrite + Unpin> Writer<W> {
-    async fn write_until_closed(&mut self) -> WriterEnd {
-        let Writer {
-            io,
-            queue,
-            options,
-            batch,
-        } = self;
+    fn step(&mut self, cx: &mut Context<'_>) -> Poll<WriterEnd> {
+        let limit = self.options.write_timeout;
         loop {
-            let drained = poll_fn(|cx| queue.poll_drain(cx, batch)).await;
-            let written = with_timeout(
-                options.write_timeout,
-                poll_fn(|cx| poll_write_batch(io, batch, cx)),
-            )
-            .await;
-            if let Err(e) = written {
-                return WriterEnd::Failed(e);
-            }
-            queue.written();
-            if queue.is_empty() {
-                // Going idle: give the emptied buffer back (the queue frees
-                // its own when the writer waits), so an idle connection
-                // keeps neither buffer's capacity (measured: ~240 bytes per
-                // idle connection after the greeting and presence burst). A
-                // busy connection keeps both, with no allocation per write.
-                *batch = VecDeque::new();
-            }
-            if let Some(oldest) = drained.oldest {
-                options.latency.observe(oldest.elapsed().as_secs_f64());
-            }
-            if drained.state == State::Open && !options.coalesce.is_zero() {
-                // Space writes out: what arrives meanwhile goes in the next one.
-                Box::pin(tokio::time::sleep(options.coalesce)).await;
-            }
-            if let State::Closing(reason) = drained.state {
-                let close = frame::close(reason.code(), reason.text());
-                let sent = with_timeout(
-                    options.write_timeout,
-                    Box::pin(async {
-                        io.write_all(&close).await?;
-                        io.shutdown().await
-                    }),
-                )
-                .await;
-                return match sent {
-                    Ok(()) => WriterEnd::Closed,
-                    Err(e) => WriterEnd::Failed(e),
-                };
+            match &mut self.phase {
+                Phase::Drain => {
+                    let drained = ready!(self.queue.poll_drain(cx, &mut self.batch));
+                    self.phase = Phase::Write {
+                        drained,
+                        timer: None,
+                    };
+                }
+                Phase::Write { drained, timer } => {
+                    let drained = *drained;
+                    match poll_write_batch(&mut self.io, &mut self.batch, cx) {
+                        Poll::Ready(Ok(())) => self.wrote(drained),
+                        Poll::Ready(Err(e)) => return Poll::Ready(WriterEnd::Failed(e)),
+                        Poll::Pending => return expire(timer, limit, cx).map(WriterEnd::Failed),
+                    }
+                }
+                Phase::Coalesce(sleep) => {
+                    ready!(sleep.as_mut().poll(cx));
+                    self.phase = Phase::Drain;
+                }
+                Phase::Close { frame, timer } => {
+                    return match poll_close(&mut self.io, frame, cx) {
+                        Poll::Ready(Ok(())) => Poll::Ready(WriterEnd::Closed),
+                        Poll::Ready(Err(e)) => Poll::Ready(WriterEnd::Failed(e)),
+                        Poll::Pending => expire(timer, limit, cx).map(WriterEnd::Failed),
+                    };
+                }
             }
         }
     }
+
+    /// A batch is written: bookkeeping, then the next phase.
+    fn wrote(&mut self, drained: Drained) {
+        self.queue.written();
+        if self.queue.is_empty() {
+            // Going idle: give the emptied buffer back (the queue frees its
+            // own when the writer waits), so an idle connection keeps
+            // neither buffer's capacity (measured: ~240 bytes per idle
+            // connection after the greeting and presence burst). A busy
+            // connection keeps both, with no allocation per write.
+            self.batch = VecDeque::new();
+        }
+        if let Some(oldest) = drained.oldest {
+            let waited = oldest.elapsed().as_secs_f64();
+            self.options.latency.observe(waited);
+        }
+        let coalesce = self.options.coalesce;
+        self.phase = match drained.state {
+            State::Closing(reason) => Phase::Close {
+                frame: frame::close(reason.code(), reason.text()),
+                timer: None,
+            },
+            State::Open if !coalesce.is_zero() => {
+                Phase::Coalesce(Box::pin(tokio::time::sleep(coalesce)))
+            }
+            State::Open => Phase::Drain,
+        };
+    }
 }
 
-/// Runs `f` with a time limit, arming the timer only if `f` does not finish
-/// on its first poll: most writes complete at once, and a timer per write
-/// showed up in the profile.
-async fn with_timeout<F: Future<Output = io::Result<()>> + Unpin>(
+/// Arms the write timer (once) and reports its expiry as the error.
+fn expire(
+    timer: &mut Option<Pin<Box<Sleep>>>,
     limit: Duration,
-    mut f: F,
-) -> io::Result<()> {
-    if let Poll::Ready(done) = poll_fn(|cx| Poll::Ready(Pin::new(&mut f).poll(cx))).await {
-        return done;
+    cx: &mut Context<'_>,
+) -> Poll<io::Error> {
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+    ready!(timer.as_mut().poll(cx));
+    Poll::Ready(io::Error::new(
+        io::ErrorKind::TimedOut,
+        "write made no progress",
+    ))
+}
+
+/// Writes what is left of the Close frame, then shuts the sending side.
+fn poll_close<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    frame: &mut Bytes,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    while !frame.is_empty() {
+        let n = ready!(Pin::new(&mut *io).poll_write(cx, frame))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        frame.advance(n);
     }
-    // Boxed: a timer inline would enlarge every connection's writer task.
-    let mut deadline = Box::pin(tokio::time::sleep(limit));
-    tokio::select! {
-        biased;
-        done = &mut f => done,
-        _ = &mut deadline => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "write made no progress",
-        )),
-    }
+    Pin::new(io).poll_shutdown(cx)
 }
 
 /// Writes and empties `batch` with as few `writev` calls as the socket
@@ -230,12 +269,11 @@ mod tests {
         }
         queue.close(CloseReason::Shutdown);
         let local = tokio::task::LocalSet::new();
-        let latency = Histogram::new([0.1]);
-        let options = WriterOptions {
+        let options = Rc::new(WriterOptions {
             write_timeout: Duration::from_secs(5),
-            latency,
+            latency: prometheus_client::metrics::histogram::Histogram::new([0.1]),
             coalesce: Duration::ZERO,
-        };
+        });
         let writer = local.spawn_local(run(server, queue, options));
         let reader = async move {
             let mut client = client;

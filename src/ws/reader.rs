@@ -10,7 +10,9 @@
 use bytes::{Buf, Bytes, BytesMut};
 use std::future::Future;
 use std::io;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use tokio::io::AsyncRead;
 
 use super::deflate::{self, InflateError};
 use super::frame::{OpCode, RSV1};
@@ -55,33 +57,39 @@ pub trait ReadSource: AsyncRead + Unpin {
     /// Reads into `buf` once input is there, taking `reserve` bytes of
     /// capacity only then. The default reserves first and reads: right for
     /// sources (TLS) that cannot report readiness on their own.
-    fn read_when_ready<'a>(
-        &'a mut self,
-        buf: &'a mut BytesMut,
+    fn poll_read_when_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
         reserve: usize,
-    ) -> impl Future<Output = io::Result<usize>> + 'a {
+    ) -> Poll<io::Result<usize>> {
         buf.reserve(reserve);
-        self.read_buf(buf)
+        tokio_util::io::poll_read_buf(Pin::new(self), cx, buf)
     }
 }
 
 impl ReadSource for tokio::net::tcp::OwnedReadHalf {
     /// Waits through the socket's single read-waker slot (the one `poll_read`
-    /// uses) rather than tokio's `readable()` waiter list: that slot still
-    /// holds the waker of the HTTP task that read the upgrade request, which
-    /// keeps the finished task's memory (~900 bytes) alive until something
-    /// replaces it. A readiness flag left over from the handshake can be
-    /// stale, so the read is a non-blocking attempt and a buffer taken for
-    /// nothing is given back before waiting again. (Both found with valgrind
-    /// massif on 5000 idle connections.)
-    async fn read_when_ready(&mut self, buf: &mut BytesMut, reserve: usize) -> io::Result<usize> {
+    /// uses) rather than tokio's `readable()` waiter list: that slot may
+    /// still hold the waker of an HTTP task that read the upgrade request
+    /// (hyper's), which keeps the finished task's memory (~900 bytes) alive
+    /// until something replaces it. A readiness flag left over from the
+    /// handshake can be stale, so the read is a non-blocking attempt and a
+    /// buffer taken for nothing is given back before waiting again. (Both
+    /// found with valgrind massif on 5000 idle connections.)
+    fn poll_read_when_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        reserve: usize,
+    ) -> Poll<io::Result<usize>> {
         let stream: &tokio::net::TcpStream = (*self).as_ref();
         loop {
-            std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await?;
+            ready!(stream.poll_read_ready(cx))?;
             buf.reserve(reserve);
             match stream.try_read_buf(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => *buf = BytesMut::new(),
-                done => return done,
+                done => return Poll::Ready(done),
             }
         }
     }
@@ -111,7 +119,9 @@ pub struct FrameReader<R> {
     io: R,
     buf: BytesMut,
     max_message: usize,
-    partial: Option<Partial>,
+    /// A fragmented message being assembled (boxed: rare, and the reader
+    /// lives in every connection's task).
+    partial: Option<Box<Partial>>,
     /// Bytes still missing from the frame at the front of `buf`.
     missing: usize,
     /// permessage-deflate was negotiated: RSV1 on a message's first frame
@@ -139,15 +149,22 @@ impl<R: ReadSource> FrameReader<R> {
     }
 
     /// Reads until one message or control frame is complete.
-    pub async fn next(&mut self) -> Result<Message, ReadError> {
+    pub fn next(&mut self) -> impl Future<Output = Result<Message, ReadError>> + '_ {
+        std::future::poll_fn(move |cx| self.poll_next(cx))
+    }
+
+    /// [`FrameReader::next`] as a poll function: what the connection's read
+    /// loop waits on keeps no future of its own (idle memory), only this
+    /// reader's fields.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message, ReadError>> {
         loop {
             if let Some(msg) = self.try_parse()? {
-                return Ok(msg);
+                return Poll::Ready(Ok(msg));
             }
             let read = if self.buf.is_empty() && self.partial.is_none() {
                 // Idle: give the (possibly large) buffer back before waiting.
                 self.buf = BytesMut::new();
-                self.io.read_when_ready(&mut self.buf, READ_CHUNK).await?
+                ready!(self.io.poll_read_when_ready(cx, &mut self.buf, READ_CHUNK))?
             } else {
                 // Grow with the data (the allocator doubles), never by what a
                 // header announces.
@@ -155,10 +172,14 @@ impl<R: ReadSource> FrameReader<R> {
                 if self.buf.capacity() - self.buf.len() < ahead / 4 {
                     self.buf.reserve(ahead);
                 }
-                self.io.read_buf(&mut self.buf).await?
+                ready!(tokio_util::io::poll_read_buf(
+                    Pin::new(&mut self.io),
+                    cx,
+                    &mut self.buf
+                ))?
             };
             if read == 0 {
-                return Err(ReadError::Eof);
+                return Poll::Ready(Err(ReadError::Eof));
             }
         }
     }
@@ -182,11 +203,11 @@ impl<R: ReadSource> FrameReader<R> {
                     }
                     let mut data = BytesMut::with_capacity(frame.payload.len() * 2);
                     data.extend_from_slice(&frame.payload);
-                    self.partial = Some(Partial {
+                    self.partial = Some(Box::new(Partial {
                         opcode: frame.opcode,
                         compressed: frame.compressed,
                         data,
-                    });
+                    }));
                 }
                 OpCode::Continuation => {
                     let Some(partial) = self.partial.as_mut() else {
