@@ -8,6 +8,7 @@
 //!    [`DrainGuard`], then `Exit` stops the shard threads.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
@@ -24,7 +25,8 @@ pub struct Shutdown {
     drain_tx: parking_lot::Mutex<Option<mpsc::Sender<()>>>,
     drain_rx: tokio::sync::Mutex<mpsc::Receiver<()>>,
     /// Connections whose read loop is still running (and may still publish).
-    readers: AtomicUsize,
+    /// Shared with their guards, which then borrow nothing.
+    readers: Arc<AtomicUsize>,
 }
 
 /// Held by a connection for its whole life.
@@ -33,11 +35,11 @@ pub struct DrainGuard {
 }
 
 /// Held while a connection's read loop runs.
-pub struct ReaderGuard<'a> {
-    readers: &'a AtomicUsize,
+pub struct ReaderGuard {
+    readers: Arc<AtomicUsize>,
 }
 
-impl Drop for ReaderGuard<'_> {
+impl Drop for ReaderGuard {
     fn drop(&mut self) {
         self.readers.fetch_sub(1, Ordering::AcqRel);
     }
@@ -56,7 +58,7 @@ impl Shutdown {
             phase: watch::Sender::new(Phase::Running),
             drain_tx: parking_lot::Mutex::new(Some(drain_tx)),
             drain_rx: tokio::sync::Mutex::new(drain_rx),
-            readers: AtomicUsize::new(0),
+            readers: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -80,10 +82,10 @@ impl Shutdown {
             .map(|tx| DrainGuard { _tx: tx.clone() })
     }
 
-    pub fn reader(&self) -> ReaderGuard<'_> {
+    pub fn reader(&self) -> ReaderGuard {
         self.readers.fetch_add(1, Ordering::AcqRel);
         ReaderGuard {
-            readers: &self.readers,
+            readers: self.readers.clone(),
         }
     }
 

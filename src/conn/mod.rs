@@ -15,8 +15,7 @@ pub mod rewind;
 pub mod writer;
 
 use bytes::Bytes;
-use futures_util::future::{Either, OptionFuture};
-use futures_util::FutureExt;
+use futures_util::future::Either;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use std::future::{poll_fn, Future};
@@ -25,7 +24,6 @@ use std::task::Poll;
 use std::time::Duration;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
-use tracing::Instrument;
 
 use crate::metrics::DisconnectReason;
 use crate::queue::{ClientQueue, CloseReason, Limits, State, Stop};
@@ -176,7 +174,7 @@ pub fn serve(
     limits: ConnLimits,
     deflate: Option<Window>,
     handler: impl Handler,
-) -> impl Future<Output = ()> {
+) -> Option<impl Future<Output = ()>> {
     let span = tracing::info_span!("conn", id = tracing::field::Empty, shard = shard.index);
     let plain = match io {
         Io::Plain {
@@ -207,9 +205,8 @@ pub fn serve(
                 reply,
                 deflate,
             };
-            Either::Left(OptionFuture::from(
-                Session::open(shard, (read, write), handover, limits, handler).map(Session::run),
-            ))
+            Session::open(shard, (read, write), handover, limits, handler)
+                .map(|s| Either::Left(s.run()))
         }
         Err(upgraded) => {
             // TLS. Boxed so that its larger future does not set the size of
@@ -219,13 +216,41 @@ pub fn serve(
                 deflate,
                 ..Handover::default()
             };
-            Either::Right(OptionFuture::from(
-                Session::open(shard, halves, handover, limits, handler).map(|s| Box::pin(s.run())),
-            ))
+            Session::open(shard, halves, handover, limits, handler)
+                .map(|s| Either::Right(Box::pin(s.run())))
         }
     });
-    // `None` (draining already: the socket was dropped) finishes at once.
-    session.map(|_: Option<()>| ()).instrument(span)
+    // `None`: draining already (the socket was dropped).
+    session.map(|session| InSpan::new(span, session))
+}
+
+pin_project_lite::pin_project! {
+    /// A future polled inside a span. `tracing::Instrumented` keeps the span
+    /// inline: 40 bytes in every connection's task, logging on or off. Here
+    /// a disabled span (the default log level) is nothing and an enabled one
+    /// is boxed.
+    struct InSpan<F> {
+        span: Option<Box<tracing::Span>>,
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F> InSpan<F> {
+    fn new(span: tracing::Span, inner: F) -> Self {
+        let span = (!span.is_disabled()).then(|| Box::new(span));
+        InSpan { span, inner }
+    }
+}
+
+impl<F: Future> Future for InSpan<F> {
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let _entered = this.span.as_ref().map(|span| span.enter());
+        this.inner.poll(cx)
+    }
 }
 
 /// What the HTTP side hands over with the socket.
@@ -273,7 +298,6 @@ impl<R: ReadSource, H: Handler> Session<R, H> {
             shard,
         };
         tracing::Span::current().record("id", conn.state.id.0);
-        tracing::debug!("connection open");
         let writer = tokio::task::spawn_local(writer::run(write, queue, options));
         handler.on_open(&conn);
         Some(Session {
@@ -295,12 +319,11 @@ impl<R: ReadSource, H: Handler> Session<R, H> {
     /// future held its 344-byte session twice). The block below captures
     /// `self` once and uses it in place.
     fn run(mut self) -> impl Future<Output = ()> {
-        let node = self.conn.shard.node.clone();
+        tracing::debug!("connection open");
+        // (The node is reached through the session when needed: a clone
+        // held in the block would be 8 more bytes in every idle task.)
         async move {
-            let end = {
-                let _reading = node.shutdown.reader();
-                read_loop(&self.conn, &mut self.reader, &mut self.handler).await
-            };
+            let end = self.read_loop().await;
             // The queue's first close reason is the truth: a slow consumer whose
             // client then hung up is still one slow-consumer close.
             let end = match self.conn.state.queue.state() {
@@ -322,11 +345,12 @@ impl<R: ReadSource, H: Handler> Session<R, H> {
             if end.server_initiated() {
                 // Boxed: its timer and copy state would otherwise sit in every
                 // connection's task for its whole life (idle memory).
-                Box::pin(linger(self.reader, node.config.limits.close_timeout)).await;
+                let limit = self.conn.shard.node.config.limits.close_timeout;
+                Box::pin(linger(self.reader, limit)).await;
             }
             let conn = &self.conn;
             conn.shard.unregister(conn.state.id);
-            node.metrics.disconnected(end.reason());
+            conn.shard.node.metrics.disconnected(end.reason());
             tracing::debug!(reason = end.reason().as_str(), "connection closed");
             // Named here so the block owns it: a `move` block captures only
             // the fields it uses, and an unused guard stayed behind in `run`
@@ -354,61 +378,69 @@ enum Then<T> {
     End(End),
 }
 
-/// Reads and handles the connection's messages until it must end.
-///
-/// Not an `async fn` (whose argument slots would sit beside their moved
-/// copies); the wait is one poll function over the stop signal, grants and
-/// the frame reader, not a `select!` of their futures; and a message is
-/// handled by a plain function ([`handle`]), so nothing of it is kept
-/// across an await. An idle connection's task keeps a few references and
-/// the read budget here.
-fn read_loop<'a, R: ReadSource, H: Handler>(
-    conn: &'a Conn,
-    reader: &'a mut FrameReader<R>,
-    handler: &'a mut H,
-) -> impl Future<Output = End> + 'a {
-    let mut budget = Budget::full(&conn.shard.node.config.limits);
-    async move {
-        loop {
-            // The wake-up and the handling stay inside this block: a value
-            // alive across an await gets a slot in every idle task.
-            let (step, spent) = {
-                // In this order: a stop first, then grants, then input.
-                let wake = poll_fn(|cx| {
-                    if let Poll::Ready(stop) = conn.state.queue.poll_stop(cx) {
-                        return Poll::Ready(Wake::Stop(stop));
-                    }
-                    if H::GRANTS {
-                        if let Poll::Ready(grant) = conn.state.poll_grant(cx) {
-                            return Poll::Ready(Wake::Grant(grant));
-                        }
-                    }
-                    reader.poll_next(cx).map(Wake::Read)
-                })
-                .await;
-                match wake {
-                    Wake::Stop(stop) => return stop.into(),
-                    Wake::Grant(grant) => {
-                        handler.on_grant(conn, grant);
-                        continue;
-                    }
-                    Wake::Read(next) => match handle(conn, handler, next) {
-                        (Then::Read, spent) => (None, spent),
-                        (Then::Finish(step), spent) => (Some(step), spent),
-                        (Then::End(end), _) => return end,
-                    },
-                }
-            };
-            if let Some(step) = step {
-                if let Some(stop) = Box::pin(finish(conn, handler, step)).await {
-                    return stop.into();
-                }
+impl<R: ReadSource, H: Handler> Session<R, H> {
+    /// Reads and handles the connection's messages until it must end.
+    ///
+    /// Not an `async fn` (whose argument slots would sit beside their moved
+    /// copies); the wait is one poll function over the stop signal, grants
+    /// and the frame reader, not a `select!` of their futures; and a message
+    /// is handled by a plain function ([`handle`]), so nothing of it is kept
+    /// across an await. An idle connection's task keeps a reference to the
+    /// session and the read budget here.
+    /// What the read loop waits for, in this order: a stop first, then
+    /// grants, then input. (A method, so the waiting closure holds one
+    /// reference, not one per field.)
+    fn poll_wake(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Wake> {
+        if let Poll::Ready(stop) = self.conn.state.queue.poll_stop(cx) {
+            return Poll::Ready(Wake::Stop(stop));
+        }
+        if H::GRANTS {
+            if let Poll::Ready(grant) = self.conn.state.poll_grant(cx) {
+                return Poll::Ready(Wake::Grant(grant));
             }
-            if budget.spend(spent, &conn.shard.node.config.limits) {
-                // Boxed: rare, and its timer would otherwise sit in every
-                // connection's task.
-                if let Some(stop) = Box::pin(catch_up(conn)).await {
-                    return stop.into();
+        }
+        self.reader.poll_next(cx).map(Wake::Read)
+    }
+
+    fn read_loop(&mut self) -> impl Future<Output = End> + '_ {
+        let mut budget = Budget::full(&self.conn.shard.node.config.limits);
+        async move {
+            // Counted as reading until the loop ends (shutdown's first phase
+            // waits for every reader to stop).
+            let _reading = self.conn.shard.node.shutdown.reader();
+            loop {
+                // The wake-up and the handling stay inside this block: a
+                // value alive across an await gets a slot in every idle task.
+                let (step, tired) = {
+                    let wake = poll_fn(|cx| self.poll_wake(cx)).await;
+                    let next = match wake {
+                        Wake::Stop(stop) => return stop.into(),
+                        Wake::Grant(grant) => {
+                            self.handler.on_grant(&self.conn, grant);
+                            continue;
+                        }
+                        Wake::Read(next) => next,
+                    };
+                    let (then, spent) = handle(&self.conn, &mut self.handler, next);
+                    let tired = budget.spend(spent, &self.conn.shard.node.config.limits);
+                    match then {
+                        Then::Read => (None, tired),
+                        Then::Finish(step) => (Some(step), tired),
+                        Then::End(end) => return end,
+                    }
+                };
+                if let Some(step) = step {
+                    let finished = finish(&self.conn, &mut self.handler, step);
+                    if let Some(stop) = Box::pin(finished).await {
+                        return stop.into();
+                    }
+                }
+                if tired {
+                    // Boxed: rare, and its timer would otherwise sit in
+                    // every connection's task.
+                    if let Some(stop) = Box::pin(catch_up(&self.conn)).await {
+                        return stop.into();
+                    }
                 }
             }
         }

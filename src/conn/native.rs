@@ -18,6 +18,12 @@ use crate::ws::OpCode;
 
 pub struct Native {
     session: Session,
+    /// The URL's catch-up points, used once when the connection opens
+    /// (boxed and then dropped: not kept in every idle task).
+    cursors: Option<Box<Cursors>>,
+}
+
+struct Cursors {
     /// `?since_seq=` on the room URL: recover the URL room from there.
     url_since_seq: Option<u64>,
     /// `?notifications_since=`: recover the user's notifications from there.
@@ -58,8 +64,10 @@ impl Native {
     pub fn new(identity: Identity, client_id: ClientId, start: Start) -> Native {
         Native {
             session: Session::new(identity, client_id, start.room, Wire::ChatApi),
-            url_since_seq: start.since_seq,
-            notifications_since: start.notifications_since,
+            cursors: Some(Box::new(Cursors {
+                url_since_seq: start.since_seq,
+                notifications_since: start.notifications_since,
+            })),
         }
     }
 
@@ -306,18 +314,21 @@ impl Handler for Native {
 
     fn on_open(&mut self, conn: &Conn) {
         let personal = self.session.open(&conn.shard, &conn.state);
+        let cursors = self.cursors.take();
+        let (url_since_seq, notifications_since) =
+            cursors.map_or((None, None), |c| (c.url_since_seq, c.notifications_since));
         let url_room = self.session.url_room().cloned();
         self.system(conn, Event::Connected, url_room.as_ref());
         // A user hears their notifications on every connection.
         if let Some(room) = personal {
-            self.join(conn, room, self.notifications_since);
+            self.join(conn, room, notifications_since);
         }
         if let Some(room) = url_room {
             match self.session.access_now(&room) {
-                Some(Ok(())) => self.join(conn, room, self.url_since_seq),
+                Some(Ok(())) => self.join(conn, room, url_since_seq),
                 Some(Err(e)) => self.refused(conn, &e, None),
                 // Private: checked before the upgrade (`http`).
-                None => self.join(conn, room, self.url_since_seq),
+                None => self.join(conn, room, url_since_seq),
             }
         }
     }

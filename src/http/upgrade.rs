@@ -55,20 +55,13 @@ impl Accepted {
     pub(crate) fn start(self, shard: Rc<Shard>, io: Io) {
         let window = self.deflate.map(|a| a.window);
         let limits = self.limits;
+        // (`serve` gives nothing when the node is draining already.)
         match self.endpoint {
-            Endpoint::Native(h) => {
-                tokio::task::spawn_local(conn::serve(shard, io, limits, window, h))
-            }
-            Endpoint::FastChat(h) => {
-                tokio::task::spawn_local(conn::serve(shard, io, limits, window, h))
-            }
-            Endpoint::Demo(h) => {
-                tokio::task::spawn_local(conn::serve(shard, io, limits, window, h))
-            }
-            Endpoint::Relay(h) => {
-                tokio::task::spawn_local(conn::serve(shard, io, limits, window, h))
-            }
-        };
+            Endpoint::Native(h) => spawn(conn::serve(shard, io, limits, window, h)),
+            Endpoint::FastChat(h) => spawn(conn::serve(shard, io, limits, window, h)),
+            Endpoint::Demo(h) => spawn(conn::serve(shard, io, limits, window, h)),
+            Endpoint::Relay(h) => spawn(conn::serve(shard, io, limits, window, h)),
+        }
     }
 
     /// The whole `101 Switching Protocols` response for the client's
@@ -87,6 +80,13 @@ impl Accepted {
         }
         out.put_slice(b"\r\n\r\n");
         out.freeze()
+    }
+}
+
+/// Spawns a connection's task on this shard, if there is one.
+fn spawn(connection: Option<impl std::future::Future<Output = ()> + 'static>) {
+    if let Some(connection) = connection {
+        tokio::task::spawn_local(connection);
     }
 }
 

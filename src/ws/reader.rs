@@ -118,12 +118,14 @@ struct RawFrame {
 pub struct FrameReader<R> {
     io: R,
     buf: BytesMut,
-    max_message: usize,
+    /// (u32, like `missing`: 8 bytes less in every connection's task; a
+    /// limit over 4 GiB is taken as 4 GiB.)
+    max_message: u32,
     /// A fragmented message being assembled (boxed: rare, and the reader
     /// lives in every connection's task).
     partial: Option<Box<Partial>>,
     /// Bytes still missing from the frame at the front of `buf`.
-    missing: usize,
+    missing: u32,
     /// permessage-deflate was negotiated: RSV1 on a message's first frame
     /// means it is compressed.
     inflate: bool,
@@ -136,7 +138,7 @@ impl<R: ReadSource> FrameReader<R> {
         FrameReader {
             io,
             buf: BytesMut::from(&initial[..]),
-            max_message,
+            max_message: u32::try_from(max_message).unwrap_or(u32::MAX),
             partial: None,
             missing: 0,
             inflate,
@@ -168,7 +170,7 @@ impl<R: ReadSource> FrameReader<R> {
             } else {
                 // Grow with the data (the allocator doubles), never by what a
                 // header announces.
-                let ahead = self.missing.clamp(READ_CHUNK, MAX_READ_AHEAD);
+                let ahead = (self.missing as usize).clamp(READ_CHUNK, MAX_READ_AHEAD);
                 if self.buf.capacity() - self.buf.len() < ahead / 4 {
                     self.buf.reserve(ahead);
                 }
@@ -281,14 +283,15 @@ impl<R: ReadSource> FrameReader<R> {
             }
         } else {
             let already = self.partial.as_ref().map_or(0, |p| p.data.len() as u64);
-            if already + len > self.max_message as u64 {
-                return Err(ReadError::TooBig(self.max_message));
+            if already + len > u64::from(self.max_message) {
+                return Err(ReadError::TooBig(self.max_message as usize));
             }
         }
         let len = len as usize;
         header += 4;
         if buf.len() < header + len {
-            self.missing = header + len - buf.len();
+            // Under the message limit, so it fits.
+            self.missing = u32::try_from(header + len - buf.len()).unwrap_or(u32::MAX);
             return Ok(None);
         }
         self.missing = 0;
@@ -313,8 +316,9 @@ impl<R: ReadSource> FrameReader<R> {
         payload: Bytes,
     ) -> Result<Message, ReadError> {
         let payload = if compressed {
-            deflate::inflate(&payload, self.max_message).map_err(|e| match e {
-                InflateError::TooBig => ReadError::TooBig(self.max_message),
+            let max = self.max_message as usize;
+            deflate::inflate(&payload, max).map_err(|e| match e {
+                InflateError::TooBig => ReadError::TooBig(max),
                 InflateError::Corrupt => {
                     ReadError::Protocol("a compressed message that does not inflate")
                 }
