@@ -379,14 +379,6 @@ enum Then<T> {
 }
 
 impl<R: ReadSource, H: Handler> Session<R, H> {
-    /// Reads and handles the connection's messages until it must end.
-    ///
-    /// Not an `async fn` (whose argument slots would sit beside their moved
-    /// copies); the wait is one poll function over the stop signal, grants
-    /// and the frame reader, not a `select!` of their futures; and a message
-    /// is handled by a plain function ([`handle`]), so nothing of it is kept
-    /// across an await. An idle connection's task keeps a reference to the
-    /// session and the read budget here.
     /// What the read loop waits for, in this order: a stop first, then
     /// grants, then input. (A method, so the waiting closure holds one
     /// reference, not one per field.)
@@ -402,6 +394,14 @@ impl<R: ReadSource, H: Handler> Session<R, H> {
         self.reader.poll_next(cx).map(Wake::Read)
     }
 
+    /// Reads and handles the connection's messages until it must end.
+    ///
+    /// Not an `async fn` (whose argument slots would sit beside their moved
+    /// copies); the wait is one poll function over the stop signal, grants
+    /// and the frame reader, not a `select!` of their futures; and a message
+    /// is handled by a plain function ([`handle`]), so nothing of it is kept
+    /// across an await. An idle connection's task keeps a reference to the
+    /// session, the reader guard and the read budget here.
     fn read_loop(&mut self) -> impl Future<Output = End> + '_ {
         let mut budget = Budget::full(&self.conn.shard.node.config.limits);
         async move {

@@ -86,6 +86,14 @@ pub fn parse(buf: &[u8]) -> Result<(Request<()>, usize), NotYet> {
     }
 }
 
+/// Whether `buf`, of which the bytes from `new` on just arrived, may hold the
+/// end of a request head: a blank line (`\n\n` or `\n\r\n`, as httparse
+/// accepts both) that touches the new bytes.
+fn may_end_head(buf: &[u8], new: usize) -> bool {
+    let tail = &buf[new.saturating_sub(2)..];
+    tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
+}
+
 /// Serves one accepted plain connection: reads its first request head, and
 /// either upgrades it here or hands it to hyper. `guard` counts the
 /// connection as in its handshake until then.
@@ -94,6 +102,8 @@ pub async fn serve_plain(shard: Rc<Shard>, mut stream: TcpStream, guard: Handsha
     let deadline = Instant::now() + config.handshake_timeout;
     let idle_limit = config.http_idle_timeout;
     let mut buf = BytesMut::with_capacity(FIRST_READ);
+    // How long the buffer was when last parsed.
+    let mut parsed_at = 0;
     let (req, len) = loop {
         if buf.len() == buf.capacity() {
             buf.reserve(buf.capacity());
@@ -112,10 +122,16 @@ pub async fn serve_plain(shard: Rc<Shard>, mut stream: TcpStream, guard: Handsha
             }
             Ok(Ok(())) => {}
         }
+        let before = buf.len();
         match stream.try_read_buf(&mut buf) {
             // Gone before a whole request: nothing to answer.
             Ok(0) => return,
-            Ok(_) => {}
+            // Parsed again only when the new bytes may end the head, or the
+            // buffer doubled since the last parse (so garbage is still
+            // refused early): a client sending its head a byte at a time
+            // costs linear time, not quadratic.
+            Ok(_) if !may_end_head(&buf, before) && buf.len() < 2 * parsed_at => continue,
+            Ok(_) => parsed_at = buf.len(),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 tracing::debug!(error = %e, "reading a request failed");
@@ -201,6 +217,17 @@ mod tests {
         assert_eq!(req.uri().query(), Some("room=a"));
         assert_eq!(req.headers()["sec-websocket-version"], "13");
         assert_eq!(req.version(), hyper::Version::HTTP_11);
+    }
+
+    #[test]
+    fn the_end_of_a_head_is_seen_whichever_read_brings_it() {
+        let head = UPGRADE.as_bytes();
+        for cut in 0..head.len() {
+            // Only the read that completes the head may end it.
+            assert!(!may_end_head(&head[..cut], 0), "{cut}");
+            assert!(may_end_head(head, cut), "{cut}");
+        }
+        assert!(may_end_head(b"GET / HTTP/1.1\nHost: x\n\n", 20));
     }
 
     #[test]

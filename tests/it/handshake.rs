@@ -356,3 +356,15 @@ async fn a_refused_upgrade_keeps_the_connection_for_the_next_request() {
     assert_eq!(read_frame(&mut s, &mut rest, 0xA).await, b"again");
     server.shutdown().await;
 }
+
+/// Bytes that are not HTTP (a TLS ClientHello on the plain port) are
+/// refused with 400 (and the socket closed) long before the handshake
+/// timeout, although they hold no line end for the head reader to wait for.
+#[tokio::test]
+async fn garbage_without_a_line_end_is_refused_at_once() {
+    // Longer than `read_until_closed` waits.
+    let server = start(&["server.handshake_timeout=1h"]);
+    let answer = raw_request(server.addr(), "\x16\x03\x01\x02\x00\x01\x00\x01\x03\x03").await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    server.shutdown().await;
+}
