@@ -56,7 +56,8 @@
 //! - [`ws`]: WebSocket frames: server frames encoded once, client frames read,
 //!   permessage-deflate (negotiation, compress once, inflate).
 //! - [`queue`]: the bounded per-client frame queue (a leaf: `rooms` pushes,
-//!   `conn` drains).
+//!   `conn` drains) and the options its writer drains it with (one per
+//!   shard).
 //! - [`tls`]: loading the certificate for `wss://`; [`auth`]: tokens on upgrades.
 //! - [`config`], [`metrics`], [`shutdown`]: leaves.
 
