@@ -332,17 +332,14 @@ fn chat_limits(node: &Node) -> ConnLimits {
     }
 }
 
-/// The relay's own limits.
+/// The relay's limits: its own sizes, the chat's slow-consumer timeout.
 fn relay_limits(node: &Node) -> ConnLimits {
     let relay = &node.config.relay;
-    ConnLimits {
-        max_message: relay.max_message_size,
-        queue: Limits {
-            max_messages: relay.queue_messages,
-            max_bytes: relay.queue_bytes,
-            slow_timeout: node.config.limits.slow_consumer_timeout,
-        },
-    }
+    let mut limits = chat_limits(node);
+    limits.max_message = relay.max_message_size;
+    limits.queue.max_messages = relay.queue_messages;
+    limits.queue.max_bytes = relay.queue_bytes;
+    limits
 }
 
 /// The permessage-deflate offer of an upgrade request this server accepts,

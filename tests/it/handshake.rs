@@ -187,6 +187,17 @@ async fn out_of_file_descriptors_backs_off_and_recovers() {
     );
 }
 
+/// Reads what the server sends next onto `got`; it must send something.
+async fn read_more(stream: &mut TcpStream, got: &mut Vec<u8>) {
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
+        .await
+        .expect("more from the server in time")
+        .expect("read");
+    assert!(n > 0, "closed early, after {got:?}");
+    got.extend_from_slice(&buf[..n]);
+}
+
 /// Reads one HTTP response head (to the blank line) and returns it with the
 /// bytes that came after it.
 async fn read_head(stream: &mut TcpStream) -> (String, Vec<u8>) {
@@ -196,13 +207,7 @@ async fn read_head(stream: &mut TcpStream) -> (String, Vec<u8>) {
             let rest = got.split_off(end + 4);
             return (String::from_utf8_lossy(&got).into_owned(), rest);
         }
-        let mut buf = [0u8; 4096];
-        let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
-            .await
-            .expect("a response in time")
-            .expect("read");
-        assert!(n > 0, "closed before a response: {got:?}");
-        got.extend_from_slice(&buf[..n]);
+        read_more(stream, &mut got).await;
     }
 }
 
@@ -227,13 +232,7 @@ async fn read_frame(stream: &mut TcpStream, have: &mut Vec<u8>, opcode: u8) -> V
                 return frame[header..].to_vec();
             }
         }
-        let mut buf = [0u8; 4096];
-        let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
-            .await
-            .expect("a frame in time")
-            .expect("read");
-        assert!(n > 0, "closed before the frame");
-        have.extend_from_slice(&buf[..n]);
+        read_more(stream, have).await;
     }
 }
 
@@ -314,13 +313,7 @@ async fn read_response(stream: &mut TcpStream) -> (String, String, Vec<u8>) {
         .parse()
         .unwrap();
     while rest.len() < length {
-        let mut buf = [0u8; 1024];
-        let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
-            .await
-            .expect("the body in time")
-            .unwrap();
-        assert!(n > 0, "closed inside the body");
-        rest.extend_from_slice(&buf[..n]);
+        read_more(stream, &mut rest).await;
     }
     let after = rest.split_off(length);
     (head, String::from_utf8_lossy(&rest).into_owned(), after)
