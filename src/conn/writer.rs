@@ -35,7 +35,7 @@ pub enum WriterEnd {
 /// The task lives as long as the connection, so its size is idle memory.
 /// The writer is a hand-written state machine ([`Writer`]): an `async fn`
 /// kept a slot for each await's future and the references held across it
-/// (320 bytes, a 512-byte task); this is about 100 (a 256-byte task).
+/// (320 bytes, a 512-byte task); this is 112 (a 256-byte task).
 /// Timers are boxed and armed only when needed (rare).
 pub fn run<W: AsyncWrite + Unpin>(
     io: W,

@@ -57,7 +57,8 @@ pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
 ///
 /// Time limits, so a silent or slow client cannot hold a socket: the first
 /// request head must arrive by `first_deadline` (`server.handshake_timeout`
-/// after the accept, or the idle limit after a refusal `head.rs` sent), and a keep-alive connection is dropped once no request has arrived for
+/// after the accept, or the idle limit after a refusal `head.rs` sent), and
+/// a keep-alive connection is dropped once no request has arrived for
 /// `server.http_idle_timeout` since the last one ended. A request whose body
 /// or response is still streaming (a file upload or download) is not idle,
 /// however long it takes.
