@@ -1220,6 +1220,7 @@ mod tests {
             &["server.port=9100".into()],
         )
         .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(c.server.port, 9100);
         assert_eq!(c.limits.queue_messages, 512);
         assert_eq!(c.heartbeat.ping_interval, Duration::from_secs(5));

@@ -114,6 +114,7 @@ async fn wss_and_https_work_and_plain_http_is_not_served() {
         String::from_utf8_lossy(&raw)
     );
     server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -160,6 +161,7 @@ async fn a_bad_certificate_path_or_key_stops_the_start_with_a_clear_message() {
         .output()
         .await
         .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("server.tls.key_file"), "{stderr}");
