@@ -34,7 +34,7 @@ pub struct WriterOptions {
     /// A write that makes no progress this long fails the connection.
     pub write_timeout: Duration,
     /// Gets, per write, the time since the oldest written frame arrived.
-    pub latency: prometheus_client::metrics::histogram::Histogram,
+    pub latency: crate::metrics::LocalHistogram,
     /// Least time between two writes of one connection (0: write at once).
     pub coalesce: Duration,
 }
@@ -153,6 +153,10 @@ struct Inner {
     /// Set at shutdown: the reader stops taking client input, the writer keeps
     /// delivering until the queue is closed.
     halted: bool,
+    /// The writer ended (Close written, or the socket failed): the read
+    /// side's cleanup waits for it (they share one task, so it cannot join
+    /// the writer's).
+    writer_done: bool,
     /// The writer, waiting for frames.
     waker: Option<Waker>,
     /// The reader, waiting for a reason to stop.
@@ -179,6 +183,7 @@ impl ClientQueue {
                 limits,
                 state: State::Open,
                 halted: false,
+                writer_done: false,
                 waker: None,
                 reader: None,
             }),
@@ -267,6 +272,24 @@ impl ClientQueue {
 
     pub fn state(&self) -> State {
         self.inner.borrow().state
+    }
+
+    /// The writer ended; wakes the read side if it waits for that.
+    pub fn writer_ended(&self) {
+        let mut inner = self.inner.borrow_mut();
+        inner.writer_done = true;
+        inner.wake_reader();
+    }
+
+    /// Ready once the writer ended. (The read side's waker slot: by then
+    /// the read loop no longer waits for a stop.)
+    pub fn poll_writer_done(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut inner = self.inner.borrow_mut();
+        if inner.writer_done {
+            return Poll::Ready(());
+        }
+        inner.reader = Some(cx.waker().clone());
+        Poll::Pending
     }
 
     pub fn len(&self) -> usize {

@@ -135,7 +135,7 @@ impl Shard {
             ),
             writer: Rc::new(WriterOptions {
                 write_timeout: node.config.limits.write_timeout,
-                latency: node.metrics.fanout_latency.clone(),
+                latency: node.metrics.fanout_latency.local(),
                 coalesce: node.config.limits.write_coalesce,
             }),
             node,

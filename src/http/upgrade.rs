@@ -55,12 +55,12 @@ impl Accepted {
     pub(crate) fn start(self, shard: Rc<Shard>, io: Io) {
         let window = self.deflate.map(|a| a.window);
         let limits = self.limits;
-        // (`serve` gives nothing when the node is draining already.)
+        // (`serve` spawns nothing when the node is draining already.)
         match self.endpoint {
-            Endpoint::Native(h) => spawn(conn::serve(shard, io, limits, window, h)),
-            Endpoint::FastChat(h) => spawn(conn::serve(shard, io, limits, window, h)),
-            Endpoint::Demo(h) => spawn(conn::serve(shard, io, limits, window, h)),
-            Endpoint::Relay(h) => spawn(conn::serve(shard, io, limits, window, h)),
+            Endpoint::Native(h) => conn::serve(shard, io, limits, window, h),
+            Endpoint::FastChat(h) => conn::serve(shard, io, limits, window, h),
+            Endpoint::Demo(h) => conn::serve(shard, io, limits, window, h),
+            Endpoint::Relay(h) => conn::serve(shard, io, limits, window, h),
         }
     }
 
@@ -80,13 +80,6 @@ impl Accepted {
         }
         out.put_slice(b"\r\n\r\n");
         out.freeze()
-    }
-}
-
-/// Spawns a connection's task on this shard, if there is one.
-fn spawn(connection: Option<impl std::future::Future<Output = ()> + 'static>) {
-    if let Some(connection) = connection {
-        tokio::task::spawn_local(connection);
     }
 }
 

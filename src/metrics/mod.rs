@@ -12,6 +12,8 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 mod process;
+mod sharded;
+pub use sharded::{LocalHistogram, ShardedHistogram};
 use std::fmt::Write;
 
 /// Why a connection ended (the `reason` label of disconnections).
@@ -138,7 +140,7 @@ pub struct Metrics {
     /// One recipient's queue depth per fan-out per shard.
     pub queue_depth: Histogram,
     /// Arrival at this node to the write on a recipient's socket, per write.
-    pub fanout_latency: Histogram,
+    pub fanout_latency: ShardedHistogram,
     pub broker: BrokerMetrics,
     pub store: StoreMetrics,
     pub files: FileMetrics,
@@ -291,7 +293,7 @@ impl Metrics {
             queue_depth.clone(),
         );
         // 10 us ... ~1.3 s, doubling: fine enough below a millisecond.
-        let fanout_latency = Histogram::new(exponential_buckets(0.000_01, 2.0, 18));
+        let fanout_latency = ShardedHistogram::doubling(0.000_01, 18);
         registry.register(
             "chatd_fanout_latency_seconds",
             "From a message's arrival at this node to its write to a recipient's socket (oldest frame of each write)",
