@@ -18,9 +18,10 @@
 //!   WebSocket endpoints' checks (`upgrade.rs`), everything else through
 //!   hyper: the REST API (`api.rs`), file uploads and downloads
 //!   (`files.rs`), the embedded web client (`web.rs`).
-//! - [`conn`]: one connection: read loop (with its read budget), close paths,
-//!   writer task, the held-back 101 of an upgrade hyper answered
-//!   (`hold.rs`) and the bytes read ahead of hyper put back (`rewind.rs`);
+//! - [`conn`]: one connection in one task (`task.rs`): read loop (with its
+//!   read budget), close paths, writer, the held-back 101 of an upgrade
+//!   hyper answered (`hold.rs`) and the bytes read ahead of hyper put back
+//!   (`rewind.rs`);
 //!   the handlers: native (chat-api), the FastChat and redis-chat-demo
 //!   dialects, and relay.
 //! - [`chat`]: the chat service (join, leave, post and their access checks,
@@ -59,7 +60,8 @@
 //!   `conn` drains) and the options its writer drains it with (one per
 //!   shard).
 //! - [`tls`]: loading the certificate for `wss://`; [`auth`]: tokens on upgrades.
-//! - [`config`], [`metrics`], [`shutdown`]: leaves.
+//! - [`config`], [`metrics`] (with a histogram each shard records into
+//!   without a lock, `sharded.rs`), [`shutdown`]: leaves.
 
 pub(crate) mod accounts;
 pub(crate) mod auth;

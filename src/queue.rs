@@ -141,14 +141,14 @@ struct Inner {
     oldest: Option<Instant>,
     /// Frames the writer took with its last drain and has not finished
     /// writing (they still count against `max_messages`).
-    in_flight: usize,
+    in_flight: u32,
     /// When queued plus in-flight frames went over `max_messages` (cleared
     /// when the writer finishes a write with the queue under it again).
     over_since: Option<Instant>,
     /// The first frame is the held-back HTTP 101: it survives a slow-consumer
     /// close, so a client never gets a Close frame without its handshake.
     preamble: bool,
-    limits: Limits,
+    limits: Bounds,
     state: State,
     /// Set at shutdown: the reader stops taking client input, the writer keeps
     /// delivering until the queue is closed.
@@ -161,6 +161,35 @@ struct Inner {
     waker: Option<Waker>,
     /// The reader, waiting for a reason to stop.
     reader: Option<Waker>,
+}
+
+/// [`Limits`] as each queue keeps them: 16 bytes, not 32 (a queue per
+/// connection is idle memory; this keeps it in a smaller allocation class).
+/// A soft bound over 4 billion frames or a timeout over 49 days is taken as
+/// that.
+#[derive(Debug)]
+struct Bounds {
+    max_bytes: usize,
+    max_messages: u32,
+    slow_timeout_ms: u32,
+}
+
+impl Bounds {
+    fn new(limits: Limits) -> Bounds {
+        Bounds {
+            max_bytes: limits.max_bytes,
+            max_messages: u32::try_from(limits.max_messages).unwrap_or(u32::MAX),
+            slow_timeout_ms: u32::try_from(limits.slow_timeout.as_millis()).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn max_messages(&self) -> usize {
+        self.max_messages as usize
+    }
+
+    fn slow_timeout(&self) -> Duration {
+        Duration::from_millis(self.slow_timeout_ms.into())
+    }
 }
 
 /// Why the reader should stop.
@@ -180,7 +209,7 @@ impl ClientQueue {
                 in_flight: 0,
                 over_since: None,
                 preamble: false,
-                limits,
+                limits: Bounds::new(limits),
                 state: State::Open,
                 halted: false,
                 writer_done: false,
@@ -214,7 +243,7 @@ impl ClientQueue {
             inner.slow_consumer();
             return Err(PushError::Full);
         }
-        if inner.frames.len() + inner.in_flight >= inner.limits.max_messages {
+        if inner.frames.len() + inner.in_flight as usize >= inner.limits.max_messages() {
             inner.over_since.get_or_insert(arrived);
         }
         inner.bytes += frame.len();
@@ -302,7 +331,7 @@ impl ClientQueue {
     pub fn written(&self) {
         let mut inner = self.inner.borrow_mut();
         inner.in_flight = 0;
-        if inner.frames.len() < inner.limits.max_messages {
+        if inner.frames.len() < inner.limits.max_messages() {
             inner.over_since = None;
         }
     }
@@ -310,7 +339,7 @@ impl ClientQueue {
     /// Whether more frames wait than the soft bound (`max_messages`).
     pub fn over_soft_bound(&self) -> bool {
         let inner = self.inner.borrow();
-        inner.frames.len() > inner.limits.max_messages
+        inner.frames.len() > inner.limits.max_messages()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -331,7 +360,7 @@ impl ClientQueue {
         }
         std::mem::swap(&mut inner.frames, out);
         inner.bytes = 0;
-        inner.in_flight = out.len();
+        inner.in_flight = u32::try_from(out.len()).unwrap_or(u32::MAX);
         inner.preamble = false;
         Poll::Ready(Drained {
             state: inner.state,
@@ -343,7 +372,7 @@ impl ClientQueue {
 impl Inner {
     fn stalled(&self, now: Instant) -> bool {
         self.over_since
-            .is_some_and(|t| now.saturating_duration_since(t) > self.limits.slow_timeout)
+            .is_some_and(|t| now.saturating_duration_since(t) > self.limits.slow_timeout())
     }
 
     /// The backlog will never be read in time: free it (all but a held 101)

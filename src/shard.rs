@@ -16,7 +16,7 @@ use crate::node::Node;
 use crate::protocol::envelope::{AckData, ErrorData, Event as SystemEvent, RecoveredData};
 use crate::protocol::{self, ClientId, ErrorCode, Header, Kind, RoomName};
 use crate::queue::{ClientQueue, CloseReason, WriterOptions};
-use crate::rooms::{ConnId, Fanout, LocalRooms, PresenceLimiter, ShardMsg};
+use crate::rooms::{client_key, ConnId, Fanout, LocalRooms, PresenceLimiter, ShardMsg, Voice};
 use crate::shutdown::Phase;
 use crate::ws::deflate::Window;
 use crate::ws::frame::{self, OpCode};
@@ -37,19 +37,24 @@ struct FastChatAck<'a> {
 pub struct ConnState {
     pub id: ConnId,
     pub queue: Rc<ClientQueue>,
-    last_seen: Cell<Instant>,
+    /// When a frame last came in ([`stamp`]: 8 bytes, not an `Instant`'s 16;
+    /// with `grants` below, the state fits an 80-byte allocation, not 96).
+    last_seen: Cell<u64>,
     /// Who is connected (native connections, once open): a removal from a
     /// private conversation finds the user's connections by it.
     client: RefCell<Option<ClientId>>,
     /// Its dialect: replies the shard makes (acks, failures) are framed in it.
     wire: Cell<Wire>,
+    /// It hears global (room-less) messages: an open chat connection. The
+    /// shard's connection map is their audience (no list of its own).
+    global: Cell<bool>,
     /// The permessage-deflate window it agreed to, if any: room messages
     /// reach it compressed for that window.
     pub deflate: Option<Window>,
     /// Conversations another user opened with this one, for its handler to
     /// join (dialects whose clients never ask to join: FastChat). Boxed and
     /// made on first use, so idle connections pay one pointer.
-    grants: RefCell<Option<Box<Grants>>>,
+    grants: std::cell::OnceCell<Box<RefCell<Grants>>>,
 }
 
 /// A conversation opened with a connection's user by someone else.
@@ -71,8 +76,7 @@ struct Grants {
 impl ConnState {
     /// The next grant for this connection's handler.
     pub fn poll_grant(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Grant> {
-        let mut grants = self.grants.borrow_mut();
-        let grants = grants.get_or_insert_with(Box::default);
+        let mut grants = self.grants.get_or_init(Box::default).borrow_mut();
         match grants.queued.pop_front() {
             Some(grant) => std::task::Poll::Ready(grant),
             None => {
@@ -83,8 +87,7 @@ impl ConnState {
     }
 
     fn grant(&self, grant: Grant) {
-        let mut grants = self.grants.borrow_mut();
-        let grants = grants.get_or_insert_with(Box::default);
+        let mut grants = self.grants.get_or_init(Box::default).borrow_mut();
         grants.queued.push_back(grant);
         if let Some(waker) = grants.waker.take() {
             waker.wake();
@@ -96,14 +99,41 @@ impl ConnState {
         self.wire.set(wire);
     }
 
+    /// Starts or stops hearing global messages.
+    pub fn hear_global(&self, on: bool) {
+        self.global.set(on);
+    }
+
+    /// How it hears a global message: FastChat does not echo a sender's own
+    /// chats; with permessage-deflate, compressed.
+    fn voice(&self) -> Voice {
+        let wire = self.wire.get();
+        let own = match (wire, &*self.client.borrow()) {
+            (Wire::FastChat, Some(client)) => client_key(client),
+            _ => 0,
+        };
+        Voice {
+            wire,
+            own,
+            deflate: self.deflate,
+        }
+    }
+
     fn is_client(&self, client: &ClientId) -> bool {
         self.client.borrow().as_ref() == Some(client)
     }
 
     /// Records inbound traffic (any frame proves the peer is alive).
     pub fn touch(&self) {
-        self.last_seen.set(Instant::now());
+        self.last_seen.set(stamp(Instant::now()));
     }
+}
+
+/// Milliseconds since the process's first stamp: a connection's last
+/// inbound frame, compared with the heartbeat's idle timeout.
+fn stamp(at: Instant) -> u64 {
+    static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+    u64::try_from(at.saturating_duration_since(*EPOCH).as_millis()).unwrap_or(u64::MAX)
 }
 
 pub struct Shard {
@@ -153,11 +183,12 @@ impl Shard {
         let state = Rc::new(ConnState {
             id,
             queue,
-            last_seen: Cell::new(Instant::now()),
+            last_seen: Cell::new(stamp(Instant::now())),
             client: RefCell::new(None),
             wire: Cell::new(Wire::ChatApi),
+            global: Cell::new(false),
             deflate,
-            grants: RefCell::new(None),
+            grants: std::cell::OnceCell::new(),
         });
         if self.node.shutdown.phase() != Phase::Running {
             state.queue.halt();
@@ -185,6 +216,19 @@ impl Shard {
                 payload: Payload::Event(event),
                 ..
             } if event.kind == EventKind::Grant => self.grant(&event),
+            ShardMsg::Deliver {
+                topic: Topic::Global,
+                payload,
+                arrived,
+            } => {
+                let conns = self.conns.borrow();
+                let audience = conns
+                    .values()
+                    .filter(|c| c.global.get())
+                    .map(|c| (&*c.queue, c.voice()));
+                let fanout = self.rooms.fanout_to(audience, &payload, arrived);
+                self.count(fanout);
+            }
             ShardMsg::Deliver {
                 topic,
                 payload,
@@ -401,8 +445,10 @@ impl Shard {
     /// pass over the shard's connections per tick, not a timer per connection.
     pub fn sweep(&self, now: Instant, idle_timeout: Duration, ping: bool) {
         // (A slow-consumer close is counted where the connection ends.)
+        let now_ms = stamp(now);
+        let idle_ms = u64::try_from(idle_timeout.as_millis()).unwrap_or(u64::MAX);
         self.for_each(|c| {
-            if now.saturating_duration_since(c.last_seen.get()) >= idle_timeout {
+            if now_ms.saturating_sub(c.last_seen.get()) >= idle_ms {
                 c.queue.close(CloseReason::HeartbeatTimeout);
             } else if !c.queue.check_stalled(now) && ping {
                 let _ = c.queue.push(self.ping.clone(), now);

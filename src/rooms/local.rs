@@ -172,13 +172,7 @@ impl Members {
             Payload::Frame(_) => None,
         };
         let mut frames = Frames::new(payload, deflate_threshold);
-        // Whose own chat or typing this is (for members that skip those).
-        let sender = match payload {
-            Payload::Event(e) if matches!(e.kind, EventKind::Chat | EventKind::Typing) => {
-                client_key(&e.sender)
-            }
-            _ => 0,
-        };
+        let sender = own_key(payload);
         for member in &self.list {
             if member.own != 0 && member.own == sender {
                 continue;
@@ -200,17 +194,33 @@ impl Members {
                 }
                 continue;
             }
-            match member.queue.push(frame.clone(), arrived) {
-                Ok(depth) => {
-                    out.delivered += 1;
-                    out.sample_depth = Some(depth);
-                }
-                // A queue that overflowed now is closing; the close is
-                // counted where the connection ends.
-                Err(PushError::Full | PushError::Closed) => {}
-            }
+            push(&member.queue, frame, arrived, &mut out);
         }
         out
+    }
+}
+
+/// Whose own chat or typing this is, as a [`client_key`] (for members that
+/// skip those); 0 for anything else.
+fn own_key(payload: &Payload) -> u64 {
+    match payload {
+        Payload::Event(e) if matches!(e.kind, EventKind::Chat | EventKind::Typing) => {
+            client_key(&e.sender)
+        }
+        _ => 0,
+    }
+}
+
+/// One recipient's refcount clone of the frame, counted.
+fn push(queue: &ClientQueue, frame: &Bytes, arrived: Instant, out: &mut Fanout) {
+    match queue.push(frame.clone(), arrived) {
+        Ok(depth) => {
+            out.delivered += 1;
+            out.sample_depth = Some(depth);
+        }
+        // A queue that overflowed now is closing; the close is counted where
+        // the connection ends.
+        Err(PushError::Full | PushError::Closed) => {}
     }
 }
 
@@ -282,9 +292,8 @@ pub struct LocalRooms {
     /// Frames shorter than this go uncompressed to permessage-deflate members.
     deflate_threshold: usize,
     rooms: RefCell<HashMap<RoomName, Members>>,
-    /// Every native connection: the audience of global messages.
-    native: RefCell<Members>,
-    /// Every relay connection.
+    /// Every relay connection. (The audience of global messages is the
+    /// shard's connections that hear them: [`LocalRooms::fanout_to`].)
     relay: RefCell<Members>,
 }
 
@@ -382,14 +391,6 @@ impl LocalRooms {
             .is_some_and(|m| m.index.contains_key(&id))
     }
 
-    pub fn add_native(&self, id: ConnId, queue: Rc<ClientQueue>, voice: impl Into<Voice>) {
-        self.native.borrow_mut().insert(id, queue, voice);
-    }
-
-    pub fn remove_native(&self, id: ConnId) {
-        self.native.borrow_mut().remove(id);
-    }
-
     pub fn add_relay(&self, id: ConnId, queue: Rc<ClientQueue>, deflate: Option<Window>) {
         let voice = Voice {
             deflate,
@@ -404,9 +405,9 @@ impl LocalRooms {
 
     /// Fans `payload` out to this shard's audience of `topic`: an event is
     /// framed once (per wire protocol) only if someone here is to get it.
+    /// (`Topic::Global` has no members here: see [`LocalRooms::fanout_to`].)
     pub fn fanout(&self, topic: &Topic, payload: &Payload, arrived: Instant) -> Fanout {
         let rooms;
-        let native;
         let relay;
         let members = match topic {
             Topic::Room(room) => {
@@ -416,10 +417,7 @@ impl LocalRooms {
                     None => return Fanout::default(),
                 }
             }
-            Topic::Global => {
-                native = self.native.borrow();
-                &*native
-            }
+            Topic::Global => return Fanout::default(),
             Topic::Relay => {
                 relay = self.relay.borrow();
                 &*relay
@@ -429,6 +427,32 @@ impl LocalRooms {
             return Fanout::default();
         }
         members.fanout(payload, arrived, self.max_held, self.deflate_threshold)
+    }
+
+    /// Fans `payload` out to an audience given by the caller, each queue
+    /// with how it hears: a global message to the shard's connections. A
+    /// list of them here as well would be ~90 bytes more per idle
+    /// connection (a member entry and its index) for a rare message.
+    pub fn fanout_to<'a>(
+        &self,
+        audience: impl Iterator<Item = (&'a ClientQueue, Voice)>,
+        payload: &Payload,
+        arrived: Instant,
+    ) -> Fanout {
+        let mut out = Fanout::default();
+        let mut frames = Frames::new(payload, self.deflate_threshold);
+        let sender = own_key(payload);
+        for (queue, voice) in audience {
+            if voice.own != 0 && voice.own == sender {
+                continue;
+            }
+            let slot = Frames::slot(voice.wire, voice.deflate);
+            if let Some(frame) = frames.get(slot, voice.wire) {
+                out.frame_len = frame.len();
+                push(queue, frame, arrived, &mut out);
+            }
+        }
+        out
     }
 
     pub fn room_count(&self) -> usize {
@@ -479,6 +503,45 @@ mod tests {
         assert!(m.is_empty());
         assert_eq!(qs[1].len(), 0);
         assert_eq!(qs[2].len(), 1);
+    }
+
+    #[test]
+    fn a_global_message_reaches_the_given_audience_but_not_a_sender_that_skips_its_own() {
+        let rooms = LocalRooms::default();
+        let sender = crate::protocol::ClientId::parse("u", 64).unwrap();
+        let chat = Payload::Event(std::sync::Arc::new(crate::model::Event::chat(
+            Topic::Global,
+            sender.clone(),
+            "to all",
+        )));
+        let (native, fastchat_sender, fastchat_other) = (queue(), queue(), queue());
+        let voice = |wire, own| Voice {
+            wire,
+            own,
+            deflate: None,
+        };
+        let other = crate::protocol::ClientId::parse("v", 64).unwrap();
+        let audience = [
+            (&*native, voice(Wire::ChatApi, 0)),
+            (
+                &*fastchat_sender,
+                voice(Wire::FastChat, client_key(&sender)),
+            ),
+            (&*fastchat_other, voice(Wire::FastChat, client_key(&other))),
+        ];
+        let out = rooms.fanout_to(audience.into_iter(), &chat, Instant::now());
+        assert_eq!(out.delivered, 2);
+        assert_eq!(
+            (native.len(), fastchat_sender.len(), fastchat_other.len()),
+            (1, 0, 1)
+        );
+        // No room has members of a global topic: the caller names them.
+        assert_eq!(
+            rooms
+                .fanout(&Topic::Global, &chat, Instant::now())
+                .delivered,
+            0
+        );
     }
 
     #[test]
