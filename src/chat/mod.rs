@@ -340,6 +340,12 @@ impl Session {
         if let Some(user) = self.identity.user() {
             node.accounts.online.joined(&user.id, room.as_str());
         }
+        // The shard's copy of the name, so the parsed one is freed: one name
+        // per room, not one per member.
+        let room = shard.rooms.interned(&room).unwrap_or(room);
+        if self.url_room.as_ref() == Some(&room) {
+            self.url_room = Some(room.clone());
+        }
         // Grown one at a time: most connections join one room, and a first
         // push reserves four (48 bytes more in every idle connection).
         self.rooms.reserve_exact(1);

@@ -12,6 +12,7 @@ pub mod hold;
 pub mod native;
 pub mod relay;
 pub mod rewind;
+pub mod socket;
 pub mod task;
 pub mod writer;
 
@@ -33,7 +34,9 @@ use crate::ws::frame::{self, OpCode};
 use crate::ws::{FrameReader, Message, ReadError, ReadSource};
 use hold::HoldUpgrade;
 use rewind::Rewind;
-use task::Task;
+use socket::Socket;
+use std::sync::Arc;
+use task::{Shared, Task};
 use writer::Writer;
 
 /// A connection as its handler sees it.
@@ -211,9 +214,11 @@ pub fn serve(
                 reply,
                 deflate,
             };
-            let opened = Session::open(shard, stream.into_split(), handover, limits, handler);
-            if let Some((session, writer)) = opened {
-                let task = Task::new(session.run(), writer);
+            let shared = Arc::new(Shared::new(stream));
+            let halves = (Socket(shared.clone()), Socket(shared.clone()));
+            if let Some((session, writer)) = Session::open(shard, halves, handover, limits, handler)
+            {
+                let task = Task::new(session.run(), writer, shared);
                 tokio::task::spawn_local(InSpan::new(span.clone(), task));
             }
         }
@@ -225,7 +230,9 @@ pub fn serve(
             };
             if let Some((session, writer)) = Session::open(shard, halves, handover, limits, handler)
             {
-                let task = Task::new(session.run(), writer);
+                // (The read side's flag alone: tokio's halves share the
+                // stream in their own way.)
+                let task = Task::new(session.run(), writer, Arc::new(Shared::new(())));
                 tokio::task::spawn_local(InSpan::new(span.clone(), task));
             }
         }

@@ -22,39 +22,35 @@ use super::writer::Writer;
 pin_project_lite::pin_project! {
     /// The connection's future: `read` is the read loop, close and cleanup
     /// (it ends the task); `writer` drains the queue until it ends, and is
-    /// dropped then (its half of the socket and its buffer go with it).
-    /// `repr(C)`: what every poll reads (the writer, the read side's flag)
-    /// first, near the task's header; the read side's larger state after.
+    /// dropped then (its buffer goes with it).
+    /// `repr(C)`: what every poll reads (the writer, the shared part with
+    /// the read side's flag) first, near the task's header; the read side's
+    /// larger state after.
     #[repr(C)]
-    pub struct Task<F, W> {
+    pub struct Task<F, W, S> {
         writer: Option<Writer<W>>,
-        // The same allocation as `read_waker`, typed.
-        read_wake: Arc<ReadWake>,
-        // Handed to the read side instead of the task's own waker.
-        read_waker: Waker,
+        shared: Arc<Shared<S>>,
         #[pin]
         read: F,
     }
 }
 
-impl<F, W> Task<F, W> {
-    pub fn new(read: F, writer: Writer<W>) -> Self {
-        let read_wake = Arc::new(ReadWake {
-            // The read side runs on the first poll (it has not registered
-            // any waker yet).
-            woken: AtomicBool::new(true),
-            task: parking_lot::Mutex::new(None),
-        });
+impl<F, W, S> Task<F, W, S> {
+    pub fn new(read: F, writer: Writer<W>, shared: Arc<Shared<S>>) -> Self {
         Task {
             read,
             writer: Some(writer),
-            read_waker: Waker::from(read_wake.clone()),
-            read_wake,
+            shared,
         }
     }
 }
 
-impl<F: Future<Output = ()>, W: AsyncWrite + Unpin> Future for Task<F, W> {
+impl<F, W, S> Future for Task<F, W, S>
+where
+    F: Future<Output = ()>,
+    W: AsyncWrite + Unpin,
+    S: Send + Sync + 'static,
+{
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -65,23 +61,41 @@ impl<F: Future<Output = ()>, W: AsyncWrite + Unpin> Future for Task<F, W> {
                 *this.writer = None;
             }
         }
-        if !this.read_wake.woken.swap(false, Ordering::AcqRel) {
+        if !this.shared.woken.swap(false, Ordering::AcqRel) {
             return Poll::Pending;
         }
-        this.read_wake.follow(cx.waker());
-        this.read.poll(&mut Context::from_waker(this.read_waker))
+        this.shared.follow(cx.waker());
+        // Made per read-side poll (rare next to writes): a refcount, where
+        // keeping it would be 16 bytes in every idle connection's task.
+        let waker = Waker::from(this.shared.clone());
+        this.read.poll(&mut Context::from_waker(&waker))
     }
 }
 
-/// The read side's waker: marks the read side woken, then wakes the task.
-pub struct ReadWake {
+/// What the read side and the writer share, and the read side's waker: it
+/// marks the read side woken, then wakes the task. For a plain connection
+/// `io` is the socket itself, so the flag sits beside what every write
+/// touches anyway, in one allocation with it (tokio's split halves were a
+/// second one).
+pub struct Shared<S> {
+    pub io: S,
     woken: AtomicBool,
     /// The task's waker. A lock, not a cell: a deferred step (a store round
     /// trip) completes on another thread.
     task: parking_lot::Mutex<Option<Waker>>,
 }
 
-impl ReadWake {
+impl<S> Shared<S> {
+    pub fn new(io: S) -> Self {
+        Shared {
+            io,
+            // The read side runs on the first poll (it has not registered
+            // any waker yet).
+            woken: AtomicBool::new(true),
+            task: parking_lot::Mutex::new(None),
+        }
+    }
+
     /// Keeps the task's current waker (tokio's stays the same for a task's
     /// life, so this stores once).
     fn follow(&self, waker: &Waker) {
@@ -92,7 +106,7 @@ impl ReadWake {
     }
 }
 
-impl Wake for ReadWake {
+impl<S: Send + Sync + 'static> Wake for Shared<S> {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }

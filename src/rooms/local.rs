@@ -323,6 +323,15 @@ impl LocalRooms {
             .insert(id, queue, voice)
     }
 
+    /// The room's name as this shard keeps it (a refcount clone), if it has
+    /// members here.
+    pub fn interned(&self, room: &RoomName) -> Option<RoomName> {
+        let rooms = self.rooms.borrow();
+        rooms
+            .get_key_value(room.as_str())
+            .map(|(name, _)| name.clone())
+    }
+
     /// Joins a member whose catch-up from the store is on its way: until
     /// [`LocalRooms::caught_up`], stored messages are not pushed to it (the
     /// catch-up has them), other events are.
@@ -542,6 +551,18 @@ mod tests {
                 .delivered,
             0
         );
+    }
+
+    #[test]
+    fn a_joined_room_name_is_kept_once() {
+        let rooms = LocalRooms::default();
+        let first = RoomName::parse("lobby", 64).unwrap();
+        let second = RoomName::parse("lobby", 64).unwrap();
+        assert!(rooms.interned(&first).is_none(), "no members yet");
+        rooms.join(&first, ConnId(1), queue(), Wire::ChatApi);
+        let kept = rooms.interned(&second).unwrap();
+        assert_eq!(kept, second);
+        assert_eq!(kept.as_str().as_ptr(), first.as_str().as_ptr());
     }
 
     #[test]

@@ -68,33 +68,6 @@ pub trait ReadSource: AsyncRead + Unpin {
     }
 }
 
-impl ReadSource for tokio::net::tcp::OwnedReadHalf {
-    /// Waits through the socket's single read-waker slot (the one `poll_read`
-    /// uses) rather than tokio's `readable()` waiter list: that slot may
-    /// still hold the waker of an HTTP task that read the upgrade request
-    /// (hyper's), which keeps the finished task's memory (~900 bytes) alive
-    /// until something replaces it. A readiness flag left over from the
-    /// handshake can be stale, so the read is a non-blocking attempt and a
-    /// buffer taken for nothing is given back before waiting again. (Both
-    /// found with valgrind massif on 5000 idle connections.)
-    fn poll_read_when_ready(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut BytesMut,
-        reserve: usize,
-    ) -> Poll<io::Result<usize>> {
-        let stream: &tokio::net::TcpStream = (*self).as_ref();
-        loop {
-            ready!(stream.poll_read_ready(cx))?;
-            buf.reserve(reserve);
-            match stream.try_read_buf(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => *buf = BytesMut::new(),
-                done => return Poll::Ready(done),
-            }
-        }
-    }
-}
-
 impl<T: AsyncRead + Unpin> ReadSource for tokio::io::ReadHalf<T> {}
 
 /// In-memory input (the fuzz targets).
