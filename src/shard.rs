@@ -104,9 +104,11 @@ impl ConnState {
         self.global.set(on);
     }
 
-    /// How it hears a global message: FastChat does not echo a sender's own
-    /// chats; with permessage-deflate, compressed.
-    fn voice(&self) -> Voice {
+    /// How it hears a room or a global message: FastChat does not echo a
+    /// sender's own chats and typing; with permessage-deflate, compressed.
+    /// (Its client and dialect are set when its session opens, before any
+    /// join.)
+    pub fn voice(&self) -> Voice {
         let wire = self.wire.get();
         let own = match (wire, &*self.client.borrow()) {
             (Wire::FastChat, Some(client)) => client_key(client),

@@ -21,7 +21,6 @@ use crate::config::Wire;
 use crate::model::{Event, Topic};
 use crate::node::Node;
 use crate::protocol::{ClientId, RoomName};
-use crate::rooms::{client_key, Voice};
 use crate::shard::{ConnState, Shard};
 use crate::store::{Busy, StoreError, StoreHandle};
 use tokio::sync::oneshot;
@@ -212,20 +211,6 @@ impl Session {
         conn.set_client(self.client.clone(), self.wire);
     }
 
-    /// How this connection hears rooms: FastChat does not echo a sender's
-    /// own chats and typing; with permessage-deflate, compressed.
-    fn voice(&self, conn: &ConnState) -> Voice {
-        let own = match self.wire {
-            Wire::FastChat => client_key(&self.client),
-            _ => 0,
-        };
-        Voice {
-            wire: self.wire,
-            own,
-            deflate: conn.deflate,
-        }
-    }
-
     /// Whether the connection is in `room` (and was not removed from it).
     pub fn is_in(&self, shard: &Shard, conn: &ConnState, room: &RoomName) -> bool {
         self.rooms.contains(room) && shard.rooms.is_member(room, conn.id)
@@ -313,19 +298,19 @@ impl Session {
             (None, _) => {
                 shard
                     .rooms
-                    .join(&room, conn.id, conn.queue.clone(), self.voice(conn));
+                    .join(&room, conn.id, conn.queue.clone(), conn.voice());
                 Joined::Now
             }
             (Some(_), None) => {
                 shard
                     .rooms
-                    .join(&room, conn.id, conn.queue.clone(), self.voice(conn));
+                    .join(&room, conn.id, conn.queue.clone(), conn.voice());
                 Joined::NoStore
             }
             (Some(since), Some(store)) => {
                 shard
                     .rooms
-                    .join_catching_up(&room, conn.id, conn.queue.clone(), self.voice(conn));
+                    .join_catching_up(&room, conn.id, conn.queue.clone(), conn.voice());
                 match store.recover(room.clone(), since, shard.index, conn.id.0) {
                     Ok(()) => Joined::Recovering,
                     Err(Busy) => {

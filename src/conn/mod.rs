@@ -2,9 +2,9 @@
 //!
 //! [`serve`] runs the parts every endpoint shares, in one task
 //! (`task.rs`): the writer, the read loop (heartbeat bookkeeping, pings,
-//! close handshake, size and protocol errors) and the close paths. What a data message *means* is the
-//! endpoint's [`Handler`]: `native.rs` (the chat-api JSON protocol) or
-//! `relay.rs` (verbatim relay).
+//! close handshake, size and protocol errors) and the close paths. What a
+//! data message *means* is the endpoint's [`Handler`]: `native.rs` (the
+//! chat-api JSON protocol) or `relay.rs` (verbatim relay).
 
 pub mod demo;
 pub mod fastchat;
