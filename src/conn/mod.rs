@@ -34,7 +34,7 @@ use crate::ws::frame::{self, OpCode};
 use crate::ws::{FrameReader, Message, ReadError, ReadSource};
 use hold::HoldUpgrade;
 use rewind::Rewind;
-use socket::Socket;
+use socket::{SocketRead, SocketWrite};
 use std::sync::Arc;
 use task::{Shared, Task};
 use writer::Writer;
@@ -215,7 +215,7 @@ pub fn serve(
                 deflate,
             };
             let shared = Arc::new(Shared::new(stream));
-            let halves = (Socket(shared.clone()), Socket(shared.clone()));
+            let halves = (SocketRead(shared.clone()), SocketWrite(shared.clone()));
             if let Some((session, writer)) = Session::open(shard, halves, handover, limits, handler)
             {
                 let task = Task::new(session.run(), writer, shared);

@@ -11,23 +11,47 @@ use bytes::BytesMut;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::task::Shared;
 use crate::ws::ReadSource;
 
-/// One handle on the shared socket (the read side's or the writer's).
-pub struct Socket(pub Arc<Shared<TcpStream>>);
+/// The read side's handle on the shared socket.
+pub struct SocketRead(pub Arc<Shared<TcpStream>>);
 
-impl Socket {
+/// The writer's handle on the shared socket.
+pub struct SocketWrite(pub Arc<Shared<TcpStream>>);
+
+impl SocketRead {
     fn stream(&self) -> &TcpStream {
         &self.0.io
     }
 }
 
-impl AsyncRead for Socket {
+impl SocketWrite {
+    fn stream(&self) -> &TcpStream {
+        &self.0.io
+    }
+}
+
+/// The read side waits with a waker that holds the [`Shared`] (and so the
+/// socket); tokio keeps it in the socket's own registration. Left there, it
+/// would keep the socket alive forever: a connection the server closed while
+/// its read side still waited (a client that never answered the Close)
+/// leaked its socket and memory (test: `lifecycle::a_closed_connection_
+/// frees_its_socket`). Going, the read side swaps in a waker that holds
+/// nothing (no-op if the socket is ready: then nothing is stored).
+impl Drop for SocketRead {
+    fn drop(&mut self) {
+        let _ = self
+            .stream()
+            .poll_read_ready(&mut Context::from_waker(Waker::noop()));
+    }
+}
+
+impl AsyncRead for SocketRead {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -48,7 +72,7 @@ impl AsyncRead for Socket {
     }
 }
 
-impl ReadSource for Socket {
+impl ReadSource for SocketRead {
     /// Waits through the socket's single read-waker slot (the one
     /// `poll_read` uses) rather than tokio's `readable()` waiter list: that
     /// slot may still hold the waker of an HTTP task that read the upgrade
@@ -75,7 +99,7 @@ impl ReadSource for Socket {
     }
 }
 
-impl AsyncWrite for Socket {
+impl AsyncWrite for SocketWrite {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

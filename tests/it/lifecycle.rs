@@ -195,3 +195,47 @@ async fn every_disconnect_path_leaves_no_rooms_or_connections() {
     assert_eq!(node.metrics.disconnections(DisconnectReason::Error), 5);
     server.shutdown().await;
 }
+
+/// Regression (session 8): a connection the server closed while its read
+/// side still waited for input (here: a client that never answers the
+/// heartbeat's Close) kept its socket open for good, because the waker it
+/// left in the socket's registration held the socket. The server's own
+/// process must give every such socket back.
+#[tokio::test]
+async fn a_closed_connection_frees_its_socket() {
+    use tokio::io::AsyncWriteExt;
+    const CLIENTS: usize = 20;
+    let mut cmd = crate::common::chatd_command();
+    cmd.args([
+        "--set",
+        "heartbeat.idle_timeout=500ms",
+        "--set",
+        "heartbeat.ping_interval=200ms",
+        "--set",
+        "limits.close_timeout=200ms",
+    ]);
+    let (child, addr) = crate::common::spawn_chatd(&mut cmd).await;
+    let fds = std::path::PathBuf::from(format!("/proc/{}/fd", child.id().unwrap()));
+    let open_fds = || std::fs::read_dir(&fds).unwrap().count();
+    let before = open_fds();
+    let mut silent = Vec::new();
+    for _ in 0..CLIENTS {
+        // An upgrade, then nothing: no Pong, no Close, no read.
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            b"GET /ws/quiet HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        silent.push(s);
+    }
+    eventually("the server holds every connection", || {
+        open_fds() >= before + CLIENTS
+    })
+    .await;
+    // Timed out, sent Close, waited for an answer that never comes: each
+    // socket must be closed while the clients still hold their ends.
+    eventually("the server closed every socket", || open_fds() <= before).await;
+    drop(silent);
+}
