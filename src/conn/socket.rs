@@ -8,6 +8,7 @@
 //! cache line with the socket the writer touches anyway.)
 
 use bytes::BytesMut;
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -45,9 +46,15 @@ impl SocketWrite {
 /// nothing (no-op if the socket is ready: then nothing is stored).
 impl Drop for SocketRead {
     fn drop(&mut self) {
-        let _ = self
-            .stream()
-            .poll_read_ready(&mut Context::from_waker(Waker::noop()));
+        let stream = self.stream();
+        let swap = std::future::poll_fn(|cx| {
+            let _ = stream.poll_read_ready(cx);
+            Poll::Ready(())
+        });
+        // Outside tokio's cooperative budget: with the task's budget spent,
+        // the poll would return before it replaced the waker.
+        let swap = std::pin::pin!(tokio::task::unconstrained(swap));
+        let _ = swap.poll(&mut Context::from_waker(Waker::noop()));
     }
 }
 
