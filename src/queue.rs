@@ -21,10 +21,22 @@
 //! [`State::Closing`] with 1008: the writer sends that Close frame and the
 //! connection ends. Kept here rather than inside `conn` because `rooms`
 //! pushes and `conn` drains; a leaf module avoids an import cycle.
+//!
+//! Write-through: the shard's fan-out pushes without waking a writer that
+//! is parked (waiting for frames) on a plain socket, and once its inbox
+//! batch is delivered writes each such queue straight to its socket
+//! ([`ClientQueue::flush`]): everything the batch queued for a connection
+//! in one vectored write, as the writer would, but without scheduling,
+//! polling and parking the connection's task for every message (about a
+//! third of the user-space time per delivery). Whatever the socket does
+//! not take at once (full, or an error) is left to the writer, woken then,
+//! with its write timeout and error handling.
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -128,23 +140,26 @@ pub enum PushError {
     Closed,
 }
 
-#[derive(Debug)]
+/// A queue per connection is idle memory: with `Rc`'s two counts it is a
+/// 160-byte allocation, the size class it must stay in.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<ClientQueue>() <= 144);
+
 pub struct ClientQueue {
     inner: RefCell<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     frames: VecDeque<Bytes>,
     bytes: usize,
     /// When the oldest queued frame arrived at this node (fan-out latency).
-    oldest: Option<Instant>,
+    oldest: Stamp,
     /// Frames the writer took with its last drain and has not finished
     /// writing (they still count against `max_messages`).
     in_flight: u32,
     /// When queued plus in-flight frames went over `max_messages` (cleared
     /// when the writer finishes a write with the queue under it again).
-    over_since: Option<Instant>,
+    over_since: Stamp,
     /// The first frame is the held-back HTTP 101: it survives a slow-consumer
     /// close, so a client never gets a Close frame without its handshake.
     preamble: bool,
@@ -157,11 +172,57 @@ struct Inner {
     /// side's cleanup waits for it (they share one task, so it cannot join
     /// the writer's).
     writer_done: bool,
-    /// The writer, waiting for frames.
+    /// The writer, waiting for frames (parked: it holds nothing unwritten).
     waker: Option<Waker>,
+    /// The socket, for writing straight to it while the writer is parked
+    /// (plain sockets; see the module doc). Taken away when the writer goes.
+    sink: Option<Arc<dyn Sink>>,
     /// The reader, waiting for a reason to stop.
     reader: Option<Waker>,
 }
+
+/// Where a parked writer's frames can be written without its task.
+pub trait Sink {
+    /// One non-blocking vectored write: how much the socket took, or
+    /// `WouldBlock`.
+    fn try_write(&self, frames: &[IoSlice<'_>]) -> io::Result<usize>;
+}
+
+/// An instant in 8 bytes where `Option<Instant>` takes 16 (the queue's two
+/// kept the allocation out of its size class once it also held a sink):
+/// nanoseconds since the first stamp taken, plus one; 0 is none. An
+/// instant before that first stamp counts as it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Stamp(u64);
+
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+impl Stamp {
+    const NONE: Stamp = Stamp(0);
+
+    fn of(at: Instant) -> Stamp {
+        let nanos = at.saturating_duration_since(*EPOCH).as_nanos();
+        Stamp(u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1)
+    }
+
+    fn get(self) -> Option<Instant> {
+        (self.0 != 0).then(|| *EPOCH + Duration::from_nanos(self.0 - 1))
+    }
+
+    /// Keeps the earlier stamp: set only when none.
+    fn get_or_insert(&mut self, at: Instant) {
+        if *self == Stamp::NONE {
+            *self = Stamp::of(at);
+        }
+    }
+
+    fn take(&mut self) -> Option<Instant> {
+        std::mem::take(self).get()
+    }
+}
+
+/// Frames one write-through takes at most (more are left to the writer).
+const FLUSH_SLICES: usize = 8;
 
 /// [`Limits`] as each queue keeps them: 16 bytes, not 32 (a queue per
 /// connection is idle memory; this keeps it in a smaller allocation class).
@@ -205,15 +266,16 @@ impl ClientQueue {
             inner: RefCell::new(Inner {
                 frames: VecDeque::new(),
                 bytes: 0,
-                oldest: None,
+                oldest: Stamp::NONE,
                 in_flight: 0,
-                over_since: None,
+                over_since: Stamp::NONE,
                 preamble: false,
                 limits: Bounds::new(limits),
                 state: State::Open,
                 halted: false,
                 writer_done: false,
                 waker: None,
+                sink: None,
                 reader: None,
             }),
         }
@@ -233,6 +295,27 @@ impl ClientQueue {
     /// Queues a frame that arrived at this node at `arrived`; returns the
     /// depth after the push.
     pub fn push(&self, frame: Bytes, arrived: Instant) -> Result<usize, PushError> {
+        self.enqueue(frame, arrived, false).map(|(depth, _)| depth)
+    }
+
+    /// [`ClientQueue::push`] for the shard's fan-out: a writer parked on a
+    /// socket it may write to is not woken. `true` with the depth: this
+    /// push made the queue wait for the caller's [`ClientQueue::flush`],
+    /// which must follow before the shard thread yields.
+    pub fn push_deferred(
+        &self,
+        frame: Bytes,
+        arrived: Instant,
+    ) -> Result<(usize, bool), PushError> {
+        self.enqueue(frame, arrived, true)
+    }
+
+    fn enqueue(
+        &self,
+        frame: Bytes,
+        arrived: Instant,
+        defer: bool,
+    ) -> Result<(usize, bool), PushError> {
         let mut inner = self.inner.borrow_mut();
         if inner.state != State::Open {
             return Err(PushError::Closed);
@@ -250,15 +333,70 @@ impl ClientQueue {
         inner.oldest.get_or_insert(arrived);
         inner.frames.push_back(frame);
         let depth = inner.frames.len();
+        let mut deferred = false;
         if depth == 1 {
-            inner.wake();
+            if defer && inner.sink.is_some() && inner.waker.is_some() {
+                deferred = true;
+            } else {
+                inner.wake();
+            }
         }
-        Ok(depth)
+        Ok((depth, deferred))
     }
 
-    /// Closes the queue as a slow consumer if it has been over its soft
-    /// bound, undrained, for longer than its timeout (the heartbeat sweep
-    /// asks, so a queue nobody pushes to is judged too). True if it closed.
+    /// Writes what is queued straight to the socket if the writer is still
+    /// parked (it was not woken since the deferred push); whatever the
+    /// socket does not take at once is the writer's, woken for it.
+    /// `latency` gets the time since the oldest frame arrived when all of
+    /// it went out.
+    pub fn flush(&self, latency: &crate::metrics::LocalHistogram) {
+        let mut inner = self.inner.borrow_mut();
+        if inner.frames.is_empty() || inner.state != State::Open || inner.waker.is_none() {
+            return;
+        }
+        let Some(sink) = &inner.sink else {
+            inner.wake();
+            return;
+        };
+        let mut slices = [IoSlice::new(&[]); FLUSH_SLICES];
+        let mut n = 0;
+        for (slice, frame) in slices.iter_mut().zip(&inner.frames) {
+            *slice = IoSlice::new(frame);
+            n += 1;
+        }
+        let taken = n == inner.frames.len();
+        match sink.try_write(&slices[..n]) {
+            Ok(written) if taken && written == inner.bytes => {
+                inner.frames = VecDeque::new();
+                inner.bytes = 0;
+                inner.preamble = false;
+                inner.over_since = Stamp::NONE;
+                if let Some(oldest) = inner.oldest.take() {
+                    latency.observe(oldest.elapsed().as_secs_f64());
+                }
+            }
+            Ok(written) => {
+                inner.consume(written);
+                inner.wake();
+            }
+            Err(_) => inner.wake(),
+        }
+    }
+
+    /// Lets [`ClientQueue::flush`] write to `sink` while the writer is
+    /// parked.
+    pub fn attach_sink(&self, sink: Arc<dyn Sink>) {
+        self.inner.borrow_mut().sink = Some(sink);
+    }
+
+    /// The writer is going: nothing may be written past it any more, and
+    /// its waker (if parked) is stale.
+    pub fn detach_writer(&self) {
+        let mut inner = self.inner.borrow_mut();
+        inner.sink = None;
+        inner.waker = None;
+    }
+
     pub fn check_stalled(&self, now: Instant) -> bool {
         let mut inner = self.inner.borrow_mut();
         if inner.state == State::Open && inner.stalled(now) {
@@ -332,7 +470,7 @@ impl ClientQueue {
         let mut inner = self.inner.borrow_mut();
         inner.in_flight = 0;
         if inner.frames.len() < inner.limits.max_messages() {
-            inner.over_since = None;
+            inner.over_since = Stamp::NONE;
         }
     }
 
@@ -355,7 +493,15 @@ impl ClientQueue {
             if inner.frames.capacity() != 0 {
                 inner.frames = VecDeque::new();
             }
-            inner.waker = Some(cx.waker().clone());
+            // (Kept across write-throughs, which do not wake it: cloned
+            // again only after a wake-up took it.)
+            if !inner
+                .waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                inner.waker = Some(cx.waker().clone());
+            }
             return Poll::Pending;
         }
         std::mem::swap(&mut inner.frames, out);
@@ -372,6 +518,7 @@ impl ClientQueue {
 impl Inner {
     fn stalled(&self, now: Instant) -> bool {
         self.over_since
+            .get()
             .is_some_and(|t| now.saturating_duration_since(t) > self.limits.slow_timeout())
     }
 
@@ -381,11 +528,31 @@ impl Inner {
         let keep = usize::from(self.preamble);
         self.frames.truncate(keep);
         self.bytes = self.frames.iter().map(Bytes::len).sum();
-        self.oldest = None;
-        self.over_since = None;
+        self.oldest = Stamp::NONE;
+        self.over_since = Stamp::NONE;
         self.state = State::Closing(CloseReason::SlowConsumer);
         self.wake();
         self.wake_reader();
+    }
+
+    /// Drops the first `written` bytes of the queued frames (a partial
+    /// write-through): the writer goes on from there.
+    fn consume(&mut self, mut written: usize) {
+        self.bytes -= written;
+        while written > 0 {
+            let Some(front) = self.frames.front_mut() else {
+                return;
+            };
+            if written >= front.len() {
+                written -= front.len();
+                self.frames.pop_front();
+                // (The 101 is out: a slow-consumer close may drop the rest.)
+                self.preamble = false;
+            } else {
+                front.advance(written);
+                written = 0;
+            }
+        }
     }
 
     fn wake(&mut self) {

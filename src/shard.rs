@@ -227,7 +227,7 @@ impl Shard {
                 let audience = conns
                     .values()
                     .filter(|c| c.global.get())
-                    .map(|c| (&*c.queue, c.voice()));
+                    .map(|c| (&c.queue, c.voice()));
                 let fanout = self.rooms.fanout_to(audience, &payload, arrived);
                 self.count(fanout);
             }
@@ -483,6 +483,8 @@ pub async fn dispatch(shard: Rc<Shard>, mut inbox: UnboundedReceiver<ShardMsg>) 
         for msg in batch.drain(..) {
             shard.handle(msg);
         }
+        // The batch's frames for parked writers: one write per connection.
+        shard.rooms.flush(&shard.writer.latency);
         node.registry.handled(n);
     }
 }

@@ -218,6 +218,7 @@ pub fn serve(
             let halves = (SocketRead(shared.clone()), SocketWrite(shared.clone()));
             if let Some((session, writer)) = Session::open(shard, halves, handover, limits, handler)
             {
+                writer.write_through(shared.clone());
                 let task = Task::new(session.run(), writer, shared);
                 tokio::task::spawn_local(InSpan::new(span.clone(), task));
             }

@@ -13,10 +13,11 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Waker};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::task::Shared;
+use crate::queue::Sink;
 use crate::ws::ReadSource;
 
 /// The read side's handle on the shared socket.
@@ -58,6 +59,33 @@ impl Drop for SocketRead {
     }
 }
 
+/// One non-blocking read of at most `spare` bytes (`read` does it). A read
+/// that returned fewer drained the socket, so its read readiness is cleared
+/// then, as tokio's own `TcpStream::poll_read` does: the next wait goes
+/// straight to epoll. Kept set, the next read would be a `recv` that finds
+/// nothing (and the read side would take and give back a buffer for it):
+/// one wasted syscall per upgrade and per client message. (Cleared inside
+/// `try_io`, against the readiness seen before the read: an event that came
+/// in meanwhile is not lost.)
+pub fn read_drained(
+    stream: &TcpStream,
+    spare: usize,
+    read: impl FnOnce(&TcpStream) -> io::Result<usize>,
+) -> io::Result<usize> {
+    let mut result = Err(io::ErrorKind::WouldBlock.into());
+    let _ = stream.try_io(Interest::READABLE, || {
+        result = read(stream);
+        match &result {
+            Ok(n) if *n > 0 && *n < spare => Err(io::ErrorKind::WouldBlock.into()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+            _ => Ok(()),
+        }
+    });
+    result
+}
+
 impl AsyncRead for SocketRead {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -67,7 +95,9 @@ impl AsyncRead for SocketRead {
         let stream = self.stream();
         loop {
             ready!(stream.poll_read_ready(cx))?;
-            match stream.try_read(buf.initialize_unfilled()) {
+            let unfilled = buf.initialize_unfilled();
+            let spare = unfilled.len();
+            match read_drained(stream, spare, |s| s.try_read(unfilled)) {
                 Ok(n) => {
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
@@ -98,11 +128,24 @@ impl ReadSource for SocketRead {
         loop {
             ready!(stream.poll_read_ready(cx))?;
             buf.reserve(reserve);
-            match stream.try_read_buf(buf) {
+            let spare = buf.capacity() - buf.len();
+            match read_drained(stream, spare, |s| s.try_read_buf(buf)) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => *buf = BytesMut::new(),
                 done => return Poll::Ready(done),
             }
         }
+    }
+}
+
+/// The shard's fan-out writes through to a parked writer's socket.
+impl Sink for Shared<TcpStream> {
+    /// Straight to the socket, without tokio's readiness check: that flag
+    /// sits in a registration of its own per connection, and its load was
+    /// the most-missed one per delivery in the profile. A full socket
+    /// answers `WouldBlock` all the same; the writer, woken then, writes
+    /// the rest through tokio (whose flag this write did not touch).
+    fn try_write(&self, frames: &[IoSlice<'_>]) -> io::Result<usize> {
+        socket2::SockRef::from(&self.io).send_vectored(frames)
     }
 }
 
@@ -143,5 +186,67 @@ impl AsyncWrite for SocketWrite {
     /// client's Close.
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(socket2::SockRef::from(self.stream()).shutdown(std::net::Shutdown::Write))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    fn read_ready(stream: &TcpStream) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        stream.poll_read_ready(&mut cx).is_ready()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_short_read_clears_readiness_and_new_data_sets_it_again() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+
+        client.write_all(b"hello").await.unwrap();
+        server.readable().await.unwrap();
+        let mut buf = BytesMut::with_capacity(64);
+        let spare = buf.capacity();
+        let n = read_drained(&server, spare, |s| s.try_read_buf(&mut buf)).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        // Drained: no readiness left for a recv that would find nothing.
+        assert!(!read_ready(&server));
+
+        // The next bytes are seen (the clear lost no event).
+        client.write_all(b"again").await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), server.readable())
+            .await
+            .expect("readable again")
+            .unwrap();
+        let mut more = [0u8; 64];
+        let n = read_drained(&server, more.len(), |s| s.try_read(&mut more)).unwrap();
+        assert_eq!(&more[..n], b"again");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_read_keeps_readiness_for_the_rest() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+
+        client.write_all(b"0123456789").await.unwrap();
+        server.readable().await.unwrap();
+        // Wait until all ten bytes are there, so the first read fills its 4.
+        while server.peek(&mut [0u8; 16]).await.unwrap() < 10 {}
+        let mut first = [0u8; 4];
+        let n = read_drained(&server, first.len(), |s| s.try_read(&mut first)).unwrap();
+        assert_eq!(n, 4);
+        // The buffer was filled: more may be waiting, so readiness stays.
+        assert!(read_ready(&server));
+        let mut rest = [0u8; 64];
+        let n = read_drained(&server, rest.len(), |s| s.try_read(&mut rest)).unwrap();
+        assert_eq!(&rest[..n], b"456789");
+        assert!(!read_ready(&server));
     }
 }

@@ -61,9 +61,14 @@ where
                 *this.writer = None;
             }
         }
-        if !this.shared.woken.swap(false, Ordering::AcqRel) {
+        // A plain load first: most wake-ups are the writer's, and a swap is
+        // a locked instruction on every one of them. Only this task clears
+        // the flag, so a set flag stays set until the swap; the swap (not a
+        // store) keeps a wake that lands between the two.
+        if !this.shared.woken.load(Ordering::Acquire) {
             return Poll::Pending;
         }
+        this.shared.woken.swap(false, Ordering::AcqRel);
         this.shared.follow(cx.waker());
         // Made per read-side poll (rare next to writes): a refcount, where
         // keeping it would be 16 bytes in every idle connection's task.

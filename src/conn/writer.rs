@@ -8,12 +8,13 @@ use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::AsyncWrite;
 use tokio::time::Sleep;
 
-use crate::queue::{ClientQueue, CloseReason, Drained, State, WriterOptions};
+use crate::queue::{ClientQueue, CloseReason, Drained, Sink, State, WriterOptions};
 use crate::ws::frame;
 
 /// Slices handed to one `writev`; built on the stack inside `poll`, so an
@@ -80,6 +81,25 @@ enum Phase {
         frame: Bytes,
         timer: Option<Pin<Box<Sleep>>>,
     },
+}
+
+impl<W> Writer<W> {
+    /// Lets the shard's fan-out write to `sink` (this writer's socket)
+    /// while the writer waits for frames (`ClientQueue::flush`). Not with
+    /// `limits.write_coalesce`: the writer spaces its writes out itself.
+    pub fn write_through(&self, sink: Arc<dyn Sink>) {
+        if self.options.coalesce.is_zero() {
+            self.queue.attach_sink(sink);
+        }
+    }
+}
+
+/// Nothing is written to the socket past the writer's end (the queue may
+/// outlive it in the shard's rooms for a moment).
+impl<W> Drop for Writer<W> {
+    fn drop(&mut self) {
+        self.queue.detach_writer();
+    }
 }
 
 impl<W: AsyncWrite + Unpin> Future for Writer<W> {
@@ -254,6 +274,7 @@ fn advance(batch: &mut VecDeque<Bytes>, mut written: usize) {
 mod tests {
     use super::*;
     use crate::queue::Limits;
+    use std::future::Future;
     use tokio::io::AsyncReadExt;
 
     #[test]
@@ -310,6 +331,192 @@ mod tests {
         assert_eq!(
             &all[1200..],
             &frame::close(1001, "server shutting down")[..]
+        );
+    }
+
+    /// A writer on a real loopback socket, polled by hand with a waker
+    /// that counts its wake-ups; and the client's end.
+    struct Rig {
+        queue: Rc<ClientQueue>,
+        writer: Writer<super::super::socket::SocketWrite>,
+        client: tokio::net::TcpStream,
+        wakes: Arc<Wakes>,
+        latency: crate::metrics::LocalHistogram,
+    }
+
+    #[derive(Default)]
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    impl Rig {
+        async fn new(send_buffer: Option<usize>) -> Rig {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            if let Some(size) = send_buffer {
+                socket2::SockRef::from(&server)
+                    .set_send_buffer_size(size)
+                    .unwrap();
+            }
+            let queue = Rc::new(ClientQueue::new(Limits {
+                max_messages: 1000,
+                max_bytes: 64 << 20,
+                slow_timeout: Duration::from_secs(5),
+            }));
+            let histogram = crate::metrics::ShardedHistogram::doubling(0.000_01, 18);
+            let latency = histogram.local();
+            let options = Rc::new(WriterOptions {
+                write_timeout: Duration::from_secs(5),
+                latency: histogram.local(),
+                coalesce: Duration::ZERO,
+            });
+            let shared = Arc::new(super::super::task::Shared::new(server));
+            let writer = run(
+                super::super::socket::SocketWrite(shared.clone()),
+                queue.clone(),
+                options,
+            );
+            writer.write_through(shared);
+            Rig {
+                queue,
+                writer,
+                client,
+                wakes: Arc::default(),
+                latency,
+            }
+        }
+
+        fn poll_writer(&mut self) -> Poll<WriterEnd> {
+            let waker = std::task::Waker::from(self.wakes.clone());
+            Pin::new(&mut self.writer).poll(&mut Context::from_waker(&waker))
+        }
+
+        fn wakes(&self) -> usize {
+            self.wakes.0.load(std::sync::atomic::Ordering::Relaxed)
+        }
+
+        async fn read_exactly(&mut self, n: usize) -> Vec<u8> {
+            let mut got = vec![0; n];
+            tokio::time::timeout(Duration::from_secs(10), self.client.read_exact(&mut got))
+                .await
+                .expect("the client got its bytes")
+                .unwrap();
+            got
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_parked_writers_frames_are_written_through_without_waking_it() {
+        let mut rig = Rig::new(None).await;
+        assert!(rig.poll_writer().is_pending(), "parked: nothing queued");
+        let now = std::time::Instant::now();
+        assert_eq!(
+            rig.queue.push_deferred(Bytes::from_static(b"one,"), now),
+            Ok((1, true))
+        );
+        // A second frame before the flush goes in the same write.
+        assert_eq!(
+            rig.queue.push_deferred(Bytes::from_static(b"two"), now),
+            Ok((2, false))
+        );
+        rig.queue.flush(&rig.latency);
+        assert_eq!(rig.read_exactly(7).await, b"one,two");
+        assert!(rig.queue.is_empty());
+        assert_eq!(rig.wakes(), 0, "the writer was never woken");
+        // Still parked, and the next one goes the same way.
+        assert!(rig.poll_writer().is_pending());
+        assert_eq!(
+            rig.queue.push_deferred(Bytes::from_static(b"3"), now),
+            Ok((1, true))
+        );
+        rig.queue.flush(&rig.latency);
+        assert_eq!(rig.read_exactly(1).await, b"3");
+        assert_eq!(rig.wakes(), 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn what_the_socket_does_not_take_is_left_to_the_writer_in_order() {
+        let mut rig = Rig::new(Some(4096)).await;
+        assert!(rig.poll_writer().is_pending());
+        let big: Bytes = (0..2u32 << 20)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>()
+            .into();
+        let now = std::time::Instant::now();
+        assert_eq!(rig.queue.push_deferred(big.clone(), now), Ok((1, true)));
+        rig.queue.flush(&rig.latency);
+        assert_eq!(rig.wakes(), 1, "a partial write wakes the writer");
+        assert!(!rig.queue.is_empty(), "the rest is still queued");
+        // Woken, it is not written through: it drains the rest itself.
+        assert_eq!(
+            rig.queue.push_deferred(Bytes::from_static(b"tail"), now),
+            Ok((2, false))
+        );
+        rig.queue.flush(&rig.latency);
+        assert_eq!(rig.wakes(), 1);
+        // The writer finishes in order: the rest, the tail, then the Close.
+        rig.queue.close(CloseReason::Shutdown);
+        let Rig {
+            writer, mut client, ..
+        } = rig;
+        let reader = async move {
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.unwrap();
+            got
+        };
+        let (end, got) = tokio::time::timeout(Duration::from_secs(20), async {
+            tokio::join!(writer, reader)
+        })
+        .await
+        .expect("the writer makes progress");
+        assert!(matches!(end, WriterEnd::Closed));
+        let expected = [
+            &big[..],
+            b"tail",
+            &frame::close(1001, "server shutting down"),
+        ]
+        .concat();
+        assert!(got == expected, "every byte once, in order");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn nothing_is_written_through_past_the_writer() {
+        let mut rig = Rig::new(None).await;
+        let now = std::time::Instant::now();
+        // Not parked yet (never polled): woken the usual way.
+        assert_eq!(
+            rig.queue.push_deferred(Bytes::from_static(b"a"), now),
+            Ok((1, false))
+        );
+        assert!(rig.poll_writer().is_pending());
+        assert_eq!(rig.read_exactly(1).await, b"a");
+        // Parked, then gone: a later push is not deferred to a flush, and a
+        // flush writes nothing.
+        let Rig {
+            queue,
+            writer,
+            mut client,
+            latency,
+            ..
+        } = rig;
+        drop(writer);
+        assert_eq!(
+            queue.push_deferred(Bytes::from_static(b"b"), now),
+            Ok((1, false))
+        );
+        queue.flush(&latency);
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_millis(200), client.read(&mut buf)).await;
+        assert!(
+            matches!(read, Err(_) | Ok(Ok(0))),
+            "nothing after the writer: {read:?}"
         );
     }
 }

@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 use super::{serve_connection, upgrade, Body, HandshakeGuard, Route};
 use crate::conn::hold::HoldUpgrade;
 use crate::conn::rewind::Rewind;
+use crate::conn::socket::read_drained;
 use crate::conn::Io;
 use crate::metrics::RejectReason;
 use crate::shard::Shard;
@@ -123,7 +124,10 @@ pub async fn serve_plain(shard: Rc<Shard>, mut stream: TcpStream, guard: Handsha
             Ok(Ok(())) => {}
         }
         let before = buf.len();
-        match stream.try_read_buf(&mut buf) {
+        let spare = buf.capacity() - before;
+        // (Drained by a short read: the connection's first read then waits
+        // for the client's first frame, not a recv that finds nothing.)
+        match read_drained(&stream, spare, |s| s.try_read_buf(&mut buf)) {
             // Gone before a whole request: nothing to answer.
             Ok(0) => return,
             // Parsed again only when the new bytes may end the head, or the

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use super::encode;
 use crate::config::Wire;
+use crate::metrics::LocalHistogram;
 use crate::model::{EventKind, Payload, Topic};
 use crate::protocol::RoomName;
 use crate::queue::{ClientQueue, PushError};
@@ -159,12 +160,15 @@ impl Members {
     /// without a frame for the event (e.g. typing in the demo's) is skipped.
     /// Members with permessage-deflate get the frame compressed, once per
     /// dialect and window, if it is `deflate_threshold` bytes or more.
+    /// Queues whose parked writers were not woken go into `flush` (see
+    /// [`LocalRooms::flush`]).
     pub fn fanout(
         &self,
         payload: &Payload,
         arrived: Instant,
         max_held: usize,
         deflate_threshold: usize,
+        flush: &mut Vec<Rc<ClientQueue>>,
     ) -> Fanout {
         let mut out = Fanout::default();
         let seq = match payload {
@@ -194,7 +198,7 @@ impl Members {
                 }
                 continue;
             }
-            push(&member.queue, frame, arrived, &mut out);
+            push(&member.queue, frame, arrived, &mut out, flush);
         }
         out
     }
@@ -211,12 +215,22 @@ fn own_key(payload: &Payload) -> u64 {
     }
 }
 
-/// One recipient's refcount clone of the frame, counted.
-fn push(queue: &ClientQueue, frame: &Bytes, arrived: Instant, out: &mut Fanout) {
-    match queue.push(frame.clone(), arrived) {
-        Ok(depth) => {
+/// One recipient's refcount clone of the frame, counted; its queue goes
+/// into `flush` when its writer was left parked.
+fn push(
+    queue: &Rc<ClientQueue>,
+    frame: &Bytes,
+    arrived: Instant,
+    out: &mut Fanout,
+    flush: &mut Vec<Rc<ClientQueue>>,
+) {
+    match queue.push_deferred(frame.clone(), arrived) {
+        Ok((depth, deferred)) => {
             out.delivered += 1;
             out.sample_depth = Some(depth);
+            if deferred {
+                flush.push(queue.clone());
+            }
         }
         // A queue that overflowed now is closing; the close is counted where
         // the connection ends.
@@ -295,6 +309,9 @@ pub struct LocalRooms {
     /// Every relay connection. (The audience of global messages is the
     /// shard's connections that hear them: [`LocalRooms::fanout_to`].)
     relay: RefCell<Members>,
+    /// Queues pushed to since the last [`LocalRooms::flush`] whose writers
+    /// were left parked.
+    unflushed: RefCell<Vec<Rc<ClientQueue>>>,
 }
 
 impl LocalRooms {
@@ -435,7 +452,27 @@ impl LocalRooms {
         if members.is_empty() {
             return Fanout::default();
         }
-        members.fanout(payload, arrived, self.max_held, self.deflate_threshold)
+        let mut unflushed = self.unflushed.borrow_mut();
+        members.fanout(
+            payload,
+            arrived,
+            self.max_held,
+            self.deflate_threshold,
+            &mut unflushed,
+        )
+    }
+
+    /// Writes what the fan-outs since the last call left queued for parked
+    /// writers (`ClientQueue::flush`): one write per connection for all of
+    /// them. Called once the shard's inbox batch is delivered, before the
+    /// thread yields; until then those writers are not woken.
+    pub fn flush(&self, latency: &LocalHistogram) {
+        let mut unflushed = self.unflushed.take();
+        for queue in unflushed.drain(..) {
+            queue.flush(latency);
+        }
+        // The list's buffer is kept for the next batch.
+        *self.unflushed.borrow_mut() = unflushed;
     }
 
     /// Fans `payload` out to an audience given by the caller, each queue
@@ -444,7 +481,7 @@ impl LocalRooms {
     /// connection (a member entry and its index) for a rare message.
     pub fn fanout_to<'a>(
         &self,
-        audience: impl Iterator<Item = (&'a ClientQueue, Voice)>,
+        audience: impl Iterator<Item = (&'a Rc<ClientQueue>, Voice)>,
         payload: &Payload,
         arrived: Instant,
     ) -> Fanout {
@@ -458,7 +495,13 @@ impl LocalRooms {
             let slot = Frames::slot(voice.wire, voice.deflate);
             if let Some(frame) = frames.get(slot, voice.wire) {
                 out.frame_len = frame.len();
-                push(queue, frame, arrived, &mut out);
+                push(
+                    queue,
+                    frame,
+                    arrived,
+                    &mut out,
+                    &mut self.unflushed.borrow_mut(),
+                );
             }
         }
         out
@@ -505,7 +548,11 @@ mod tests {
         assert!(!m.insert(ConnId(0), qs[0].clone(), Wire::ChatApi));
         assert!(m.remove(ConnId(1)));
         assert!(!m.remove(ConnId(1)));
-        assert_eq!(m.fanout(&frame(b"x"), Instant::now(), 0, 0).delivered, 3);
+        assert_eq!(
+            m.fanout(&frame(b"x"), Instant::now(), 0, 0, &mut Vec::new())
+                .delivered,
+            3
+        );
         assert!(m.remove(ConnId(3)));
         assert!(m.remove(ConnId(0)));
         assert!(m.remove(ConnId(2)));
@@ -531,12 +578,9 @@ mod tests {
         };
         let other = crate::protocol::ClientId::parse("v", 64).unwrap();
         let audience = [
-            (&*native, voice(Wire::ChatApi, 0)),
-            (
-                &*fastchat_sender,
-                voice(Wire::FastChat, client_key(&sender)),
-            ),
-            (&*fastchat_other, voice(Wire::FastChat, client_key(&other))),
+            (&native, voice(Wire::ChatApi, 0)),
+            (&fastchat_sender, voice(Wire::FastChat, client_key(&sender))),
+            (&fastchat_other, voice(Wire::FastChat, client_key(&other))),
         ];
         let out = rooms.fanout_to(audience.into_iter(), &chat, Instant::now());
         assert_eq!(out.delivered, 2);
@@ -641,10 +685,18 @@ mod tests {
         let m = members.get("r").unwrap();
         let now = Instant::now();
         for (seq, body) in [(4, "four"), (6, "six")] {
-            assert_eq!(m.fanout(&stored(seq, body), now, 2, 0).delivered, 0, "held");
+            assert_eq!(
+                m.fanout(&stored(seq, body), now, 2, 0, &mut Vec::new())
+                    .delivered,
+                0,
+                "held"
+            );
         }
         // Not stored (presence): pushed at once.
-        assert_eq!(m.fanout(&frame(b"p"), now, 2, 0).delivered, 1);
+        assert_eq!(
+            m.fanout(&frame(b"p"), now, 2, 0, &mut Vec::new()).delivered,
+            1
+        );
         drop(members);
         let caught = rooms.caught_up(&room, ConnId(1), 5).unwrap();
         assert_eq!(
@@ -657,8 +709,16 @@ mod tests {
         // From now on, live: after 5 pushed, up to 5 skipped.
         let members = rooms.rooms.borrow();
         let m = members.get("r").unwrap();
-        assert_eq!(m.fanout(&stored(5, "x"), now, 2, 0).delivered, 0);
-        assert_eq!(m.fanout(&stored(7, "x"), now, 2, 0).delivered, 1);
+        assert_eq!(
+            m.fanout(&stored(5, "x"), now, 2, 0, &mut Vec::new())
+                .delivered,
+            0
+        );
+        assert_eq!(
+            m.fanout(&stored(7, "x"), now, 2, 0, &mut Vec::new())
+                .delivered,
+            1
+        );
     }
 
     #[test]
