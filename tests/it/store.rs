@@ -62,6 +62,18 @@ impl Db {
     }
 }
 
+/// An SQLite test's directory goes with it (the servers' harnesses remove
+/// their own).
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Db::Sqlite(path) = self {
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+}
+
 impl Db {
     /// Where uploaded files go with `files.backend: local` (beside the
     /// database, in the test's own temp directory).
@@ -366,7 +378,7 @@ async fn the_default_store_is_an_sqlite_file_in_data() {
     child.start_kill().unwrap();
     child.wait().await.unwrap();
     assert!(dir.join("data/chatd.db").is_file());
-    let (_child, addr) = spawn_chatd(&mut binary()).await;
+    let (mut child, addr) = spawn_chatd(&mut binary()).await;
     let (status, body) = http_get(addr, "/api/chat-api/rooms/r/messages").await;
     assert_eq!(status, 200, "{body}");
     let page: Value = serde_json::from_str(&body).unwrap();
@@ -377,6 +389,9 @@ async fn the_default_store_is_an_sqlite_file_in_data() {
         .map(|m| m["seq"].as_u64().unwrap())
         .collect();
     assert_eq!(seqs, [3, 2, 1]);
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -421,6 +436,7 @@ async fn an_unusable_database_path_stops_the_start_naming_the_key() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("store.sqlite.path"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A member joins with `since_seq` while another keeps posting: it gets
