@@ -58,7 +58,7 @@
 //!   permessage-deflate (negotiation, compress once, inflate).
 //! - [`queue`]: the bounded per-client frame queue (a leaf: `rooms` pushes,
 //!   `conn` drains; a parked writer's frames written through to its socket,
-//!   a `Sink` that `conn` gives it) and the options its writer drains it
+//!   which `conn` gives it) and the options its writer drains it
 //!   with (one per shard).
 //! - [`tls`]: loading the certificate for `wss://`; [`auth`]: tokens on upgrades.
 //! - [`config`], [`metrics`] (with a histogram each shard records into

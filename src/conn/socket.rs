@@ -10,6 +10,7 @@
 use bytes::BytesMut;
 use std::future::Future;
 use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Waker};
@@ -17,7 +18,6 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::task::Shared;
-use crate::queue::Sink;
 use crate::ws::ReadSource;
 
 /// The read side's handle on the shared socket.
@@ -137,15 +137,11 @@ impl ReadSource for SocketRead {
     }
 }
 
-/// The shard's fan-out writes through to a parked writer's socket.
-impl Sink for Shared<TcpStream> {
-    /// Straight to the socket, without tokio's readiness check: that flag
-    /// sits in a registration of its own per connection, and its load was
-    /// the most-missed one per delivery in the profile. A full socket
-    /// answers `WouldBlock` all the same; the writer, woken then, writes
-    /// the rest through tokio (whose flag this write did not touch).
-    fn try_write(&self, frames: &[IoSlice<'_>]) -> io::Result<usize> {
-        socket2::SockRef::from(&self.io).send_vectored(frames)
+/// The shard's fan-out writes through to a parked writer's socket
+/// (`ClientQueue::flush`), which the queue holds by this.
+impl AsFd for Shared<TcpStream> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.io.as_fd()
     }
 }
 

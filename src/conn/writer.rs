@@ -6,6 +6,7 @@ use bytes::{Buf, Bytes};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, IoSlice};
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use std::time::Duration;
 use tokio::io::AsyncWrite;
 use tokio::time::Sleep;
 
-use crate::queue::{ClientQueue, CloseReason, Drained, Sink, State, WriterOptions};
+use crate::queue::{ClientQueue, CloseReason, Drained, State, WriterOptions};
 use crate::ws::frame;
 
 /// Slices handed to one `writev`; built on the stack inside `poll`, so an
@@ -87,7 +88,7 @@ impl<W> Writer<W> {
     /// Lets the shard's fan-out write to `sink` (this writer's socket)
     /// while the writer waits for frames (`ClientQueue::flush`). Not with
     /// `limits.write_coalesce`: the writer spaces its writes out itself.
-    pub fn write_through(&self, sink: Arc<dyn Sink>) {
+    pub fn write_through(&self, sink: Arc<dyn AsFd>) {
         if self.options.coalesce.is_zero() {
             self.queue.attach_sink(sink);
         }
