@@ -223,7 +223,7 @@ impl Stamp {
     }
 }
 
-/// Frames one write-through takes at most (more are left to the writer).
+/// Frames one write-through takes at most: more are left to the writer.
 const FLUSH_SLICES: usize = 8;
 
 /// [`Limits`] as each queue keeps them: 16 bytes, not 32 (a queue per
@@ -357,7 +357,11 @@ impl ClientQueue {
         if inner.frames.is_empty() || inner.state != State::Open || inner.waker.is_none() {
             return;
         }
-        if inner.sink.is_none() {
+        // A backlog of more than a few frames (a busy batch, or a client
+        // falling behind) is the writer's: its one `writev` takes up to 128,
+        // where a write-through of the first few and the writer's of the
+        // rest would be two.
+        if inner.sink.is_none() || inner.frames.len() > FLUSH_SLICES {
             inner.wake();
             return;
         }
@@ -367,7 +371,6 @@ impl ClientQueue {
             *slice = IoSlice::new(frame);
             n += 1;
         }
-        let taken = n == inner.frames.len();
         // SAFETY: `sink_fd` is the descriptor of the socket `sink` owns, and
         // `sink` is held, unchanged (the queue stays borrowed), through this
         // call: the descriptor is open and cannot name another file.
@@ -378,7 +381,7 @@ impl ClientQueue {
         // writer, woken then, writes the rest through tokio, whose flag
         // this write did not touch.
         match socket2::SockRef::from(&fd).send_vectored(&slices[..n]) {
-            Ok(written) if taken && written == inner.bytes => {
+            Ok(written) if written == inner.bytes => {
                 inner.frames = VecDeque::new();
                 inner.bytes = 0;
                 inner.preamble = false;

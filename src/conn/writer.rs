@@ -488,6 +488,23 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    async fn a_backlog_of_more_than_a_few_frames_is_left_to_the_writer() {
+        let mut rig = Rig::new(None).await;
+        assert!(rig.poll_writer().is_pending());
+        let now = std::time::Instant::now();
+        for i in 0..9u8 {
+            rig.queue
+                .push_deferred(Bytes::from(vec![b'a' + i]), now)
+                .unwrap();
+        }
+        rig.queue.flush(&rig.latency);
+        assert_eq!(rig.wakes(), 1, "woken for the backlog");
+        assert_eq!(rig.queue.len(), 9, "nothing written past it");
+        assert!(rig.poll_writer().is_pending());
+        assert_eq!(rig.read_exactly(9).await, b"abcdefghi");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn nothing_is_written_through_past_the_writer() {
         let mut rig = Rig::new(None).await;
         let now = std::time::Instant::now();
