@@ -27,10 +27,11 @@
 //! batch is delivered writes each such queue straight to its socket
 //! ([`ClientQueue::flush`]): everything the batch queued for a connection
 //! in one vectored write, as the writer would, but without scheduling,
-//! polling and parking the connection's task for every message (about a
-//! third of the user-space time per delivery). Whatever the socket does
-//! not take at once (full, or an error) is left to the writer, woken then,
-//! with its write timeout and error handling.
+//! polling and parking the connection's task for every message (about half
+//! of the user-space time per delivery). Whatever the socket does not take
+//! at once (full, or an error), and a backlog of more than a few frames,
+//! is left to the writer, woken then, with its write timeout and error
+//! handling.
 //! (The one `unsafe` block of the crate is that write: see
 //! [`ClientQueue::flush`].)
 
@@ -415,6 +416,9 @@ impl ClientQueue {
         inner.waker = None;
     }
 
+    /// Closes the queue as a slow consumer if it has been over its soft
+    /// bound, undrained, for longer than its timeout (the heartbeat sweep
+    /// asks, so a queue nobody pushes to is judged too). True if it closed.
     pub fn check_stalled(&self, now: Instant) -> bool {
         let mut inner = self.inner.borrow_mut();
         if inner.state == State::Open && inner.stalled(now) {

@@ -488,6 +488,7 @@ impl LocalRooms {
         let mut out = Fanout::default();
         let mut frames = Frames::new(payload, self.deflate_threshold);
         let sender = own_key(payload);
+        let mut unflushed = self.unflushed.borrow_mut();
         for (queue, voice) in audience {
             if voice.own != 0 && voice.own == sender {
                 continue;
@@ -495,13 +496,7 @@ impl LocalRooms {
             let slot = Frames::slot(voice.wire, voice.deflate);
             if let Some(frame) = frames.get(slot, voice.wire) {
                 out.frame_len = frame.len();
-                push(
-                    queue,
-                    frame,
-                    arrived,
-                    &mut out,
-                    &mut self.unflushed.borrow_mut(),
-                );
+                push(queue, frame, arrived, &mut out, &mut unflushed);
             }
         }
         out
