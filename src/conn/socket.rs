@@ -190,6 +190,16 @@ mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
 
+    /// A connected loopback pair: (client, server).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
     fn read_ready(stream: &TcpStream) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
         stream.poll_read_ready(&mut cx).is_ready()
@@ -197,11 +207,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_short_read_clears_readiness_and_new_data_sets_it_again() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (mut client, server) = pair().await;
 
         client.write_all(b"hello").await.unwrap();
         server.readable().await.unwrap();
@@ -225,11 +231,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_full_read_keeps_readiness_for_the_rest() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (mut client, server) = pair().await;
 
         client.write_all(b"0123456789").await.unwrap();
         server.readable().await.unwrap();
