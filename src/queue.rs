@@ -24,7 +24,8 @@
 //!
 //! Write-through: the shard's fan-out pushes without waking a writer that
 //! is parked (waiting for frames) on a plain socket, and once its inbox
-//! batch is delivered writes each such queue straight to its socket
+//! batch is delivered writes each such queue straight to its socket, with a
+//! turn for the rest of the shard every 64 writes
 //! ([`ClientQueue::flush`]): everything the batch queued for a connection
 //! in one vectored write, as the writer would, but without scheduling,
 //! polling and parking the connection's task for every message (about half
@@ -304,8 +305,8 @@ impl ClientQueue {
 
     /// [`ClientQueue::push`] for the shard's fan-out: a writer parked on a
     /// socket it may write to is not woken. `true` with the depth: this
-    /// push made the queue wait for the caller's [`ClientQueue::flush`],
-    /// which must follow before the shard thread yields.
+    /// push made the queue wait for the caller's [`ClientQueue::flush`]
+    /// (the shard's dispatch flushes after each inbox batch).
     pub fn push_deferred(
         &self,
         frame: Bytes,

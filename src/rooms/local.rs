@@ -464,15 +464,19 @@ impl LocalRooms {
 
     /// Writes what the fan-outs since the last call left queued for parked
     /// writers (`ClientQueue::flush`): one write per connection for all of
-    /// them. Called once the shard's inbox batch is delivered, before the
-    /// thread yields; until then those writers are not woken.
-    pub fn flush(&self, latency: &LocalHistogram) {
+    /// them, at most `n` connections per call; true while some are left.
+    /// The shard's dispatch calls it after each inbox batch until none are
+    /// left; until then those writers are not woken.
+    pub fn flush_some(&self, latency: &LocalHistogram, n: usize) -> bool {
         let mut unflushed = self.unflushed.take();
-        for queue in unflushed.drain(..) {
+        let start = unflushed.len().saturating_sub(n);
+        for queue in unflushed.drain(start..) {
             queue.flush(latency);
         }
-        // The list's buffer is kept for the next batch.
+        let left = !unflushed.is_empty();
+        // The list (and its buffer, for the next batch) goes back.
         *self.unflushed.borrow_mut() = unflushed;
+        left
     }
 
     /// Fans `payload` out to an audience given by the caller, each queue
