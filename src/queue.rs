@@ -228,6 +228,33 @@ impl Stamp {
 /// Frames one write-through takes at most: more are left to the writer.
 const FLUSH_SLICES: usize = 8;
 
+/// The first `N` frames at most, as one vectored write's slices (built on
+/// the stack: nothing kept per connection), and how many there are.
+pub fn slices<const N: usize>(frames: &VecDeque<Bytes>) -> ([IoSlice<'_>; N], usize) {
+    let mut slices = [IoSlice::new(&[]); N];
+    let mut n = 0;
+    for (slice, frame) in slices.iter_mut().zip(frames) {
+        *slice = IoSlice::new(frame);
+        n += 1;
+    }
+    (slices, n)
+}
+
+/// Drops fully written frames from the front of `frames` and trims a
+/// partly written one (the writer's batch, and a partial write-through).
+pub fn advance(frames: &mut VecDeque<Bytes>, mut written: usize) {
+    while written > 0 {
+        let front = frames.front_mut().expect("wrote more than was queued");
+        if written >= front.len() {
+            written -= front.len();
+            frames.pop_front();
+        } else {
+            front.advance(written);
+            written = 0;
+        }
+    }
+}
+
 /// [`Limits`] as each queue keeps them: 16 bytes, not 32 (a queue per
 /// connection is idle memory; this keeps it in a smaller allocation class).
 /// A soft bound over 4 billion frames or a timeout over 49 days is taken as
@@ -367,12 +394,7 @@ impl ClientQueue {
             inner.wake();
             return;
         }
-        let mut slices = [IoSlice::new(&[]); FLUSH_SLICES];
-        let mut n = 0;
-        for (slice, frame) in slices.iter_mut().zip(&inner.frames) {
-            *slice = IoSlice::new(frame);
-            n += 1;
-        }
+        let (slices, n) = slices::<FLUSH_SLICES>(&inner.frames);
         // SAFETY: `sink_fd` is the descriptor of the socket `sink` owns, and
         // `sink` is held, unchanged (the queue stays borrowed), through this
         // call: the descriptor is open and cannot name another file.
@@ -560,22 +582,13 @@ impl Inner {
 
     /// Drops the first `written` bytes of the queued frames (a partial
     /// write-through): the writer goes on from there.
-    fn consume(&mut self, mut written: usize) {
+    fn consume(&mut self, written: usize) {
         self.bytes -= written;
-        while written > 0 {
-            let Some(front) = self.frames.front_mut() else {
-                return;
-            };
-            if written >= front.len() {
-                written -= front.len();
-                self.frames.pop_front();
-                // (The 101 is out: a slow-consumer close may drop the rest.)
-                self.preamble = false;
-            } else {
-                front.advance(written);
-                written = 0;
-            }
+        // (The 101 is out: a slow-consumer close may drop the rest.)
+        if self.frames.front().is_some_and(|f| written >= f.len()) {
+            self.preamble = false;
         }
+        advance(&mut self.frames, written);
     }
 
     fn wake(&mut self) {

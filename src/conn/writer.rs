@@ -5,7 +5,7 @@
 use bytes::{Buf, Bytes};
 use std::collections::VecDeque;
 use std::future::Future;
-use std::io::{self, IoSlice};
+use std::io;
 use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::io::AsyncWrite;
 use tokio::time::Sleep;
 
-use crate::queue::{ClientQueue, CloseReason, Drained, State, WriterOptions};
+use crate::queue::{advance, slices, ClientQueue, CloseReason, Drained, State, WriterOptions};
 use crate::ws::frame;
 
 /// Slices handed to one `writev`; built on the stack inside `poll`, so an
@@ -248,27 +248,8 @@ fn write_some<W: AsyncWrite + Unpin, const N: usize>(
     batch: &VecDeque<Bytes>,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    let mut slices = [IoSlice::new(&[]); N];
-    let mut n = 0;
-    for (slice, frame) in slices.iter_mut().zip(batch) {
-        *slice = IoSlice::new(frame);
-        n += 1;
-    }
+    let (slices, n) = slices::<N>(batch);
     Pin::new(io).poll_write_vectored(cx, &slices[..n])
-}
-
-/// Drops fully written frames and trims a partly written one.
-fn advance(batch: &mut VecDeque<Bytes>, mut written: usize) {
-    while written > 0 {
-        let front = batch.front_mut().expect("wrote more than was queued");
-        if written >= front.len() {
-            written -= front.len();
-            batch.pop_front();
-        } else {
-            front.advance(written);
-            written = 0;
-        }
-    }
 }
 
 #[cfg(test)]
