@@ -33,6 +33,8 @@ pub enum StartError {
     },
     #[error("cannot start shard thread: {0}")]
     Thread(std::io::Error),
+    #[error("cannot start a shard: {0}")]
+    Shard(String),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
     #[error("invalid config: {0}: {1}")]
@@ -265,6 +267,10 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     });
     let failure = Arc::new(Failure::default());
     let mut threads = Vec::with_capacity(shards);
+    // Each shard reports once its runtime and listener are up, so that
+    // "listening" below means every shard accepts, and a shard that cannot
+    // start (no file descriptor left for its runtime) fails the start.
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(shards);
     for (index, (listener, inbox)) in listeners.into_iter().zip(receivers).enumerate() {
         let start = ShardStart {
             index,
@@ -279,12 +285,32 @@ pub fn start(config: Config) -> Result<Server, StartError> {
             tls: tls.clone(),
         };
         let failed = failure.clone();
+        let ready = ready_tx.clone();
         let thread = std::thread::Builder::new()
             .name(format!("chatd-shard-{index}"))
             .stack_size(SHARD_STACK)
-            .spawn(move || supervised(index, failed, || run_shard(start)))
-            .map_err(StartError::Thread)?;
-        threads.push(thread);
+            .spawn(move || supervised(index, failed, || run_shard(start, ready)))
+            .map_err(StartError::Thread);
+        match thread {
+            Ok(thread) => threads.push(thread),
+            Err(e) => {
+                stop_started(&node, threads);
+                return Err(e);
+            }
+        }
+    }
+    drop(ready_tx);
+    for _ in 0..shards {
+        let why = match ready_rx.recv() {
+            Ok((_, Ok(()))) => continue,
+            Ok((index, Err(e))) => Some(format!("shard {index}: {e}")),
+            // Every sender gone before all reported: a shard panicked (its
+            // reason is recorded once its thread has ended).
+            Err(_) => None,
+        };
+        stop_started(&node, threads);
+        let why = why.or_else(|| failure.reason.lock().clone());
+        return Err(StartError::Shard(why.unwrap_or_default()));
     }
     tracing::info!(%addr, shards, metrics = ?metrics_addr, "chatd listening");
     Ok(Server {
@@ -369,6 +395,13 @@ impl Server {
     }
 }
 
+/// Ends the shards already started when another cannot start, so that a
+/// failed `start` leaves no thread or listener behind.
+fn stop_started(node: &Node, threads: Vec<JoinHandle<()>>) {
+    node.shutdown.set_phase(Phase::Exit);
+    threads.into_iter().for_each(|t| drop(t.join()));
+}
+
 fn bind(addr: SocketAddr, backlog: u32) -> Result<std::net::TcpListener, StartError> {
     let err = |source| StartError::Bind { addr, source };
     let socket =
@@ -407,6 +440,9 @@ fn bind_plain(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
     Ok(listener)
 }
 
+/// Where a shard reports that it is up (or why it cannot be).
+type Ready = std::sync::mpsc::SyncSender<(usize, std::io::Result<()>)>;
+
 /// Everything a shard thread starts with.
 struct ShardStart {
     index: usize,
@@ -418,11 +454,18 @@ struct ShardStart {
     tls: Option<TlsAcceptor>,
 }
 
-fn run_shard(start: ShardStart) {
+fn run_shard(start: ShardStart, ready: Ready) {
+    let index = start.index;
+    // I/O and timers only: signals are the main thread's, and a signal
+    // driver here would hold a descriptor per shard for nothing.
     let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("building a shard runtime");
+        .enable_io()
+        .enable_time()
+        .build();
+    let rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => return drop(ready.send((index, Err(e)))),
+    };
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let ShardStart {
@@ -433,7 +476,14 @@ fn run_shard(start: ShardStart) {
             metrics_listener,
             tls,
         } = start;
-        let listener = TcpListener::from_std(listener).expect("registering the listener");
+        let listeners = TcpListener::from_std(listener).and_then(|listener| {
+            let metrics = metrics_listener.map(TcpListener::from_std).transpose()?;
+            Ok((listener, metrics))
+        });
+        let (listener, metrics_listener) = match listeners {
+            Ok(listeners) => listeners,
+            Err(e) => return drop(ready.send((index, Err(e)))),
+        };
         let shard = Rc::new(Shard::new(index, node.clone()));
         let mut phase = node.shutdown.subscribe();
         tokio::task::spawn_local(crate::shard::dispatch(shard.clone(), inbox));
@@ -443,9 +493,9 @@ fn run_shard(start: ShardStart) {
             tokio::task::spawn_local(crate::chat::presence::summaries(shard.clone()));
         }
         if let Some(l) = metrics_listener {
-            let l = TcpListener::from_std(l).expect("registering the metrics listener");
             tokio::task::spawn_local(crate::http::metrics::serve(l, node.clone()));
         }
+        let _ = ready.send((index, Ok(())));
         accept(&shard, listener, tls, &mut phase).await;
         shard.halt_all();
         let _ = phase.wait_for(|p| *p == Phase::Exit).await;

@@ -196,6 +196,22 @@ async fn every_disconnect_path_leaves_no_rooms_or_connections() {
     server.shutdown().await;
 }
 
+/// Regression: "listening" was printed before the shard threads had built
+/// their runtimes, so descriptors appeared after it (which made the test
+/// below fail on a loaded machine, its count taken too early). Now every
+/// shard is up, with all it holds open, when `start` returns.
+#[tokio::test]
+async fn every_shard_is_up_when_it_says_listening() {
+    let mut cmd = crate::common::chatd_command();
+    cmd.args(["--shards", "16"]);
+    let (child, _addr) = crate::common::spawn_chatd(&mut cmd).await;
+    let fds = std::path::PathBuf::from(format!("/proc/{}/fd", child.id().unwrap()));
+    let open_fds = || std::fs::read_dir(&fds).unwrap().count();
+    let at_listening = open_fds();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(open_fds(), at_listening);
+}
+
 /// Regression (session 8): a connection the server closed while its read
 /// side still waited for input (here: a client that never answers the
 /// heartbeat's Close) kept its socket open for good, because the waker it
