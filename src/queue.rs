@@ -379,9 +379,11 @@ impl ClientQueue {
     /// Writes what is queued straight to the socket if the writer is still
     /// parked (it was not woken since the deferred push); whatever the
     /// socket does not take at once is the writer's, woken for it.
-    /// `latency` gets the time since the oldest frame arrived when all of
-    /// it went out.
-    pub fn flush(&self, latency: &crate::metrics::LocalHistogram) {
+    /// `latency` gets the time from the oldest frame's arrival to `now`
+    /// when all of it went out (`now` is read once per turn of flushes by
+    /// the caller: a clock read per connection was 8 % of the fan-out's
+    /// user-space time).
+    pub fn flush(&self, latency: &crate::metrics::LocalHistogram, now: Instant) {
         let mut inner = self.inner.borrow_mut();
         if inner.frames.is_empty() || inner.state != State::Open || inner.waker.is_none() {
             return;
@@ -411,7 +413,7 @@ impl ClientQueue {
                 inner.preamble = false;
                 inner.over_since = Stamp::NONE;
                 if let Some(oldest) = inner.oldest.take() {
-                    latency.observe(oldest.elapsed().as_secs_f64());
+                    latency.observe(now.saturating_duration_since(oldest).as_secs_f64());
                 }
             }
             Ok(written) => {

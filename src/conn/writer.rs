@@ -408,7 +408,7 @@ mod tests {
             rig.queue.push_deferred(Bytes::from_static(b"two"), now),
             Ok((2, false))
         );
-        rig.queue.flush(&rig.latency);
+        rig.queue.flush(&rig.latency, std::time::Instant::now());
         assert_eq!(rig.read_exactly(7).await, b"one,two");
         assert!(rig.queue.is_empty());
         assert_eq!(rig.wakes(), 0, "the writer was never woken");
@@ -418,7 +418,7 @@ mod tests {
             rig.queue.push_deferred(Bytes::from_static(b"3"), now),
             Ok((1, true))
         );
-        rig.queue.flush(&rig.latency);
+        rig.queue.flush(&rig.latency, std::time::Instant::now());
         assert_eq!(rig.read_exactly(1).await, b"3");
         assert_eq!(rig.wakes(), 0);
     }
@@ -433,7 +433,7 @@ mod tests {
             .into();
         let now = std::time::Instant::now();
         assert_eq!(rig.queue.push_deferred(big.clone(), now), Ok((1, true)));
-        rig.queue.flush(&rig.latency);
+        rig.queue.flush(&rig.latency, std::time::Instant::now());
         assert_eq!(rig.wakes(), 1, "a partial write wakes the writer");
         assert!(!rig.queue.is_empty(), "the rest is still queued");
         // Woken, it is not written through: it drains the rest itself.
@@ -441,7 +441,7 @@ mod tests {
             rig.queue.push_deferred(Bytes::from_static(b"tail"), now),
             Ok((2, false))
         );
-        rig.queue.flush(&rig.latency);
+        rig.queue.flush(&rig.latency, std::time::Instant::now());
         assert_eq!(rig.wakes(), 1);
         // The writer finishes in order: the rest, the tail, then the Close.
         rig.queue.close(CloseReason::Shutdown);
@@ -478,7 +478,7 @@ mod tests {
                 .push_deferred(Bytes::from(vec![b'a' + i]), now)
                 .unwrap();
         }
-        rig.queue.flush(&rig.latency);
+        rig.queue.flush(&rig.latency, std::time::Instant::now());
         assert_eq!(rig.wakes(), 1, "woken for the backlog");
         assert_eq!(rig.queue.len(), 9, "nothing written past it");
         assert!(rig.poll_writer().is_pending());
@@ -510,7 +510,7 @@ mod tests {
             queue.push_deferred(Bytes::from_static(b"b"), now),
             Ok((1, false))
         );
-        queue.flush(&latency);
+        queue.flush(&latency, std::time::Instant::now());
         let mut buf = [0u8; 1];
         let read = tokio::time::timeout(Duration::from_millis(200), client.read(&mut buf)).await;
         assert!(

@@ -470,8 +470,9 @@ impl LocalRooms {
     pub fn flush_some(&self, latency: &LocalHistogram, n: usize) -> bool {
         let mut unflushed = self.unflushed.take();
         let start = unflushed.len().saturating_sub(n);
+        let now = Instant::now();
         for queue in unflushed.drain(start..) {
-            queue.flush(latency);
+            queue.flush(latency, now);
         }
         let left = !unflushed.is_empty();
         // The list (and its buffer, for the next batch) goes back.
