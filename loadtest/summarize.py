@@ -112,14 +112,14 @@ if deflate and plain:
     print()
 
 print("### idle (connections held; server RSS growth)\n")
-print("| server | connections | RSS before MiB | RSS after MiB | bytes/connection | extrapolated GiB per 1M |")
-print("|---|---|---|---|---|---|")
+print("| server | connections | RSS before MiB | RSS after MiB | bytes/connection | of it anonymous (heap) | extrapolated GiB per 1M |")
+print("|---|---|---|---|---|---|---|")
 for kind in ("chatd", "baseline"):
     r = by.get((kind, "idle"))
     if r and r["extra"]:
         e = r["extra"]
-        print("| %s | %d | %.1f | %.1f | %.0f | %.2f |" % (kind, r["clients"], e["server_rss_before_mib"], e["server_rss_after_mib"],
-              e["server_bytes_per_conn"], e["extrapolated_gib_per_1m_conns"]))
+        print("| %s | %d | %.1f | %.1f | %.0f | %.0f | %.2f |" % (kind, r["clients"], e["server_rss_before_mib"], e["server_rss_after_mib"],
+              e["server_bytes_per_conn"], e.get("server_anon_bytes_per_conn", 0), e["extrapolated_gib_per_1m_conns"]))
 print()
 
 cross = [(l, r) for (k, l), r in by.items() if l.startswith(("cross-node", "single-node"))]

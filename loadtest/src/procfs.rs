@@ -21,11 +21,27 @@ fn cpu_times(pid: u32) -> Option<(Duration, Duration)> {
     Some((ticks(11)?, ticks(12)?))
 }
 
-/// Resident memory of a process in bytes.
-pub fn rss_bytes(pid: u32) -> Option<u64> {
+/// Resident memory of a process in bytes: all of it (`VmRSS`), and its
+/// anonymous part (`RssAnon`: heap and stacks). The rest is file pages,
+/// mostly the binary's code, faulted in on first use: shared, and the same
+/// for one connection or a million, but in the growth over a storm all the
+/// same (and by how much depends on the build's layout).
+#[derive(Debug, Clone, Copy)]
+pub struct Rss {
+    pub total: u64,
+    pub anon: u64,
+}
+
+pub fn rss(pid: u32) -> Option<Rss> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+    };
+    Some(Rss {
+        total: field("VmRSS:")?,
+        anon: field("RssAnon:")?,
+    })
 }
 
 /// Raises this process's soft open-file limit to the hard limit; returns it.

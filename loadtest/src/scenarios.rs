@@ -689,7 +689,7 @@ async fn count_frames(
 }
 
 async fn idle(args: &Args, server: SocketAddr) -> anyhow::Result<Report> {
-    let rss0 = args.server_pid.and_then(procfs::rss_bytes);
+    let rss0 = args.server_pid.and_then(procfs::rss);
     let pb = bar(args, args.clients as u64, "connecting");
     let Connected {
         clients: held,
@@ -707,7 +707,7 @@ async fn idle(args: &Args, server: SocketAddr) -> anyhow::Result<Report> {
     pb.finish_and_clear();
     // Let the server settle (greetings written, buffers released).
     tokio::time::sleep(SETTLE).await;
-    let rss1 = args.server_pid.and_then(procfs::rss_bytes);
+    let rss1 = args.server_pid.and_then(procfs::rss);
     tokio::time::sleep(args.duration).await;
     let mut report = Report {
         scenario: "idle".into(),
@@ -718,18 +718,20 @@ async fn idle(args: &Args, server: SocketAddr) -> anyhow::Result<Report> {
         ..Default::default()
     };
     if let (Some(a), Some(b)) = (rss0, rss1) {
-        let per = b.saturating_sub(a) as f64 / held.len().max(1) as f64;
-        report
-            .extra
-            .insert("server_rss_before_mib".into(), a as f64 / 1048576.0);
-        report
-            .extra
-            .insert("server_rss_after_mib".into(), b as f64 / 1048576.0);
-        report.extra.insert("server_bytes_per_conn".into(), per);
-        report.extra.insert(
+        let conns = held.len().max(1) as f64;
+        let per = b.total.saturating_sub(a.total) as f64 / conns;
+        let mib = |bytes: u64| bytes as f64 / 1048576.0;
+        let extra = &mut report.extra;
+        extra.insert("server_rss_before_mib".into(), mib(a.total));
+        extra.insert("server_rss_after_mib".into(), mib(b.total));
+        extra.insert("server_bytes_per_conn".into(), per);
+        extra.insert(
             "extrapolated_gib_per_1m_conns".into(),
             per * 1e6 / 1073741824.0,
         );
+        // Without the code pages the storm faulted in (see `procfs::Rss`).
+        let anon = b.anon.saturating_sub(a.anon) as f64 / conns;
+        extra.insert("server_anon_bytes_per_conn".into(), anon);
     }
     if let Some(first) = failures.first() {
         report.notes.push(format!(
