@@ -496,6 +496,9 @@ fn run_shard(start: ShardStart, ready: Ready) {
             tokio::task::spawn_local(crate::http::metrics::serve(l, node.clone()));
         }
         let _ = ready.send((index, Ok(())));
+        // Gone once it has reported: `start` sees the channel close if a
+        // later shard panics before reporting, instead of waiting for good.
+        drop(ready);
         accept(&shard, listener, tls, &mut phase).await;
         shard.halt_all();
         let _ = phase.wait_for(|p| *p == Phase::Exit).await;

@@ -212,6 +212,81 @@ async fn every_shard_is_up_when_it_says_listening() {
     assert_eq!(open_fds(), at_listening);
 }
 
+/// Regression: a shard whose runtime could not be built (no descriptor
+/// left) panicked after chatd had said it listened, and the process then
+/// died (exit 70). At every descriptor limit, from too few for anything to
+/// enough, chatd now either serves with every shard up or exits non-zero,
+/// with why, without saying it listens.
+#[tokio::test]
+async fn a_shard_that_cannot_start_fails_the_start() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let (mut served, mut refused_by_a_shard) = (0, 0);
+    for limit in 8..=40 {
+        let mut child = tokio::process::Command::new("prlimit")
+            .arg(format!("--nofile={limit}:{limit}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_chatd"))
+            .args([
+                "--set",
+                "store.backend=none",
+                "--set",
+                "metrics.enabled=false",
+            ])
+            .args(["--shards", "4", "--host", "127.0.0.1", "--port", "0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("prlimit (util-linux) runs chatd");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let said = tokio::time::timeout(crate::common::WAIT, lines.next_line())
+            .await
+            .unwrap()
+            .unwrap();
+        match said {
+            Some(line) => {
+                let addr = line.strip_prefix("chatd listening on ").expect(&line);
+                // (With no descriptor to spare it cannot accept, but it
+                // lives; at the highest limit it serves.)
+                if limit == 40 {
+                    let (status, _) =
+                        crate::common::http_get(addr.parse().unwrap(), "/healthz").await;
+                    assert_eq!(status, 200);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                assert!(
+                    child.try_wait().unwrap().is_none(),
+                    "limit {limit}: said it listened, then exited"
+                );
+                served += 1;
+            }
+            None => {
+                let status = child.wait().await.unwrap();
+                let mut err = String::new();
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .await
+                    .unwrap();
+                assert!(!status.success(), "limit {limit}: exited 0 without serving");
+                assert!(
+                    err.contains("Error"),
+                    "limit {limit}: no reason given: {err}"
+                );
+                if err.contains("cannot start a shard") {
+                    refused_by_a_shard += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        served > 0 && refused_by_a_shard > 0,
+        "{served} served, {refused_by_a_shard} refused by a shard"
+    );
+}
+
 /// Regression (session 8): a connection the server closed while its read
 /// side still waited for input (here: a client that never answers the
 /// heartbeat's Close) kept its socket open for good, because the waker it
