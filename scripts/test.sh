@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v curl >/dev/null || need_apt+=(curl)
+# A lifecycle test starts chatd under descriptor limits with prlimit.
+command -v prlimit >/dev/null || need_apt+=(util-linux)
 # The scale-out tests run real redis-server processes (redis-cli comes with it).
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 # The store tests run real PostgreSQL servers (Debian keeps initdb off PATH).
