@@ -25,8 +25,8 @@
 //! Write-through: the shard's fan-out pushes without waking a writer that
 //! is parked (waiting for frames) on a plain socket, and once its inbox
 //! batch is delivered writes each such queue straight to its socket, with a
-//! turn for the rest of the shard every 64 writes
-//! ([`ClientQueue::flush`]): everything the batch queued for a connection
+//! turn for the rest of the shard every 64 writes while the shard's inbox
+//! is not behind ([`ClientQueue::flush`]): everything the batch queued for a connection
 //! in one vectored write, as the writer would, but without scheduling,
 //! polling and parking the connection's task for every message (about half
 //! of the user-space time per delivery). Whatever the socket does not take

@@ -469,6 +469,12 @@ impl LocalRooms {
     /// left; until then those writers are not woken.
     pub fn flush_some(&self, latency: &LocalHistogram, n: usize) -> bool {
         let mut unflushed = self.unflushed.take();
+        if unflushed.is_empty() {
+            // (Kept with its buffer; no clock read for a batch with nothing
+            // to write through.)
+            *self.unflushed.borrow_mut() = unflushed;
+            return false;
+        }
         let start = unflushed.len().saturating_sub(n);
         let now = Instant::now();
         for queue in unflushed.drain(start..) {
