@@ -468,13 +468,11 @@ impl LocalRooms {
     /// The shard's dispatch calls it after each inbox batch until none are
     /// left; until then those writers are not woken.
     pub fn flush_some(&self, latency: &LocalHistogram, n: usize) -> bool {
-        let mut unflushed = self.unflushed.take();
-        if unflushed.is_empty() {
-            // (Kept with its buffer; no clock read for a batch with nothing
-            // to write through.)
-            *self.unflushed.borrow_mut() = unflushed;
+        // (No clock read for a batch with nothing to write through.)
+        if self.unflushed.borrow().is_empty() {
             return false;
         }
+        let mut unflushed = self.unflushed.take();
         let start = unflushed.len().saturating_sub(n);
         let now = Instant::now();
         for queue in unflushed.drain(start..) {
