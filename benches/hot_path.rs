@@ -105,6 +105,7 @@ fn encode(c: &mut Criterion) {
         data: ChatData {
             content: "hello everyone, this is a chat line!!",
             attachments: None,
+            client_msg_id: None,
         },
         timestamp: "2026-11-22T10:30:00.123Z",
     };
@@ -122,6 +123,7 @@ fn encode(c: &mut Criterion) {
                 &ChatData {
                     content: black_box(env.data.content),
                     attachments: None,
+                    client_msg_id: None,
                 },
             )
         })

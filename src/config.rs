@@ -175,13 +175,28 @@ impl Wire {
 }
 
 /// The FastChat dialect.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FastChatConfig {
     /// `Origin`s allowed to open a FastChat connection (403 otherwise);
     /// empty (the default) allows all, with a warning at start.
     pub allowed_origins: Vec<String>,
     pub rate_limit: FastChatRates,
+    /// A FastChat connection with no inbound frame for this long is closed
+    /// (4000), instead of `heartbeat.idle_timeout`: its clients `PING`
+    /// every 15 s and expect an answer within 5. Default `20s`.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for FastChatConfig {
+    fn default() -> Self {
+        FastChatConfig {
+            allowed_origins: Vec::new(),
+            rate_limit: FastChatRates::default(),
+            idle_timeout: Duration::from_secs(20),
+        }
+    }
 }
 
 /// FastChat's per-user limits (the spec's numbers), across the user's
@@ -982,6 +997,15 @@ impl Config {
             let path: Vec<String> = key.split('.').map(str::to_owned).collect();
             set_path(&mut tree, &path, scalar(value));
         }
+        // Redis alone is a correct multi-node deployment: with a Redis bus
+        // and no store named, history is kept in the same Redis, shared by
+        // every node (a SQLite file per node would give each node its own
+        // history and numbering).
+        let redis_url = path_str(&tree, &["broker", "redis", "url"]).unwrap_or_default();
+        if !redis_url.is_empty() && get_path(&tree, &["store", "backend"]).is_none() {
+            let key = ["store".to_string(), "backend".to_string()];
+            set_path(&mut tree, &key, Value::String("redis".into()));
+        }
         let mut config: Config = serde_path_to_error::deserialize(tree)
             .map_err(|e| ConfigError::Parse(e.to_string()))?;
         config.validate()?;
@@ -1109,6 +1133,12 @@ impl Config {
                 reason: "must be longer than heartbeat.ping_interval".into(),
             });
         }
+        if self.fastchat.idle_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                field: "fastchat.idle_timeout",
+                reason: "must be greater than 0".into(),
+            });
+        }
         if self.server.host.parse::<std::net::IpAddr>().is_err() {
             return Err(ConfigError::Invalid {
                 field: "server.host",
@@ -1144,6 +1174,19 @@ fn read_yaml(path: &Path) -> Result<Value, ConfigError> {
 /// `true` a boolean, as they would be in the file.
 fn scalar(text: &str) -> Value {
     serde_norway::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+/// The value at `path` in `tree`, if there is one.
+fn get_path<'a>(tree: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(tree, |node, key| match node {
+        Value::Mapping(map) => map.get(*key),
+        _ => None,
+    })
+}
+
+/// The text at `path` in `tree`, if it is a string.
+fn path_str<'a>(tree: &'a Value, path: &[&str]) -> Option<&'a str> {
+    get_path(tree, path).and_then(Value::as_str)
 }
 
 fn set_path(tree: &mut Value, path: &[String], value: Value) {
@@ -1279,6 +1322,29 @@ mod tests {
             &["store.backend=postgres".into()],
         );
         assert!(bad.unwrap_err().to_string().contains("store.postgres.url"));
+    }
+
+    #[test]
+    fn redis_alone_keeps_history_in_redis_unless_a_store_is_named() {
+        let redis = || env(&[("REDIS_URL", "redis://r:6379")]);
+        let file = Some(Path::new("/dev/null"));
+        let c = Config::load(file, redis(), &[]).unwrap();
+        assert_eq!(c.store.backend, StoreBackend::Redis);
+        assert_eq!(c.store_redis_url(), "redis://r:6379");
+        // Named explicitly, by file, environment or flag: kept.
+        let c = Config::load(file, redis(), &["store.backend=sqlite".into()]).unwrap();
+        assert_eq!(c.store.backend, StoreBackend::Sqlite);
+        let mut vars = redis();
+        vars.push(("CHATD_STORE__BACKEND".into(), "none".into()));
+        let c = Config::load(file, vars, &[]).unwrap();
+        assert_eq!(c.store.backend, StoreBackend::None);
+        let mut vars = redis();
+        vars.push(("DATABASE_URL".into(), "postgres://u:p@db/chat".into()));
+        let c = Config::load(file, vars, &[]).unwrap();
+        assert_eq!(c.store.backend, StoreBackend::Postgres);
+        // Without Redis: the embedded default.
+        let c = Config::load(file, [], &[]).unwrap();
+        assert_eq!(c.store.backend, StoreBackend::Sqlite);
     }
 
     #[test]

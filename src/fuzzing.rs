@@ -121,8 +121,12 @@ pub fn head(data: &[u8]) {
     };
     assert!(len <= data.len());
     assert!(matches!(
-        http::route(req.uri().path()),
-        http::Route::Native { .. } | http::Route::FastChat | http::Route::Demo | http::Route::Relay
+        http::route_of(req.uri().path(), &req),
+        http::Route::Native { .. }
+            | http::Route::Bare
+            | http::Route::FastChat
+            | http::Route::Demo
+            | http::Route::Relay
     ));
     request(&req);
     if http::check_handshake(&req).is_ok() {

@@ -175,10 +175,23 @@ pub fn start(config: Config) -> Result<Server, StartError> {
             prefix: config.store.redis.prefix.clone(),
         }),
     };
+    match &database {
+        None => tracing::info!("history store: none (messages are delivered, not kept)"),
+        Some(Database::Sqlite(path)) => {
+            tracing::info!(path = %path.display(), "history store: sqlite (this node's file)")
+        }
+        Some(Database::Postgres(_)) => tracing::info!("history store: postgres"),
+        Some(Database::Mysql(_)) => tracing::info!("history store: mysql"),
+        Some(Database::Redis { prefix, .. }) => {
+            tracing::info!(prefix = %prefix, "history store: redis (shared by every node on it)")
+        }
+    }
     if matches!(database, Some(Database::Sqlite(_))) && config.broker.redis.enabled() {
         tracing::warn!(
-            "SQLite store with a Redis broker: each node keeps and numbers its own history; \
-             use store.backend postgres, mysql or redis for several nodes sharing rooms"
+            "SQLite store with a Redis broker: each node keeps and numbers its own history, \
+             and a message acked while Redis is down reaches only this node's members; \
+             use store.backend postgres, mysql or redis (the default with Redis) for several \
+             nodes sharing rooms"
         );
     }
     let store = match database {

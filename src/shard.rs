@@ -442,15 +442,24 @@ impl Shard {
         }
     }
 
-    /// Heartbeat sweep: closes connections silent for longer than the idle
-    /// timeout and, when `ping` is set, queues a Ping to every other one. One
-    /// pass over the shard's connections per tick, not a timer per connection.
-    pub fn sweep(&self, now: Instant, idle_timeout: Duration, ping: bool) {
+    /// Heartbeat sweep: closes connections silent for longer than their
+    /// dialect's idle timeout (`heartbeat.idle_timeout`, FastChat's own
+    /// `fastchat.idle_timeout`) and, when `ping` is set, queues a Ping to
+    /// every other one. One pass over the shard's connections per tick, not
+    /// a timer per connection.
+    pub fn sweep(&self, now: Instant, ping: bool) {
         // (A slow-consumer close is counted where the connection ends.)
         let now_ms = stamp(now);
-        let idle_ms = u64::try_from(idle_timeout.as_millis()).unwrap_or(u64::MAX);
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let config = &self.node.config;
+        let idle_ms = ms(config.heartbeat.idle_timeout);
+        let fastchat_idle_ms = ms(config.fastchat.idle_timeout);
         self.for_each(|c| {
-            if now_ms.saturating_sub(c.last_seen.get()) >= idle_ms {
+            let limit = match c.wire.get() {
+                Wire::FastChat => fastchat_idle_ms,
+                _ => idle_ms,
+            };
+            if now_ms.saturating_sub(c.last_seen.get()) >= limit {
                 c.queue.close(CloseReason::HeartbeatTimeout);
             } else if !c.queue.check_stalled(now) && ping {
                 let _ = c.queue.push(self.ping.clone(), now);
@@ -517,7 +526,12 @@ pub async fn dispatch(shard: Rc<Shard>, mut inbox: UnboundedReceiver<ShardMsg>) 
 pub async fn heartbeat(shard: Rc<Shard>) {
     let hb = shard.node.config.heartbeat.clone();
     let slow = shard.node.config.limits.slow_consumer_timeout;
-    let shortest = hb.ping_interval.min(hb.idle_timeout).min(slow);
+    let fastchat_idle = shard.node.config.fastchat.idle_timeout;
+    let shortest = hb
+        .ping_interval
+        .min(hb.idle_timeout)
+        .min(fastchat_idle)
+        .min(slow);
     let tick = (shortest / 4).max(Duration::from_millis(5));
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -529,6 +543,6 @@ pub async fn heartbeat(shard: Rc<Shard>) {
         if ping {
             last_ping = now;
         }
-        shard.sweep(now, hb.idle_timeout, ping);
+        shard.sweep(now, ping);
     }
 }

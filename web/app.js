@@ -217,7 +217,7 @@ function setConn(text) {
 function connect() {
   state.closing = false;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(`${scheme}://${location.host}/ws?token=${encodeURIComponent(state.token)}`);
+  const ws = new WebSocket(`${scheme}://${location.host}/api/chat-api/ws?token=${encodeURIComponent(state.token)}`);
   state.ws = ws;
   ws.onopen = () => {
     state.backoff = 500;

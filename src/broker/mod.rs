@@ -44,6 +44,27 @@ pub trait Broker: Send + Sync + 'static {
     /// [`Delivery::failed`] with `origin`, when given.
     fn publish(&self, shard: usize, msg: Publish) -> Result<(), PublishError>;
 
+    /// Publishes a message that is stored and acked already (the store
+    /// calls it after each commit). Unlike [`Broker::publish`], a message
+    /// the bus cannot take, or loses after taking it, is still delivered to
+    /// this node's own members (they do not need the bus to hear their own
+    /// node); other nodes get it from the shared store once the bus is back
+    /// ([`Delivery::resync`], and the reorder stage's gap fill). The error
+    /// says why the bus did not take it (for the log).
+    fn publish_stored(
+        &self,
+        shard: usize,
+        topic: &Topic,
+        payload: Payload,
+    ) -> Result<(), PublishError> {
+        let publish = Publish {
+            topic,
+            payload,
+            origin: None,
+        };
+        self.publish(shard, publish)
+    }
+
     /// This node now has a member in `room` (called once per node, not per
     /// connection: the fan-out reference-counts members).
     fn subscribe(&self, room: &RoomName);

@@ -11,7 +11,11 @@
 //!   Redis, so Redis orders each room for every node alike.
 //! - Faults: a health check (PING) marks the bus down or up; while down,
 //!   publishes fail at once (`MESSAGE_FAILED`) instead of queueing without
-//!   bound; on recovery every wanted channel is subscribed again.
+//!   bound; on recovery every wanted channel is subscribed again, and the
+//!   delivery is told to catch up from the shared store (`Delivery::resync`).
+//! - A stored (acked) message the bus cannot take, or loses, goes to this
+//!   node's fan-out directly (`publish_stored`): an ack means every member
+//!   gets it, whatever the bus does.
 //!
 //! The bus payload is one tag byte and the message: `E` and an event in its
 //! compact encoding (`model::Event::encode`; the receiving node frames it
@@ -46,6 +50,8 @@ struct Outbound {
     payload: Bytes,
     /// Told if the message is finally not published.
     origin: Option<Origin>,
+    /// A stored message: delivered here directly if finally not published.
+    fallback: Option<(Topic, Payload)>,
 }
 
 enum SubCommand {
@@ -69,6 +75,10 @@ struct Shared {
     /// The last flush marker that came back through the subscription.
     marker_seen: AtomicU64,
     marker_arrived: tokio::sync::Notify,
+    /// A publish failed since the last health check: other nodes' may have
+    /// too, so this node catches up from the shared store (a bus blip
+    /// shorter than one check is not seen as an outage by the check).
+    publish_lost: AtomicBool,
 }
 
 pub struct RedisBroker {
@@ -105,6 +115,7 @@ impl RedisBroker {
             marker_channel: Bytes::from(format!("{}node:{}", config_prefix, uuid::Uuid::new_v4())),
             marker_seen: AtomicU64::new(0),
             marker_arrived: tokio::sync::Notify::new(),
+            publish_lost: AtomicBool::new(false),
         });
         RedisBroker {
             shared,
@@ -126,6 +137,26 @@ impl RedisBroker {
     }
 }
 
+impl RedisBroker {
+    /// Queues `out` for `shard`'s publisher. On a full or closed queue, a
+    /// stored message goes to this node's fan-out directly.
+    fn enqueue(&self, shard: usize, out: Outbound) -> Result<(), PublishError> {
+        self.shared.pending.fetch_add(1, Ordering::AcqRel);
+        self.publish_tx[shard].try_send(out).map_err(|e| {
+            self.shared.pending.fetch_sub(1, Ordering::AcqRel);
+            self.shared.metrics.publish_errors.inc();
+            let (error, out) = match e {
+                mpsc::error::TrySendError::Full(out) => (PublishError::Backlog, out),
+                mpsc::error::TrySendError::Closed(out) => (PublishError::Closed, out),
+            };
+            if let Some((topic, payload)) = out.fallback {
+                self.shared.fall_back(&topic, payload);
+            }
+            error
+        })
+    }
+}
+
 impl Broker for RedisBroker {
     fn publish(&self, shard: usize, p: Publish) -> Result<(), PublishError> {
         if !self.shared.ready.load(Ordering::Acquire) {
@@ -137,16 +168,29 @@ impl Broker for RedisBroker {
             channel: self.channel(p.topic),
             payload,
             origin: p.origin,
+            fallback: None,
         };
-        self.shared.pending.fetch_add(1, Ordering::AcqRel);
-        self.publish_tx[shard].try_send(out).map_err(|e| {
-            self.shared.pending.fetch_sub(1, Ordering::AcqRel);
+        self.enqueue(shard, out)
+    }
+
+    fn publish_stored(
+        &self,
+        shard: usize,
+        topic: &Topic,
+        payload: Payload,
+    ) -> Result<(), PublishError> {
+        if !self.shared.ready.load(Ordering::Acquire) {
             self.shared.metrics.publish_errors.inc();
-            match e {
-                mpsc::error::TrySendError::Full(_) => PublishError::Backlog,
-                mpsc::error::TrySendError::Closed(_) => PublishError::Closed,
-            }
-        })
+            self.shared.fall_back(topic, payload);
+            return Err(PublishError::Disconnected);
+        }
+        let out = Outbound {
+            channel: self.channel(topic),
+            payload: bus_payload(&payload),
+            origin: None,
+            fallback: Some((topic.clone(), payload)),
+        };
+        self.enqueue(shard, out)
     }
 
     fn subscribe(&self, room: &RoomName) {
@@ -184,6 +228,7 @@ impl Broker for RedisBroker {
                 channel: self.shared.marker_channel.clone(),
                 payload: Bytes::from(seq.to_string()),
                 origin: None,
+                fallback: None,
             };
             self.shared.pending.fetch_add(1, Ordering::AcqRel);
             if self.publish_tx[0].try_send(marker).is_err() {
@@ -371,6 +416,14 @@ fn push_handler(
 }
 
 impl Shared {
+    /// A stored message the bus did not carry: straight to this node's
+    /// fan-out (through the reorder stage, when there is one, which also
+    /// drops it should the bus deliver it after all).
+    fn fall_back(&self, topic: &Topic, payload: Payload) {
+        self.metrics.local_fallbacks.inc();
+        self.delivery.deliver(topic, payload);
+    }
+
     fn on_message(&self, channel: &[u8], payload: &[u8]) {
         if channel == &self.marker_channel[..] {
             let seq = std::str::from_utf8(payload)
@@ -435,10 +488,17 @@ async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outbound>) {
             Err(e) => {
                 shared.metrics.publish_errors.inc_by(n);
                 shared.ready.store(false, Ordering::Release);
+                shared.publish_lost.store(true, Ordering::Release);
                 tracing::warn!(error = %e, messages = n, "publish to redis failed; senders told");
-                // Accepted, then lost: each sender gets MESSAGE_FAILED.
-                for origin in batch.iter_mut().filter_map(|o| o.origin.take()) {
-                    shared.delivery.failed(origin);
+                // Accepted, then lost: each sender gets MESSAGE_FAILED, and
+                // each stored message reaches this node's members directly.
+                for out in batch.iter_mut() {
+                    if let Some(origin) = out.origin.take() {
+                        shared.delivery.failed(origin);
+                    }
+                    if let Some((topic, payload)) = out.fallback.take() {
+                        shared.fall_back(&topic, payload);
+                    }
                 }
             }
         }
@@ -483,6 +543,7 @@ async fn subscriber(
                 }
             }
             _ = tick.tick() => {
+                let lost = shared.publish_lost.swap(false, Ordering::AcqRel);
                 if bus.ping().await.is_err() {
                     healthy = false;
                 } else if !healthy {
@@ -491,9 +552,19 @@ async fn subscriber(
                         if ever_ready {
                             shared.metrics.reconnects.inc();
                             tracing::info!(channels = wanted.len(), "redis reconnected; subscriptions restored");
+                            // Subscribed again: what other nodes stored
+                            // meanwhile is read from the shared store.
+                            shared.metrics.resyncs.inc();
+                            shared.delivery.resync();
                         }
                         ever_ready = true;
                     }
+                } else if lost {
+                    // A blip the checks did not see: resubscribe (the old
+                    // connection's subscriptions may be gone) and catch up.
+                    healthy = resubscribe(&mut bus, &wanted).await;
+                    shared.metrics.resyncs.inc();
+                    shared.delivery.resync();
                 }
             }
         }

@@ -381,6 +381,7 @@ impl Session {
         let mut event = Event::chat(topic.clone(), self.client.clone(), body);
         event.to = to;
         event.attachments = attachments.map(Into::into);
+        event.client_msg_id = client_msg_id.clone();
         let origin = Origin {
             shard: shard.index,
             conn: conn.id.0,

@@ -81,8 +81,10 @@ pub fn parse(buf: &[u8]) -> Result<(Request<()>, usize), NotYet> {
     let Ok(req) = builder.body(()) else {
         return Err(NotYet::Other);
     };
-    match super::route(req.uri().path()) {
-        Route::Native { .. } | Route::FastChat | Route::Demo | Route::Relay => Ok((req, len)),
+    match super::route_of(req.uri().path(), &req) {
+        Route::Native { .. } | Route::Bare | Route::FastChat | Route::Demo | Route::Relay => {
+            Ok((req, len))
+        }
         _ => Err(NotYet::Other),
     }
 }
@@ -154,7 +156,7 @@ pub async fn serve_plain(shard: Rc<Shard>, mut stream: TcpStream, guard: Handsha
         }
     };
     let read_ahead = buf.split_off(len).freeze();
-    let route = super::route(req.uri().path());
+    let route = super::route_of(req.uri().path(), &req);
     match upgrade::websocket(&req, &shard, route, req.uri().query()).await {
         Ok(accepted) => {
             // Present: `websocket` checked it.
@@ -262,6 +264,11 @@ mod tests {
         assert_eq!(parse(tls_hello).err(), Some(NotYet::Other));
         let many = "a: b\r\n".repeat(MAX_HEADERS + 1);
         assert!(other(&format!("GET /ws HTTP/1.1\r\n{many}\r\n")));
+        // A plain GET of `/` is the web page (hyper's); its upgrade, the relay.
+        assert!(other("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(
+            parse(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").is_ok()
+        );
         // An explicit empty body is no body.
         assert!(parse(b"GET /relay HTTP/1.1\r\nContent-Length: 0\r\n\r\n").is_ok());
     }

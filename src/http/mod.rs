@@ -2,9 +2,10 @@
 //!
 //! | path | what |
 //! |---|---|
-//! | `/api/chat-api/ws`, `/ws` (`?room=`, `?client_id=`) | native protocol |
+//! | `/api/chat-api/ws` (`?room=`, `?client_id=`) | native protocol |
+//! | `/ws` (the same queries) | `server.default_protocol` (native by default) |
 //! | `/api/chat-api/ws/{room}`, `/ws/{room}` | native protocol in `room` |
-//! | `/relay` | verbatim relay |
+//! | `/relay`, and a WebSocket upgrade at `/` | verbatim relay |
 //! | `/healthz`, `/readyz` | liveness, readiness (JSON) |
 //! | `/`, `/app.js`, `/style.css`, `/favicon.svg` | the web client (`web.rs`) |
 //! | `/api/chat-api/rooms/{room}/messages` | a room's history |
@@ -202,6 +203,11 @@ pub(crate) enum Route<'a> {
     Native {
         room: Option<&'a str>,
     },
+    /// A bare `/ws`: the dialect `server.default_protocol` names (unless
+    /// the client names one), native by default. Only this path follows
+    /// that setting: `/api/chat-api/ws` and `/ws/{room}` stay native, so
+    /// chatd's own web client works whatever it is set to.
+    Bare,
     /// `/api/chat-api/rooms/{room}/messages`: a page of stored history.
     History {
         room: &'a str,
@@ -222,11 +228,22 @@ pub(crate) enum Route<'a> {
     NotFound,
 }
 
+/// The route of a request: [`route`] of its path, except that a WebSocket
+/// upgrade at `/` is the relay (the websocket-relay specification serves
+/// its broadcast socket there; a plain `GET /` stays the web page).
+pub(crate) fn route_of<'a, B>(path: &'a str, req: &Request<B>) -> Route<'a> {
+    if path == "/" && fastwebsockets::upgrade::is_upgrade_request(req) {
+        return Route::Relay;
+    }
+    route(path)
+}
+
 pub(crate) fn route(path: &str) -> Route<'_> {
     match path {
         "/healthz" => return Route::Health,
         "/readyz" => return Route::Ready,
         "/relay" => return Route::Relay,
+        "/ws" | "/ws/" => return Route::Bare,
         "/demo/ws" | "/demo/ws/" => return Route::Demo,
         "/fastchat/ws" | "/fastchat/ws/" => return Route::FastChat,
         _ => {}
@@ -303,9 +320,9 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
 }
 
 async fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> {
-    let path = req.uri().path().to_owned();
-    let query = req.uri().query().map(str::to_owned);
-    let route = route(&path);
+    let uri = req.uri().clone();
+    let query = uri.query().map(str::to_owned);
+    let route = route_of(uri.path(), &req);
     if !matches!(route, Route::NotFound | Route::Api { .. }) && req.method() != Method::GET {
         return error(StatusCode::METHOD_NOT_ALLOWED, "only GET is allowed here");
     }
@@ -344,7 +361,7 @@ async fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> 
                 ),
             }
         }
-        Route::Relay | Route::FastChat | Route::Demo | Route::Native { .. } => {
+        Route::Relay | Route::FastChat | Route::Demo | Route::Native { .. } | Route::Bare => {
             match upgrade::websocket(&req, &shard, route, query.as_deref()).await {
                 Ok(accepted) => upgrade::by_hyper(&mut req, shard, accepted),
                 Err(refused) => refused,
@@ -436,7 +453,9 @@ mod tests {
                 room: Some("general")
             }
         );
-        assert_eq!(route("/ws/"), Route::Native { room: None });
+        assert_eq!(route("/ws/"), Route::Bare);
+        assert_eq!(route("/ws"), Route::Bare);
+        assert_eq!(route("/ws/r"), Route::Native { room: Some("r") });
         assert_eq!(route("/ws/a/b"), Route::NotFound);
         assert_eq!(route("/wsx"), Route::NotFound);
         assert_eq!(route("/relay"), Route::Relay);

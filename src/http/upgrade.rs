@@ -120,11 +120,16 @@ pub(crate) async fn websocket<B>(
             identify(req, node, query).await.map_err(refusal)?;
             (Endpoint::Demo(Demo::new()), chat_limits(node), None)
         }
-        Route::Native { room } => {
-            // A dialect named by Sec-WebSocket-Protocol, or the default.
+        Route::Native { .. } | Route::Bare => {
+            // A dialect named by Sec-WebSocket-Protocol, or (a bare `/ws`
+            // only) `server.default_protocol`, or the native one.
+            let (room, default) = match route {
+                Route::Native { room } => (room, Wire::ChatApi),
+                _ => (None, node.config.server.default_protocol),
+            };
             let offered = subprotocols(req);
             let chosen = offered.iter().find_map(|p| Wire::from_name(p));
-            let wire = chosen.unwrap_or(node.config.server.default_protocol);
+            let wire = chosen.unwrap_or(default);
             let echo = chosen.map(Wire::name);
             let endpoint = match wire {
                 Wire::FastChat => fastchat(req, node, query).await?,

@@ -189,6 +189,11 @@ pub struct BrokerMetrics {
     pub batch_size: Histogram,
     pub reconnects: Counter,
     pub subscribed_channels: Gauge,
+    /// Stored messages the bus did not carry, delivered to this node's
+    /// members directly.
+    pub local_fallbacks: Counter,
+    /// Catch-ups from the shared store after the bus came back.
+    pub resyncs: Counter,
 }
 
 impl Default for Metrics {
@@ -370,6 +375,8 @@ impl Metrics {
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             reconnects: Counter::default(),
             subscribed_channels: Gauge::default(),
+            local_fallbacks: Counter::default(),
+            resyncs: Counter::default(),
         };
         registry.register(
             "chatd_broker_publishes",
@@ -390,6 +397,16 @@ impl Metrics {
             "chatd_broker_reconnects",
             "Reconnections to the message bus",
             broker.reconnects.clone(),
+        );
+        registry.register(
+            "chatd_broker_local_fallbacks",
+            "Stored messages the bus did not carry, delivered to this node's members directly",
+            broker.local_fallbacks.clone(),
+        );
+        registry.register(
+            "chatd_broker_resyncs",
+            "Catch-ups of this node's rooms from the shared store after a bus outage",
+            broker.resyncs.clone(),
         );
         registry.register(
             "chatd_broker_subscribed_channels",

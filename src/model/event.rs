@@ -76,6 +76,11 @@ pub struct Event {
     /// `height`, `thumbnail_url`), resolved and checked by the chat service
     /// when the chat was posted; stored and carried with it.
     pub attachments: Option<Box<str>>,
+    /// The id the sender gave a chat (`client_msg_id`, FastChat's
+    /// `message_id`): stored with it, and shown to its recipients where a
+    /// dialect names messages by the sender's id (FastChat's `MSG`), so the
+    /// sender can match their acks and its own resends to what they saw.
+    pub client_msg_id: Option<RoomName>,
     /// When the event was made.
     pub ts: SystemTime,
 }
@@ -148,6 +153,7 @@ impl Event {
             kind,
             body: body.into(),
             attachments: None,
+            client_msg_id: None,
             ts: SystemTime::now(),
         }
     }
@@ -155,8 +161,8 @@ impl Event {
     /// The compact encoding the broker carries between nodes:
     /// `version kind(1) id(16) ts_ms(8) seq(8, 0 = none) topic(1 tag, 1 len,
     /// name) sender(1 len, name) to(1 len, name; 0 = none) body(4 len,
-    /// utf-8) attachments(4 len, utf-8 JSON; 0 = none)`, integers
-    /// big-endian.
+    /// utf-8) attachments(4 len, utf-8 JSON; 0 = none) client_msg_id(1 len,
+    /// name; 0 = none)`, integers big-endian.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.push(VERSION);
         out.push(match self.kind {
@@ -188,6 +194,10 @@ impl Event {
         let attachments = self.attachments.as_deref().unwrap_or("");
         out.extend_from_slice(&(attachments.len() as u32).to_be_bytes());
         out.extend_from_slice(attachments.as_bytes());
+        short_str(
+            out,
+            self.client_msg_id.as_ref().map_or("", RoomName::as_str),
+        );
     }
 
     /// Reads [`Event::encode`]'s output; names are validated again with
@@ -236,6 +246,11 @@ impl Event {
             "" => None,
             json => Some(json.into()),
         };
+        let len = r.u8()? as usize;
+        let client_msg_id = match r.str(len)? {
+            "" => None,
+            id => Some(RoomName::parse(id, max_name)?),
+        };
         if !r.0.is_empty() {
             return Err(DecodeError::Invalid);
         }
@@ -248,13 +263,15 @@ impl Event {
             kind,
             body,
             attachments,
+            client_msg_id,
             ts,
         })
     }
 }
 
-/// 2: with `to` (after the sender); 3: with attachments (after the body).
-const VERSION: u8 = 3;
+/// 2: with `to` (after the sender); 3: with attachments (after the body);
+/// 4: with the sender's `client_msg_id` (last).
+const VERSION: u8 = 4;
 const KIND_CHAT: u8 = 1;
 const KIND_ONLINE: u8 = 2;
 const KIND_OFFLINE: u8 = 3;

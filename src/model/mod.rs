@@ -92,4 +92,10 @@ pub trait Delivery: Send + Sync + 'static {
     /// A message accepted from `origin` was finally not published (the bus
     /// failed after `publish` returned Ok): tell its sender.
     fn failed(&self, origin: Origin);
+
+    /// The bus is back after an outage (and this node subscribed again):
+    /// whatever other nodes stored meanwhile never reached this node, so a
+    /// delivery that can read the shared store catches its rooms up from
+    /// it. Without a shared store there is nothing to read.
+    fn resync(&self) {}
 }

@@ -51,6 +51,10 @@ pub struct ChatData<'a> {
     /// The files attached (as the chat service resolved them), raw JSON.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attachments: Option<sonic_rs::LazyValue<'a>>,
+    /// The sender's id for the message (its `client_msg_id`), when it gave
+    /// one: live and in history, so every client names it alike.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_msg_id: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -210,6 +214,7 @@ mod tests {
             &ChatData {
                 content: "hi \"there\"",
                 attachments: None,
+                client_msg_id: None,
             },
         );
         let v: sonic_rs::Value = sonic_rs::from_slice(out.payload()).unwrap();

@@ -176,7 +176,11 @@ pub struct Msg<'a> {
     pub from: &'a str,
     pub to: &'a str,
     pub content: &'a str,
+    /// The id the sender gave (`MSG`'s `message_id`), else chatd's own.
     pub message_id: &'a str,
+    /// chatd's own id for the message (the one REST and the native
+    /// protocol show), beside the sender's.
+    pub id: &'a str,
     pub timestamp: &'a str,
 }
 

@@ -51,12 +51,14 @@ fn fastchat_live(event: &Event) -> Option<Bytes> {
     let text = match event.kind {
         EventKind::Chat => {
             let mut id = uuid::Uuid::encode_buffer();
+            let id = &*event.id.hyphenated().encode_lower(&mut id);
             let at = humantime::format_rfc3339_seconds(event.ts).to_string();
             let data = fastchat::Msg {
                 from: event.sender.as_str(),
                 to: event.to.as_ref().map_or("", |t| t.as_str()),
                 content: &event.body,
-                message_id: event.id.hyphenated().encode_lower(&mut id),
+                message_id: event.client_msg_id.as_ref().map_or(id, |c| c.as_str()),
+                id,
                 timestamp: &at,
             };
             fastchat::message("MSG", &data)
@@ -116,6 +118,7 @@ pub fn chat_api_json(event: &Event) -> Option<Outgoing> {
             let data = ChatData {
                 content: &event.body,
                 attachments,
+                client_msg_id: event.client_msg_id.as_ref().map(|c| c.as_str()),
             };
             encode_as(header, &data, stamp)
         }

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::broker::{Broker, Delivery, Origin, Payload, Publish};
+use crate::broker::{Broker, Delivery, Origin, Payload};
 use crate::metrics::StoreMetrics;
 use crate::model::{Ack, Event, Recovery, Topic};
 use crate::protocol::{ClientId, RoomName};
@@ -91,8 +91,9 @@ pub(crate) trait Backend {
     ) -> Result<Vec<Event>, StoreError>;
 }
 
-/// A stored row, read back (`SELECT seq, id, sender, body, ts_ms, kind, attachments`), as the
-/// event it was: the same for every backend.
+/// A stored row, read back (`SELECT seq, id, sender, body, ts_ms, kind,
+/// attachments, client_msg_id`), as the event it was: the same for every
+/// backend.
 pub(crate) struct StoredRow {
     pub seq: i64,
     pub id: Vec<u8>,
@@ -101,6 +102,7 @@ pub(crate) struct StoredRow {
     pub ts_ms: i64,
     pub kind: String,
     pub attachments: Option<String>,
+    pub client_msg_id: Option<String>,
 }
 
 impl StoredRow {
@@ -115,6 +117,11 @@ impl StoredRow {
             kind: crate::model::EventKind::from_stored(&self.kind),
             body: self.body.into(),
             attachments: self.attachments.map(Into::into),
+            // Checked when it was taken; an empty one is none.
+            client_msg_id: self
+                .client_msg_id
+                .filter(|c| !c.is_empty())
+                .and_then(|c| RoomName::parse(&c, max_name).ok()),
             ts: std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.ts_ms.max(0) as u64),
         })
     }
@@ -760,6 +767,37 @@ impl<B: Backend + Directory> Writer<B> {
                 let at = tokio::time::Instant::now() + self.reorder_timeout;
                 self.gaps.push_back((at, room));
             }
+            Wake::CatchUp(room) => self.catch_up(&order, room).await,
+        }
+    }
+
+    /// After a bus outage: delivers what the store has of `room` after the
+    /// last `seq` this node delivered (what other nodes stored meanwhile),
+    /// in pages of `max_recover`. A room still waiting for its baseline
+    /// needs nothing: its baseline is read from the store after this.
+    async fn catch_up(&mut self, order: &Arc<Order>, room: RoomName) {
+        while let Some(after) = order.delivered(&room) {
+            match self.backend.since(&room, after, self.max_recover).await {
+                Ok(events) => {
+                    let more = events.len() >= self.max_recover as usize;
+                    order.catch_up(&room, events);
+                    if !more {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(room = %room, error = %e, "catch-up after a bus outage failed; retrying");
+                    let (order, retry) = (
+                        order.clone(),
+                        self.reorder_timeout.max(std::time::Duration::from_secs(1)),
+                    );
+                    tokio::spawn(async move {
+                        tokio::time::sleep(retry).await;
+                        order.request_catch_up(room);
+                    });
+                    return;
+                }
+            }
         }
     }
 
@@ -809,17 +847,14 @@ impl<B: Backend + Directory> Writer<B> {
 
     /// Delivers a stored event to every node. Through shard 0's publisher
     /// whatever the sender's shard, so that a bus keeps the store's order.
+    /// Acked already: a bus failure now is not the sender's to retry; the
+    /// broker delivers it to this node's members itself, and other nodes
+    /// read it from a shared store when the bus is back.
     fn publish(&self, event: Event) {
         let topic = event.topic.clone();
-        let publish = Publish {
-            topic: &topic,
-            payload: Payload::Event(Arc::new(event)),
-            // Acked already: a bus failure now is not the sender's to retry.
-            origin: None,
-        };
-        if let Err(e) = self.broker.publish(0, publish) {
-            // Stored and acked: it is in the history; only live delivery failed.
-            tracing::warn!(error = %e, "stored message not published");
+        let payload = Payload::Event(Arc::new(event));
+        if let Err(e) = self.broker.publish_stored(0, &topic, payload) {
+            tracing::debug!(error = %e, "stored message not published; delivered on this node");
         }
     }
 }

@@ -210,7 +210,7 @@ impl Backend for Mysql {
         limit: u32,
     ) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, id, sender, body, ts_ms, kind, attachments FROM messages \
+            "SELECT seq, id, sender, body, ts_ms, kind, attachments, client_msg_id FROM messages \
              WHERE room = ? AND seq > ? ORDER BY seq ASC LIMIT ?",
         )
         .bind(room.as_str())
@@ -229,7 +229,7 @@ impl Backend for Mysql {
     ) -> Result<Vec<Event>, StoreError> {
         let before = before_seq.map_or(i64::MAX, |s| s.min(i64::MAX as u64) as i64);
         let rows = sqlx::query(
-            "SELECT seq, id, sender, body, ts_ms, kind, attachments FROM messages \
+            "SELECT seq, id, sender, body, ts_ms, kind, attachments, client_msg_id FROM messages \
              WHERE room = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
         )
         .bind(room.as_str())
@@ -277,7 +277,7 @@ async fn number(tx: &mut MySqlConnection, rows: &mut [Row]) -> Result<(), StoreE
 }
 
 impl Mysql {
-    /// One row of `SELECT seq, id, sender, body, ts_ms, kind, attachments`
+    /// One row of `SELECT seq, id, sender, body, ts_ms, kind, attachments, client_msg_id`
     /// as an event.
     fn event(&self, room: &RoomName, r: sqlx::mysql::MySqlRow) -> Result<Event, StoreError> {
         let row = StoredRow {
@@ -288,6 +288,7 @@ impl Mysql {
             ts_ms: r.try_get(4)?,
             kind: r.try_get(5)?,
             attachments: r.try_get(6)?,
+            client_msg_id: r.try_get(7)?,
         };
         row.into_event(room, self.max_name)
     }

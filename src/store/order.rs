@@ -35,6 +35,9 @@ pub(crate) enum Wake {
     /// A gap opened in the room: fill it if it is still open after the
     /// reorder timeout.
     Gap(RoomName),
+    /// The bus was down: read what the store has after the last `seq`
+    /// delivered (other nodes' messages that never came over the bus).
+    CatchUp(RoomName),
 }
 
 /// The reorder stage: this node's [`Delivery`] when it shares its history
@@ -109,6 +112,21 @@ impl Order {
         self.with(room, |o| o.fill(events, all)).unwrap_or(0)
     }
 
+    /// Stored messages of `room` read after a bus outage: delivered in
+    /// order, what was delivered already dropped.
+    pub(crate) fn catch_up(&self, room: &RoomName, events: Vec<Event>) {
+        self.with(room, |o| {
+            for event in events {
+                o.offer(Arc::new(event));
+            }
+        });
+    }
+
+    /// Asks the store thread to catch `room` up (again).
+    pub(crate) fn request_catch_up(&self, room: RoomName) {
+        let _ = self.wake.send(Wake::CatchUp(room));
+    }
+
     /// Runs `f` on `room`'s order and delivers what it released, in order,
     /// under the lock (so two callers cannot interleave a room's messages);
     /// asks for a gap fill if one opened.
@@ -143,6 +161,16 @@ impl Delivery for Order {
 
     fn failed(&self, origin: Origin) {
         self.registry.failed(origin);
+    }
+
+    /// Every watched room is caught up from the store: its messages other
+    /// nodes stored while the bus was down reached nobody here, and a room
+    /// without later traffic would never show the gap.
+    fn resync(&self) {
+        let rooms: Vec<RoomName> = self.rooms.lock().keys().cloned().collect();
+        for room in rooms {
+            self.request_catch_up(room);
+        }
     }
 }
 
@@ -263,6 +291,24 @@ mod tests {
         o.offer(event(2));
         assert_eq!(released(&mut o), Vec::<u64>::new());
         assert_eq!(o.gap(), None);
+    }
+
+    #[test]
+    fn a_catch_up_delivers_what_is_new_once() {
+        let (order, _wakes) = Order::new(Arc::new(Registry::new(Vec::new())));
+        let room = RoomName::parse("r", 64).unwrap();
+        order.watch(&room);
+        order.baseline(&room, 2);
+        order.deliver(&Topic::Room(room.clone()), Payload::Event(event(3)));
+        assert_eq!(order.delivered(&room), Some(3));
+        // The store has 3 (delivered live already) to 5.
+        let stored = [3, 4, 5].iter().map(|&s| (*event(s)).clone()).collect();
+        order.catch_up(&room, stored);
+        assert_eq!(order.delivered(&room), Some(5));
+        // The same again changes nothing.
+        let stored = [4, 5].iter().map(|&s| (*event(s)).clone()).collect();
+        order.catch_up(&room, stored);
+        assert_eq!(order.delivered(&room), Some(5));
     }
 
     #[test]

@@ -224,7 +224,7 @@ impl Backend for Postgres {
         limit: u32,
     ) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, id, sender, body, ts_ms, kind, attachments FROM messages \
+            "SELECT seq, id, sender, body, ts_ms, kind, attachments, client_msg_id FROM messages \
              WHERE room = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3",
         )
         .bind(room.as_str())
@@ -243,7 +243,7 @@ impl Backend for Postgres {
     ) -> Result<Vec<Event>, StoreError> {
         let before = before_seq.map_or(i64::MAX, |s| s.min(i64::MAX as u64) as i64);
         let rows = sqlx::query(
-            "SELECT seq, id, sender, body, ts_ms, kind, attachments FROM messages \
+            "SELECT seq, id, sender, body, ts_ms, kind, attachments, client_msg_id FROM messages \
              WHERE room = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
         )
         .bind(room.as_str())
@@ -296,7 +296,7 @@ async fn number(tx: &mut PgConnection, rows: &mut [Row]) -> Result<(), StoreErro
 }
 
 impl Postgres {
-    /// One row of `SELECT seq, id, sender, body, ts_ms, kind, attachments` as an event.
+    /// One row of `SELECT seq, id, sender, body, ts_ms, kind, attachments, client_msg_id` as an event.
     fn event(&self, room: &RoomName, r: sqlx::postgres::PgRow) -> Result<Event, StoreError> {
         let row = StoredRow {
             seq: r.try_get(0)?,
@@ -306,6 +306,7 @@ impl Postgres {
             ts_ms: r.try_get(4)?,
             kind: r.try_get(5)?,
             attachments: r.try_get(6)?,
+            client_msg_id: r.try_get(7)?,
         };
         row.into_event(room, self.max_name)
     }

@@ -15,7 +15,7 @@
 //! `convs:<user>`, `file:<id>`, `file_rooms:<id>`. The scripts touch keys
 //! they compute, so the store needs one Redis server (not a Cluster).
 
-use ::redis::aio::MultiplexedConnection;
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::streams::StreamRangeReply;
 use ::redis::{cmd, pipe, FromRedisValue, Script};
 use std::collections::HashMap;
@@ -105,7 +105,10 @@ return {1, id}
 "#;
 
 pub struct RedisStore {
-    conn: MultiplexedConnection,
+    /// Reconnects by itself after Redis restarts (a command meanwhile
+    /// fails, and its senders get `MESSAGE_FAILED`): a plain multiplexed
+    /// connection stayed broken for good.
+    conn: ConnectionManager,
     prefix: String,
     max_name: usize,
     append: Script,
@@ -120,11 +123,13 @@ impl RedisStore {
         // The client's default (half a second) would fail a group that is
         // only slow (a write with `appendfsync always` on a busy disk); a
         // failed group is answered MESSAGE_FAILED even if Redis applied it.
-        let config = ::redis::AsyncConnectionConfig::new()
+        let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(RESPONSE_TIMEOUT));
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
         let mut conn = client
-            .get_multiplexed_async_connection_with_config(&config)
+            .get_connection_manager_with_config(config)
             .await
             .map_err(open)?;
         cmd("PING")
@@ -176,6 +181,7 @@ impl RedisStore {
                     ts_ms: need("ts")?.parse().unwrap_or(0),
                     kind: need("kind")?,
                     attachments: field("att")?,
+                    client_msg_id: field("cmid")?,
                 };
                 row.into_event(room, self.max_name)
             })

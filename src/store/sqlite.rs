@@ -193,7 +193,7 @@ impl Backend for Sqlite {
         limit: u32,
     ) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, id, sender, body, ts_ms, kind, attachments FROM messages \
+            "SELECT seq, id, sender, body, ts_ms, kind, attachments, client_msg_id FROM messages \
              WHERE room = ? AND seq > ? ORDER BY seq ASC LIMIT ?",
         )
         .bind(room.as_str())
@@ -212,7 +212,7 @@ impl Backend for Sqlite {
     ) -> Result<Vec<Event>, StoreError> {
         let before = before_seq.map_or(i64::MAX, |s| s.min(i64::MAX as u64) as i64);
         let rows = sqlx::query(
-            "SELECT seq, id, sender, body, ts_ms, kind, attachments FROM messages \
+            "SELECT seq, id, sender, body, ts_ms, kind, attachments, client_msg_id FROM messages \
              WHERE room = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
         )
         .bind(room.as_str())
@@ -266,7 +266,7 @@ impl Sqlite {
         Ok(())
     }
 
-    /// One row of `SELECT seq, id, sender, body, ts_ms, kind, attachments` as an event.
+    /// One row of `SELECT seq, id, sender, body, ts_ms, kind, attachments, client_msg_id` as an event.
     fn event(&self, room: &RoomName, r: sqlx::sqlite::SqliteRow) -> Result<Event, StoreError> {
         let row = StoredRow {
             seq: r.try_get(0)?,
@@ -276,6 +276,7 @@ impl Sqlite {
             ts_ms: r.try_get(4)?,
             kind: r.try_get(5)?,
             attachments: r.try_get(6)?,
+            client_msg_id: r.try_get(7)?,
         };
         row.into_event(room, self.max_name)
     }

@@ -44,10 +44,12 @@ WAIT_MS = 10_000
 class Chatd:
     """The real binary with SQLite and local files in `workdir`."""
 
-    def __init__(self, binary, workdir, port=0):
+    def __init__(self, binary, workdir, port=0, extra=()):
         self.binary = binary
         self.workdir = workdir
         self.port = port
+        # More `--set key=value` settings.
+        self.extra = list(extra)
         self.proc = None
         self.start()
 
@@ -64,6 +66,8 @@ class Chatd:
             "--set", "auth.argon2.memory_kib=1024",
             "--set", "auth.argon2.iterations=1",
         ]
+        for setting in self.extra:
+            args += ["--set", setting]
         log = open(os.path.join(self.workdir, "chatd.log"), "ab")
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, cwd=self.workdir)
         line = self.proc.stdout.readline().decode()
@@ -210,6 +214,25 @@ def test_dm_both_ways_and_script_as_text(server, b):
     expect(alice.locator("#typing")).to_have_text("Bob is typing…")
     b.shot(alice, "dm-alice")
     b.shot(bob, "dm-bob")
+
+
+def test_own_page_works_whatever_default_protocol(server, b):
+    """`server.default_protocol` governs a bare `/ws` only: chatd's own page
+    (which connects to its native endpoint) signs up, chats and is acked
+    with each value."""
+    for wire in ("chat-api", "fastchat", "redis-chat-demo"):
+        workdir = tempfile.mkdtemp(prefix=f"chatd-default-{wire}-")
+        other = Chatd(server.binary, workdir, extra=[f"server.default_protocol={wire}"])
+        try:
+            page = b.page()
+            sign_up(page, other, f"user-{wire.replace('-', '')}"[:20], f"User {wire}")
+            page.locator("#list-public .conv", has_text="general").first.click()
+            say(page, f"hello over {wire}")
+            expect(page.locator(".msg.mine .state.acked")).to_have_count(1)
+            expect(message(page, f"hello over {wire}")).to_have_count(1)
+            page.context.close()
+        finally:
+            other.stop()
 
 
 def test_group_history_scroll_back(server, b):

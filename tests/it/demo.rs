@@ -423,6 +423,16 @@ async fn the_dialect_is_chosen_by_path_subprotocol_or_default() {
     let db2 = self::db();
     let s = server(&db2, &["server.default_protocol=redis-chat-demo"]);
     let (_c, _) = session(s.addr(), "/ws").await;
+    // The setting governs a bare /ws only: the native endpoints (the web
+    // client's among them) stay native.
+    for path in [
+        "/api/chat-api/ws",
+        "/api/chat-api/ws/general",
+        "/ws/general",
+    ] {
+        let native = connect(s.addr(), path).await;
+        assert!(!native.id.is_empty(), "{path}");
+    }
     s.shutdown().await;
 }
 

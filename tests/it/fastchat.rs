@@ -105,10 +105,12 @@ async fn hello_open_chat_messages_typing_and_ping() {
         (Some(ann.as_str()), Some(ben.as_str()))
     );
     assert_eq!(msg["data"]["content"], "hello Ben");
-    assert!(
-        msg["data"]["message_id"].is_string()
-            && msg["data"]["timestamp"].as_str().unwrap().ends_with('Z')
-    );
+    // The id the sender chose reaches the target (chatd's own beside it),
+    // so the sender can match the target's MSG_ACK to what it sent.
+    assert_eq!(msg["data"]["message_id"], "m-1");
+    let own = msg["data"]["id"].as_str().unwrap();
+    assert!(own.len() == 36 && own != "m-1", "{msg}");
+    assert!(msg["data"]["timestamp"].as_str().unwrap().ends_with('Z'));
     // The target acknowledges; accepted silently.
     b.send_json(json!({"type":"MSG_ACK","data":{"message_id":msg["data"]["message_id"]}}))
         .await;
@@ -296,5 +298,42 @@ async fn origins_subprotocol_and_a_native_partner() {
     real.send_json(json!({"type":"HELLO","data":{"user_id":nina,"display_name":"Nina"}}))
         .await;
     next(&mut real, "HELLO_ACK").await;
+    s.shutdown().await;
+}
+
+/// A FastChat connection silent for longer than `fastchat.idle_timeout` is
+/// closed (4000), while one that PINGs stays and a native connection keeps
+/// the native limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_fastchat_connection_is_closed_after_its_own_idle_timeout() {
+    let db = db();
+    let s = server(
+        &db,
+        &[
+            "fastchat.idle_timeout=600ms",
+            "heartbeat.ping_interval=20s",
+            "heartbeat.idle_timeout=60s",
+        ],
+    );
+    let addr = s.addr();
+    let mut silent = hello(addr, &v4(), "Sil").await;
+    let mut pinging = hello(addr, &v4(), "Pia").await;
+    let mut native = connect(addr, "/ws").await;
+    let started = tokio::time::Instant::now();
+    let pinger = tokio::spawn(async move {
+        for _ in 0..8 {
+            pinging.send_json(json!({"type":"PING","data":{}})).await;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        pinging
+    });
+    assert_eq!(silent.expect_close().await, 4000);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(500));
+    let mut pinging = pinger.await.unwrap();
+    // Still open: it answers.
+    pinging.send_json(json!({"type":"PING","data":{}})).await;
+    next(&mut pinging, "PONG").await;
+    native.send_json(json!({"type":"join","room":"r"})).await;
+    assert_eq!(native.recv_type("system").await["data"]["event"], "joined");
     s.shutdown().await;
 }

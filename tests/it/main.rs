@@ -18,6 +18,7 @@ mod lifecycle;
 mod metrics;
 mod mysql_harness;
 mod native;
+mod outage;
 mod pg_harness;
 mod redis;
 mod redis_harness;

@@ -34,11 +34,24 @@ pub struct Redis {
     pub port: u16,
     dir: PathBuf,
     cluster: bool,
+    /// Append-only file with a fsync per write: what it acked survives a
+    /// restart (a Redis that keeps history must be run so).
+    durable: bool,
 }
 
 impl Redis {
     pub fn start() -> Redis {
         Redis::start_on(free_port(), false)
+    }
+
+    /// A Redis whose data survives [`Redis::restart`] (AOF, `appendfsync
+    /// always`), as one that keeps chatd's history must be run.
+    pub fn start_durable() -> Redis {
+        let mut redis = Redis::start_on(free_port(), false);
+        redis.kill();
+        redis.durable = true;
+        redis.spawn();
+        redis
     }
 
     pub fn start_on(port: u16, cluster: bool) -> Redis {
@@ -49,6 +62,7 @@ impl Redis {
             port,
             dir,
             cluster,
+            durable: false,
         };
         redis.spawn();
         redis
@@ -63,9 +77,11 @@ impl Redis {
             "127.0.0.1",
             "--save",
             "",
-            "--appendonly",
-            "no",
         ])
+        .args(match self.durable {
+            true => ["--appendonly", "yes", "--appendfsync", "always"],
+            false => ["--appendonly", "no", "--appendfsync", "everysec"],
+        })
         .arg("--dir")
         .arg(&self.dir)
         .stdout(Stdio::null())
@@ -168,6 +184,11 @@ impl Chatd {
             cmd.args(["--set", e]);
         }
         let (child, addr) = spawn_chatd(&mut cmd).await;
+        Chatd { child, addr }
+    }
+
+    /// A chatd started some other way.
+    pub fn from_child(child: tokio::process::Child, addr: SocketAddr) -> Chatd {
         Chatd { child, addr }
     }
 

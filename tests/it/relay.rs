@@ -50,3 +50,34 @@ async fn relay_can_be_disabled() {
     assert_eq!(status, 404);
     server.shutdown().await;
 }
+
+/// The websocket-relay specification serves its socket at `/`: an
+/// unchanged relay client of `ws://host:port/` relays verbatim (and meets
+/// `/relay`'s clients), while a plain `GET /` is still the web page.
+#[tokio::test]
+async fn a_websocket_upgrade_at_the_root_is_the_relay() {
+    let server = start(&[]);
+    let root = format!("ws://{}/", server.addr());
+    let named = format!("ws://{}/relay", server.addr());
+    let (mut a, _) = tokio_tungstenite::connect_async(&root).await.unwrap();
+    let (mut b, _) = tokio_tungstenite::connect_async(&root).await.unwrap();
+    let (mut c, _) = tokio_tungstenite::connect_async(&named).await.unwrap();
+    let metrics = server.node().metrics.clone();
+    crate::common::eventually("all connected", || metrics.connected.get() == 3).await;
+
+    a.send(Message::text("{\"any\": \"thing\"")).await.unwrap();
+    for ws in [&mut a, &mut b, &mut c] {
+        assert_eq!(next_data(ws).await, Message::text("{\"any\": \"thing\""));
+    }
+    b.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    for ws in [&mut a, &mut b, &mut c] {
+        assert_eq!(next_data(ws).await, Message::binary(vec![1u8, 2, 3]));
+    }
+    let (status, page) = crate::common::http_get(server.addr(), "/").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<html") || page.contains("<!doctype"),
+        "{page}"
+    );
+    server.shutdown().await;
+}

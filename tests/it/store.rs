@@ -186,6 +186,8 @@ async fn acks_carry_seq_after_commit_and_history_pages_newest_first(new_db: fn(&
         let live = b.recv_type("chat").await;
         assert_eq!(live["seq"], n, "live envelopes carry seq");
         assert_eq!(live["id"], ack["data"]["id"]);
+        // The sender's own id for it travels with it (and is stored).
+        assert_eq!(live["data"]["client_msg_id"], format!("id-{n}"));
     }
     // Over the WebSocket: default limit 10, newest first, then the page before.
     b.send_json(json!({"type":"history","room":"r"})).await;
@@ -198,6 +200,10 @@ async fn acks_carry_seq_after_commit_and_history_pages_newest_first(new_db: fn(&
         .collect();
     assert_eq!(seqs, (6..=15).rev().collect::<Vec<_>>());
     assert_eq!(page["data"]["messages"][0]["data"]["content"], "m15");
+    assert_eq!(
+        page["data"]["messages"][0]["data"]["client_msg_id"],
+        "id-15"
+    );
     b.send_json(json!({"type":"history","room":"r","data":{"before_seq":6,"limit":100}}))
         .await;
     let older = b.recv_type("history").await;
