@@ -635,6 +635,14 @@ pub struct ServerConfig {
     /// `Sec-WebSocket-Protocol`: `chat-api` (default), `fastchat` or
     /// `redis-chat-demo`, so that an unchanged client of any works.
     pub default_protocol: Wire,
+    /// After answering a request before its body arrived (a `413` for a
+    /// too-large upload), the rest of the body is still read and dropped
+    /// for at most this long, so a client that sends its whole body before
+    /// reading gets the answer instead of a connection reset. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub linger_time: Duration,
+    /// ...and at most this many bytes of it. Default 64 MiB.
+    pub linger_bytes: u64,
     pub tls: TlsConfig,
     pub deflate: DeflateConfig,
 }
@@ -698,6 +706,8 @@ impl Default for ServerConfig {
             http_idle_timeout: Duration::from_secs(5),
             max_handshakes: 1024,
             max_connections: 0,
+            linger_time: Duration::from_secs(10),
+            linger_bytes: 64 << 20,
             default_protocol: Wire::ChatApi,
             tls: TlsConfig::default(),
             deflate: DeflateConfig::default(),

@@ -5,13 +5,14 @@
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
-use http_body_util::{BodyDataStream, BodyExt, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use std::ops::Range;
 
 use super::api::error_body;
+use super::linger::{Linger, LingeringBody};
 use super::{query_param, to_json, Body};
 use crate::accounts::Identity;
 use crate::chat::files::{may_read, FileAccess, FileView};
@@ -62,13 +63,20 @@ pub async fn upload(req: Request<Incoming>, node: &Node, identity: &Identity) ->
     } else {
         max
     };
-    if declared.is_some_and(|len| len > limit) {
-        node.metrics.files.refused.inc();
-        return refusal(&FileError::TooLarge(max));
-    }
+    let server = &node.config.server;
+    let linger = Linger {
+        time: server.linger_time,
+        bytes: server.linger_bytes,
+    };
     let uploader = identity.user().map(|u| u.id.clone());
     let named = query_param(req.uri().query(), "name").map(percent_decode);
-    let body = BodyDataStream::new(req.into_body());
+    // Whatever answers before the body's end, the rest is still read (so
+    // the client reads the answer, not a reset) and the connection closed.
+    let body = LingeringBody::new(req.into_body(), linger);
+    if declared.is_some_and(|len| len > limit) {
+        node.metrics.files.refused.inc();
+        return closing(refusal(&FileError::TooLarge(max)));
+    }
     let stored = match multipart {
         None => {
             let name = named.unwrap_or_default();
@@ -82,7 +90,9 @@ pub async fn upload(req: Request<Incoming>, node: &Node, identity: &Identity) ->
                     Ok(Some(_)) => continue,
                     Ok(None) | Err(_) => {
                         let message = "a multipart upload needs a file field";
-                        return error_body(StatusCode::BAD_REQUEST, "VALIDATION", message, None);
+                        let refused =
+                            error_body(StatusCode::BAD_REQUEST, "VALIDATION", message, None);
+                        return closing(refused);
                     }
                 }
             };
@@ -94,8 +104,16 @@ pub async fn upload(req: Request<Incoming>, node: &Node, identity: &Identity) ->
     };
     match stored {
         Ok(record) => super::json(StatusCode::CREATED, to_json(&FileView::of(&record))),
-        Err(e) => refusal(&e),
+        Err(e) => closing(refusal(&e)),
     }
+}
+
+/// An answer that may come before the request's body has all arrived: the
+/// connection closes after it (the rest of the body is drained meanwhile).
+fn closing(mut resp: Response<Body>) -> Response<Body> {
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 /// Serves a file (or its thumbnail) to whoever may read it.

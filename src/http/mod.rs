@@ -14,6 +14,7 @@
 pub mod api;
 pub mod files;
 pub mod head;
+pub mod linger;
 pub mod metrics;
 pub mod upgrade;
 pub mod web;
@@ -403,8 +404,10 @@ async fn history_page(
         Err(e @ crate::chat::ChatError::BadLimit(_)) => {
             return error(StatusCode::BAD_REQUEST, &e.to_string())
         }
+        // The same code as the WebSocket's and the other REST routes' that
+        // need a store.
         Err(e @ crate::chat::ChatError::NoHistory) => {
-            return error(StatusCode::NOT_FOUND, &e.to_string())
+            return api::error_body(StatusCode::NOT_FOUND, "UNSUPPORTED", &e.to_string(), None)
         }
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };

@@ -53,6 +53,18 @@ impl Setup {
     fn addr(&self) -> SocketAddr {
         self.server.addr()
     }
+
+    /// What the storage holds: files (or objects), and (S3) multipart
+    /// uploads left open. A local directory's staging files count as files.
+    async fn stored(&self) -> (usize, usize) {
+        match &self._moto {
+            None => {
+                let dir = self._db.files_dir();
+                (std::fs::read_dir(&dir).map_or(0, |d| d.count()), 0)
+            }
+            Some(moto) => moto.contents(BUCKET).await,
+        }
+    }
 }
 
 /// Every file test, once per storage backend.
@@ -76,6 +88,11 @@ on_both_storages!(
     a_file_round_trips_with_etag_and_ranges_and_only_its_readers_read_it,
     a_large_multipart_upload_streams_and_round_trips,
     an_image_gets_dimensions_and_a_thumbnail_and_rides_a_chat,
+    uploads_over_files_max_size_get_413_declared_or_streamed,
+    a_client_that_sends_a_too_large_body_whole_before_reading_gets_its_413,
+    with_auth_off_files_posted_in_public_rooms_are_public,
+    an_upload_cut_off_by_the_client_leaves_nothing,
+    a_slow_upload_outlives_the_http_idle_timeout,
 );
 
 /// One HTTP answer.
@@ -487,9 +504,8 @@ async fn join_room(client: &mut Client, room: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn uploads_over_files_max_size_get_413_declared_or_streamed() {
-    let s = Setup::new("limit", Storage::Local, &["files.max_size=1000"]).await;
+async fn uploads_over_files_max_size_get_413_declared_or_streamed(storage: Storage) {
+    let s = Setup::new("limit", storage, &["files.max_size=1000"]).await;
     let addr = s.addr();
     let (_, alice) = register_and_login(addr, "alice", "password1").await;
     let declared = upload(addr, &alice, "big", &noise(2000)).await;
@@ -510,9 +526,8 @@ async fn uploads_over_files_max_size_get_413_declared_or_streamed() {
     assert_eq!(streamed.json()["error"]["code"], "TOO_LARGE");
     let at_limit = upload(addr, &alice, "ok", &noise(1000)).await;
     assert_eq!(at_limit.status, 201);
-    // Nothing was left behind by the refused ones: one file on disk.
-    let files = std::fs::read_dir(s._db.files_dir()).unwrap().count();
-    assert_eq!(files, 1);
+    // Nothing was left behind by the refused ones: one file stored.
+    assert_eq!(s.stored().await, (1, 0));
     let samples = crate::metrics::scrape(s.server.metrics_addr().unwrap()).await;
     crate::metrics::expect(
         &samples,
@@ -525,11 +540,65 @@ async fn uploads_over_files_max_size_get_413_declared_or_streamed() {
     );
 }
 
+/// A client that sends its whole body before reading (Python's httpx,
+/// browsers' `fetch`, curl without `Expect`) gets the 413 chatd answers
+/// while the body still arrives, not a connection reset: the rest of the
+/// body is read and dropped (`server.linger_*`) before the connection
+/// closes. The body is larger than loopback's socket buffers take, so the
+/// client is still writing when the answer comes; every write must succeed.
+async fn a_client_that_sends_a_too_large_body_whole_before_reading_gets_its_413(storage: Storage) {
+    let max = 1 << 20;
+    let limit = format!("files.max_size={max}");
+    let s = Setup::new("whole", storage, &[&limit]).await;
+    let addr = s.addr();
+    let (_, alice) = register_and_login(addr, "alice", "password1").await;
+    let body = noise(16 * max);
+    for chunked in [false, true, false] {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let length = match chunked {
+            false => format!("Content-Length: {}", body.len()),
+            true => "Transfer-Encoding: chunked".to_owned(),
+        };
+        let head = format!(
+            "POST /api/chat-api/files?name=big HTTP/1.1\r\nHost: {addr}\r\n\
+             Authorization: Bearer {alice}\r\n{length}\r\n\r\n"
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        if chunked {
+            for part in body.chunks(64 * 1024) {
+                let frame = [format!("{:x}\r\n", part.len()).as_bytes(), part, b"\r\n"].concat();
+                conn.write_all(&frame)
+                    .await
+                    .expect("the whole body is taken");
+            }
+            conn.write_all(b"0\r\n\r\n")
+                .await
+                .expect("the whole body is taken");
+        } else {
+            conn.write_all(&body)
+                .await
+                .expect("the whole body is taken");
+        }
+        let mut answer = Vec::new();
+        tokio::time::timeout(crate::common::WAIT, conn.read_to_end(&mut answer))
+            .await
+            .expect("an answer in time")
+            .expect("the answer, not a reset");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+        assert!(
+            text.to_ascii_lowercase().contains("connection: close"),
+            "{text}"
+        );
+        assert!(text.contains(r#""code":"TOO_LARGE""#), "{text}");
+    }
+    assert_eq!(s.stored().await, (0, 0));
+}
+
 /// With auth off, an anonymous upload posted in a public room is public;
 /// before that nobody but the poster's id holder can attach it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_auth_off_files_posted_in_public_rooms_are_public() {
-    let s = Setup::new("public", Storage::Local, &[]).await;
+async fn with_auth_off_files_posted_in_public_rooms_are_public(storage: Storage) {
+    let s = Setup::new("public", storage, &[]).await;
     let addr = s.addr();
     let posted = request(
         addr,
@@ -589,9 +658,8 @@ async fn the_web_client_is_served_with_a_strict_policy() {
 
 /// A client that goes away mid-upload (past the first 5 MiB part, so a
 /// multipart upload was under way) leaves no file and no partial object.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upload_cut_off_by_the_client_leaves_nothing() {
-    let s = Setup::new("cutoff", Storage::Local, &[]).await;
+async fn an_upload_cut_off_by_the_client_leaves_nothing(storage: Storage) {
+    let s = Setup::new("cutoff", storage, &[]).await;
     let addr = s.addr();
     let (_, alice) = register_and_login(addr, "alice", "password1").await;
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -609,9 +677,9 @@ async fn an_upload_cut_off_by_the_client_leaves_nothing() {
         m.get("chatd_files_refused_total") == Some(&1.0)
     })
     .await;
-    let dir = s._db.files_dir();
-    crate::common::eventually("no file or staging file is left", || {
-        std::fs::read_dir(&dir).map_or(0, |d| d.count()) == 0
+    // No file, staging file, object or open multipart upload is left.
+    crate::common::eventually_async("nothing of the upload is left", || async {
+        s.stored().await == (0, 0)
     })
     .await;
     let samples = crate::metrics::scrape(metrics).await;
@@ -669,9 +737,8 @@ async fn two_nodes_share_files_through_s3() {
 
 /// An upload that takes longer than `server.http_idle_timeout` is not cut
 /// off (it was: the idle timer counted from the request's start).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_upload_outlives_the_http_idle_timeout() {
-    let s = Setup::new("slow", Storage::Local, &["server.http_idle_timeout=300ms"]).await;
+async fn a_slow_upload_outlives_the_http_idle_timeout(storage: Storage) {
+    let s = Setup::new("slow", storage, &["server.http_idle_timeout=300ms"]).await;
     let addr = s.addr();
     let (_, alice) = register_and_login(addr, "alice", "password1").await;
     let bytes = noise(2000);

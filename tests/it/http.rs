@@ -21,6 +21,15 @@ async fn health_readiness_and_errors() {
     assert_eq!(http_get(addr, "/ws/room").await.0, 426);
     assert_eq!(http_get(addr, "/nope").await.0, 404);
     assert_eq!(http_get(addr, "/ws/a/b").await.0, 404);
+    // History without a store: one code on REST and on the WebSocket.
+    let (status, body) = http_get(addr, "/api/chat-api/rooms/r/messages").await;
+    assert_eq!(status, 404);
+    assert!(body.contains(r#""code":"UNSUPPORTED""#), "{body}");
+    let mut c = connect(addr, "/ws/r").await;
+    c.send_json(serde_json::json!({"type":"history","room":"r"}))
+        .await;
+    assert_eq!(c.recv_type("error").await["data"]["code"], "UNSUPPORTED");
+    c.close().await;
     server.shutdown().await;
 }
 

@@ -57,6 +57,25 @@ impl Moto {
     }
 }
 
+impl Moto {
+    /// Objects in `bucket`, and multipart uploads begun and not completed
+    /// or aborted (a cut-off upload must leave neither).
+    pub async fn contents(&self, bucket: &str) -> (usize, usize) {
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
+        let get = |query: &str| {
+            format!("GET /{bucket}?{query} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+        };
+        let (status, objects) = try_raw(addr, &get("list-type=2")).await.unwrap();
+        assert_eq!(status, 200, "{objects}");
+        let (status, uploads) = try_raw(addr, &get("uploads")).await.unwrap();
+        assert_eq!(status, 200, "{uploads}");
+        (
+            objects.matches("<Key>").count(),
+            uploads.matches("<UploadId>").count(),
+        )
+    }
+}
+
 async fn try_raw(addr: std::net::SocketAddr, req: &str) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await?;
