@@ -150,17 +150,39 @@ pub enum Wire {
     /// redis-chat-demo's protocol.
     #[serde(rename = "redis-chat-demo")]
     Demo,
+    /// redis-chat-demo's, to a client that joined the public channel as
+    /// `"0"`: its public messages say `recipientUUID: "0"` (not a setting).
+    #[serde(skip)]
+    DemoPublicZero,
+    /// ...and as the number `0`.
+    #[serde(skip)]
+    DemoPublicZeroNumber,
 }
 
 impl Wire {
-    pub const ALL: [Wire; 3] = [Wire::ChatApi, Wire::FastChat, Wire::Demo];
+    /// Every dialect and variant (the per-dialect tables' size).
+    pub const ALL: [Wire; 5] = [
+        Wire::ChatApi,
+        Wire::FastChat,
+        Wire::Demo,
+        Wire::DemoPublicZero,
+        Wire::DemoPublicZeroNumber,
+    ];
+
+    /// Whether it is the redis-chat-demo dialect (any variant).
+    pub fn is_demo(self) -> bool {
+        matches!(
+            self,
+            Wire::Demo | Wire::DemoPublicZero | Wire::DemoPublicZeroNumber
+        )
+    }
 
     /// Its name in config and in `Sec-WebSocket-Protocol`.
     pub fn name(self) -> &'static str {
         match self {
             Wire::ChatApi => "chat-api",
             Wire::FastChat => "fastchat",
-            Wire::Demo => "redis-chat-demo",
+            Wire::Demo | Wire::DemoPublicZero | Wire::DemoPublicZeroNumber => "redis-chat-demo",
         }
     }
 

@@ -305,7 +305,7 @@ impl Shard {
                 crate::ws::Outgoing::from_payload(text.as_bytes()),
             );
         }
-        if self.wire_of(ConnId(origin.conn)) == Some(Wire::Demo) {
+        if self.wire_of(ConnId(origin.conn)).is_some_and(Wire::is_demo) {
             let text = protocol::demo::error(
                 MESSAGE_FAILED_CODE,
                 "the message could not be stored or delivered",
@@ -334,7 +334,8 @@ impl Shard {
     fn acked(&self, ack: Ack) {
         match self.wire_of(ConnId(ack.origin.conn)) {
             // The demo dialect has no acks: its sender sees its own message.
-            Some(Wire::Demo) | None => return,
+            Some(w) if w.is_demo() => return,
+            None => return,
             Some(Wire::FastChat) => {
                 let mut id = uuid::Uuid::encode_buffer();
                 let message_id = match &ack.origin.client_msg_id {
@@ -351,7 +352,7 @@ impl Shard {
                     crate::ws::Outgoing::from_payload(text.as_bytes()),
                 );
             }
-            Some(Wire::ChatApi) => {}
+            Some(_) => {}
         }
         let header = Header {
             kind: Kind::Ack,

@@ -86,6 +86,15 @@ pub fn history(
         .map_err(ChatError::NotStored)
 }
 
+/// Asks the store how many messages `room` holds (what retention left).
+pub fn count(
+    store: Option<&StoreHandle>,
+    room: RoomName,
+) -> Result<oneshot::Receiver<Result<u64, StoreError>>, ChatError> {
+    let store = store.ok_or(ChatError::NoHistory)?;
+    store.count(room).map_err(ChatError::NotStored)
+}
+
 /// A chat to post.
 pub struct Post<'a> {
     /// `None`: the URL room, or (without one) every native client.
@@ -162,6 +171,14 @@ impl Session {
         let user = self.identity.user()?;
         shard.node.accounts.online.connected(&user.id);
         access::personal_room(&user.id, shard.node.config.limits.max_name_length)
+    }
+
+    /// Goes on in `wire`, a variant of its dialect (the demo's public
+    /// channel named as `"0"` or `0`): rooms joined from now on are heard
+    /// in it.
+    pub fn speak(&mut self, conn: &ConnState, wire: Wire) {
+        self.wire = wire;
+        conn.set_client(self.client.clone(), wire);
     }
 
     /// Sets the per-user limits (chats, typing per minute; 0: none), which

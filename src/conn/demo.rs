@@ -46,15 +46,21 @@ pub enum Step {
     Reply(String),
     /// Signed in (or up): go on as this user.
     SignedIn { user: User, key: String },
-    /// Join this room, then answer.
-    Join { room: RoomName, answer: String },
+    /// Join this room, then answer (`public`: it is the public channel,
+    /// to be heard in this variant of the dialect).
+    Join {
+        room: RoomName,
+        answer: String,
+        public: Option<Wire>,
+    },
     /// Leave this room (the private channel with `recipient`).
     Leave { room: RoomName, recipient: String },
-    /// Post to this room (joining it first if needed).
+    /// Post to this room (joining it first if needed, as in `Join`).
     Post {
         room: RoomName,
         to: Option<ClientId>,
         message: String,
+        public: Option<Wire>,
     },
 }
 
@@ -116,7 +122,7 @@ struct Users<'a> {
 #[derive(Serialize)]
 struct ChannelJoin<'a> {
     #[serde(rename = "recipientUUID")]
-    recipient: &'a str,
+    recipient: demo::Recipient<'a>,
     messages: Vec<demo::Message<'a>>,
     users: Vec<demo::User<'a>>,
 }
@@ -141,11 +147,22 @@ fn users_view<'a>(node: &Node, users: &'a [User]) -> Vec<demo::User<'a>> {
         .iter()
         .map(|u| demo::User {
             uuid: &u.id,
-            username_cap: &u.username,
-            username: &u.username,
+            username_cap: shown_name(u),
+            username: shown_name(u),
             online: node.accounts.online.is_online(&u.id),
         })
         .collect()
+}
+
+/// The name the demo shows for a user: the name as typed when the user
+/// signed up (`Pablo`, kept as the display name; the stored username is
+/// lower-cased), else the username.
+fn shown_name(u: &User) -> &str {
+    if u.display_name.eq_ignore_ascii_case(&u.username) {
+        &u.display_name
+    } else {
+        &u.username
+    }
 }
 
 /// The room of a channel and its users: the public room, or the direct
@@ -172,7 +189,8 @@ async fn channel(
 }
 
 /// The last messages of `room` (newest first), `offset` from the newest;
-/// and how many there are.
+/// and how many the store holds (not the newest `seq`: retention may have
+/// removed the oldest).
 async fn page(
     node: &Node,
     room: &RoomName,
@@ -184,13 +202,17 @@ async fn page(
         .map_err(|_| AccountError::Unavailable)?
         .await
         .map_err(|_| AccountError::Unavailable)??;
-    let Some(total) = newest.first().and_then(|e| e.seq) else {
+    let Some(newest) = newest.first().and_then(|e| e.seq) else {
         return Ok((0, Vec::new()));
     };
-    if offset >= total {
+    let total = chat::count(store, room.clone())
+        .map_err(|_| AccountError::Unavailable)?
+        .await
+        .map_err(|_| AccountError::Unavailable)??;
+    if offset >= newest {
         return Ok((total, Vec::new()));
     }
-    let before = total + 1 - offset;
+    let before = newest + 1 - offset;
     let events = chat::history(store, room.clone(), Some(before), Some(limit))
         .map_err(|_| AccountError::Unavailable)?
         .await
@@ -198,21 +220,20 @@ async fn page(
     Ok((total, events))
 }
 
-/// Stored chats as the demo's messages: (id, sender, recipient, text,
-/// time), the recipient `""` in the public channel, else whichever of the
-/// pair did not send it.
-fn messages_json(
-    events: &[crate::model::Event],
-    me: &str,
-    other: Option<&str>,
-) -> Vec<(String, String, String, String, String)> {
+/// A stored chat as the demo shows it: id, sender, recipient (`None`: the
+/// public channel), text, time.
+type Row = (String, String, Option<String>, String, String);
+
+/// Stored chats as the demo's messages: the recipient is the public
+/// channel, else whichever of the pair did not send it.
+fn messages_json(events: &[crate::model::Event], me: &str, other: Option<&str>) -> Vec<Row> {
     events
         .iter()
         .map(|e| {
             let recipient = match other {
-                None => String::new(),
-                Some(other) if e.sender.as_str() == me => other.to_owned(),
-                Some(_) => me.to_owned(),
+                None => None,
+                Some(other) if e.sender.as_str() == me => Some(other.to_owned()),
+                Some(_) => Some(me.to_owned()),
             };
             (
                 e.id.hyphenated().to_string(),
@@ -225,10 +246,28 @@ fn messages_json(
         .collect()
 }
 
-fn as_messages(rows: &[(String, String, String, String, String)]) -> Vec<demo::Message<'_>> {
+/// The rows as messages, the public channel named in `public`'s form.
+fn as_messages(rows: &[Row], public: demo::Public) -> Vec<demo::Message<'_>> {
     rows.iter()
-        .map(|(id, from, to, text, at)| demo::Message::new(id, from, to, text, at))
+        .map(|(id, from, to, text, at)| {
+            let to = match to {
+                Some(user) => demo::Recipient::User(user),
+                None => demo::Recipient::Public(public),
+            };
+            demo::Message::new(id, from, to, text, at)
+        })
         .collect()
+}
+
+/// The dialect variant a connection hears the public channel in: its
+/// public messages name the channel as it joined it (`None`: not the
+/// public channel).
+fn public_wire(is_public: bool, form: demo::Public) -> Option<Wire> {
+    is_public.then_some(match form {
+        demo::Public::Empty => Wire::Demo,
+        demo::Public::Zero => Wire::DemoPublicZero,
+        demo::Public::ZeroNumber => Wire::DemoPublicZeroNumber,
+    })
 }
 
 /// Logs `username` in: the session goes on as them, the access key is the
@@ -296,7 +335,7 @@ async fn run(node: &Node, request: Request, me: Option<User>) -> Result<Step, (u
             };
             Ok(Step::Reply(demo::answer("users", &body)))
         }
-        Request::ChannelJoin { recipient } => {
+        Request::ChannelJoin { recipient, public } => {
             let me = signed_in(code::JOIN)?;
             let (room, users) = channel(node, &me, recipient.as_deref())
                 .await
@@ -307,28 +346,43 @@ async fn run(node: &Node, request: Request, me: Option<User>) -> Result<Step, (u
             events.reverse();
             let rows = messages_json(&events, &me.id, recipient.as_deref());
             let body = ChannelJoin {
-                recipient: recipient.as_deref().unwrap_or(""),
-                messages: as_messages(&rows),
+                recipient: match recipient.as_deref() {
+                    Some(user) => demo::Recipient::User(user),
+                    None => demo::Recipient::Public(public),
+                },
+                messages: as_messages(&rows, public),
                 users: users_view(node, &users),
             };
             Ok(Step::Join {
                 room,
                 answer: demo::answer("channelJoin", &body),
+                public: public_wire(recipient.is_none(), public),
             })
         }
-        Request::ChannelMessage { recipient, message } => {
+        Request::ChannelMessage {
+            recipient,
+            message,
+            public,
+        } => {
             let me = signed_in(code::MESSAGE)?;
             let (room, _) = channel(node, &me, recipient.as_deref())
                 .await
                 .map_err(|e| (code::MESSAGE, e))?;
             let max = node.config.limits.max_name_length;
+            let wire = public_wire(recipient.is_none(), public);
             let to = recipient.and_then(|r| ClientId::parse(&r, max).ok());
-            Ok(Step::Post { room, to, message })
+            Ok(Step::Post {
+                room,
+                to,
+                message,
+                public: wire,
+            })
         }
         Request::ChannelMessages {
             recipient,
             offset,
             limit,
+            public,
         } => {
             let me = signed_in(code::HISTORY)?;
             let (room, _) = channel(node, &me, recipient.as_deref())
@@ -341,7 +395,7 @@ async fn run(node: &Node, request: Request, me: Option<User>) -> Result<Step, (u
             let body = ChannelRead {
                 total,
                 received: rows.len(),
-                messages: as_messages(&rows),
+                messages: as_messages(&rows, public),
             };
             Ok(Step::Reply(demo::channel_read(&body)))
         }
@@ -453,14 +507,29 @@ impl Handler for Demo {
                 };
                 self.send(conn, &demo::answer("channelLeave", &body));
             }
-            Step::Join { room, answer } => {
+            Step::Join {
+                room,
+                answer,
+                public,
+            } => {
+                if let Some(wire) = public {
+                    self.session.speak(&conn.state, wire);
+                }
                 match self.session.join(&conn.shard, &conn.state, room, None) {
                     Ok(_) => self.send(conn, &answer),
                     Err(e) => self.send(conn, &demo::error(code::JOIN, &e.to_string())),
                 }
             }
-            Step::Post { room, to, message } => {
+            Step::Post {
+                room,
+                to,
+                message,
+                public,
+            } => {
                 if !self.session.is_in(&conn.shard, &conn.state, &room) {
+                    if let Some(wire) = public {
+                        self.session.speak(&conn.state, wire);
+                    }
                     if let Err(e) = self
                         .session
                         .join(&conn.shard, &conn.state, room.clone(), None)

@@ -133,7 +133,7 @@ pub(crate) async fn websocket<B>(
             let echo = chosen.map(Wire::name);
             let endpoint = match wire {
                 Wire::FastChat => fastchat(req, node, query).await?,
-                Wire::Demo => {
+                Wire::Demo | Wire::DemoPublicZero | Wire::DemoPublicZeroNumber => {
                     identify(req, node, query).await.map_err(refusal)?;
                     Endpoint::Demo(Demo::new())
                 }

@@ -25,18 +25,22 @@ pub enum Request {
     },
     SignOut,
     Users,
-    /// `None`: the public channel; else the other user of a private one.
+    /// `None`: the public channel (joined as `public` says); else the
+    /// other user of a private one.
     ChannelJoin {
         recipient: Option<String>,
+        public: Public,
     },
     ChannelMessage {
         recipient: Option<String>,
         message: String,
+        public: Public,
     },
     ChannelMessages {
         recipient: Option<String>,
         offset: u64,
         limit: u64,
+        public: Public,
     },
     ChannelLeave {
         recipient: Option<String>,
@@ -77,15 +81,46 @@ struct Login<'a> {
 /// `recipientUUID`: a string or a number.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum Recipient<'a> {
+enum RawRecipient<'a> {
     Text(#[serde(borrow)] Cow<'a, str>),
     Number(i64),
+}
+
+/// How a client names the public channel: the shipped client says `""`,
+/// the README `0` (clients written from it send `"0"` or `0`). Each client
+/// is answered in its own form, or it files public messages under a
+/// channel it never joined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Public {
+    #[default]
+    Empty,
+    Zero,
+    ZeroNumber,
+}
+
+/// A `recipientUUID` in an answer: a user's id, or the public channel in
+/// the client's form.
+#[derive(Debug, Clone, Copy)]
+pub enum Recipient<'a> {
+    User(&'a str),
+    Public(Public),
+}
+
+impl Serialize for Recipient<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Recipient::User(id) => s.serialize_str(id),
+            Recipient::Public(Public::Empty) => s.serialize_str(""),
+            Recipient::Public(Public::Zero) => s.serialize_str("0"),
+            Recipient::Public(Public::ZeroNumber) => s.serialize_i64(0),
+        }
+    }
 }
 
 #[derive(Deserialize)]
 struct Channel<'a> {
     #[serde(rename = "recipientUUID", borrow, default)]
-    recipient: Option<Recipient<'a>>,
+    recipient: Option<RawRecipient<'a>>,
     #[serde(borrow, default)]
     message: Option<Cow<'a, str>>,
     #[serde(default)]
@@ -124,10 +159,20 @@ struct Raw<'a> {
 fn recipient(c: &Channel<'_>) -> Option<String> {
     match &c.recipient {
         None => None,
-        Some(Recipient::Number(0)) => None,
-        Some(Recipient::Number(n)) => Some(n.to_string()),
-        Some(Recipient::Text(t)) if t.is_empty() || t == "0" => None,
-        Some(Recipient::Text(t)) => Some(t.to_string()),
+        Some(RawRecipient::Number(0)) => None,
+        Some(RawRecipient::Number(n)) => Some(n.to_string()),
+        Some(RawRecipient::Text(t)) if t.is_empty() || t == "0" => None,
+        Some(RawRecipient::Text(t)) => Some(t.to_string()),
+    }
+}
+
+/// The form a request named the public channel in (absent: `""`, the
+/// shipped client's).
+fn public(c: &Channel<'_>) -> Public {
+    match &c.recipient {
+        Some(RawRecipient::Number(0)) => Public::ZeroNumber,
+        Some(RawRecipient::Text(t)) if t == "0" => Public::Zero,
+        _ => Public::Empty,
     }
 }
 
@@ -165,9 +210,13 @@ pub fn parse(text: &[u8], max_depth: usize) -> Result<(Request, Credentials), Re
         }
         Some("signOut") => Request::SignOut,
         Some("users") => Request::Users,
-        Some("channelJoin") => Request::ChannelJoin {
-            recipient: recipient(&channel(raw.channel_join)?),
-        },
+        Some("channelJoin") => {
+            let c = channel(raw.channel_join)?;
+            Request::ChannelJoin {
+                recipient: recipient(&c),
+                public: public(&c),
+            }
+        }
         Some("channelMessage") => {
             let c = channel(raw.channel_message)?;
             let message = c
@@ -179,6 +228,7 @@ pub fn parse(text: &[u8], max_depth: usize) -> Result<(Request, Credentials), Re
             Request::ChannelMessage {
                 recipient: recipient(&c),
                 message,
+                public: public(&c),
             }
         }
         Some("channelMessages") => {
@@ -191,6 +241,7 @@ pub fn parse(text: &[u8], max_depth: usize) -> Result<(Request, Credentials), Re
                 recipient: recipient(&c),
                 offset: c.offset.unwrap_or(0),
                 limit,
+                public: public(&c),
             }
         }
         Some("channelLeave") => Request::ChannelLeave {
@@ -223,9 +274,9 @@ pub struct Message<'a> {
     #[serde(rename = "senderUUID")]
     pub sender: &'a str,
     #[serde(rename = "RecipientUUID")]
-    pub recipient_cap: &'a str,
+    pub recipient_cap: Recipient<'a>,
     #[serde(rename = "recipientUUID")]
-    pub recipient: &'a str,
+    pub recipient: Recipient<'a>,
     #[serde(rename = "Message")]
     pub message_cap: &'a str,
     pub message: &'a str,
@@ -240,7 +291,7 @@ impl<'a> Message<'a> {
     pub fn new(
         uuid: &'a str,
         sender: &'a str,
-        recipient: &'a str,
+        recipient: Recipient<'a>,
         text: &'a str,
         at: &'a str,
     ) -> Self {
@@ -335,12 +386,22 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(r, Request::SignIn { .. }));
-        for public in [r#""""#, r#""0""#, "0"] {
+        for (text, public) in [
+            (r#""""#, Public::Empty),
+            (r#""0""#, Public::Zero),
+            ("0", Public::ZeroNumber),
+        ] {
             let text = format!(
-                r#"{{"type":"channelJoin","userUUID":"u","accessKey":"k","channelJoin":{{"recipientUUID":{public}}}}}"#
+                r#"{{"type":"channelJoin","userUUID":"u","accessKey":"k","channelJoin":{{"recipientUUID":{text}}}}}"#
             );
             let (r, c) = parse(text.as_bytes(), 32).unwrap();
-            assert_eq!(r, Request::ChannelJoin { recipient: None });
+            assert_eq!(
+                r,
+                Request::ChannelJoin {
+                    recipient: None,
+                    public
+                }
+            );
             assert_eq!(c.access_key.as_deref(), Some("k"));
         }
         let (r, c) = parse(

@@ -19,14 +19,17 @@ pub fn frame(event: &Event, wire: Wire) -> Option<Bytes> {
     match wire {
         Wire::ChatApi => chat_api(event),
         Wire::FastChat => fastchat_live(event),
-        Wire::Demo => demo_live(event),
+        Wire::Demo => demo_live(event, demo::Public::Empty),
+        Wire::DemoPublicZero => demo_live(event, demo::Public::Zero),
+        Wire::DemoPublicZeroNumber => demo_live(event, demo::Public::ZeroNumber),
     }
 }
 
 /// A chat as the demo dialect's `channelMessage` (its only live message):
-/// the recipient is `""` in a public room (the shipped client files public
-/// messages under `""`), the addressed user in a direct conversation.
-fn demo_live(event: &Event) -> Option<Bytes> {
+/// the recipient is the public channel in the form the client joined it
+/// (`""`, which the shipped client files public messages under, `"0"` or
+/// `0`), the addressed user in a direct conversation.
+fn demo_live(event: &Event, public: demo::Public) -> Option<Bytes> {
     if event.kind != EventKind::Chat {
         return None;
     }
@@ -34,8 +37,8 @@ fn demo_live(event: &Event) -> Option<Bytes> {
         return None;
     };
     let recipient = match (&event.to, room.as_str().starts_with(DM_PREFIX)) {
-        (Some(to), true) => to.as_str(),
-        _ => "",
+        (Some(to), true) => demo::Recipient::User(to.as_str()),
+        _ => demo::Recipient::Public(public),
     };
     let mut id = uuid::Uuid::encode_buffer();
     let id = event.id.hyphenated().encode_lower(&mut id);

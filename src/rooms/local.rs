@@ -257,7 +257,7 @@ impl<'a> Frames<'a> {
         Frames {
             payload,
             deflate_threshold,
-            slots: Default::default(),
+            slots: std::array::from_fn(|_| None),
         }
     }
 

@@ -62,6 +62,9 @@ pub struct Row {
 pub(crate) trait Backend {
     /// The highest `seq` stored in `room` (0 if none).
     async fn last_seq(&mut self, room: &RoomName) -> Result<u64, StoreError>;
+    /// How many messages `room` holds now (retention may have removed
+    /// some: not the last `seq`).
+    async fn count(&mut self, room: &RoomName) -> Result<u64, StoreError>;
     /// The id and `seq` of each already stored message among `keys`
     /// (room, sender, client_msg_id); one query for all of them.
     async fn find(&mut self, keys: &[RetryKey]) -> Result<HashMap<RetryKey, Stored>, StoreError>;
@@ -236,6 +239,11 @@ enum Request {
         limit: u32,
         reply: oneshot::Sender<Result<Vec<Event>, StoreError>>,
     },
+    /// How many messages a room holds.
+    Count {
+        room: RoomName,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
     /// Answered once everything queued before it is written, published and
     /// acked (shutdown).
     Flush(oneshot::Sender<()>),
@@ -315,6 +323,19 @@ impl StoreHandle {
         self.tx
             .try_send(Request::Directory(request))
             .map_err(|_| Busy)
+    }
+
+    /// Asks how many messages `room` holds; the answer comes on the
+    /// receiver.
+    pub fn count(
+        &self,
+        room: RoomName,
+    ) -> Result<oneshot::Receiver<Result<u64, StoreError>>, Busy> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .try_send(Request::Count { room, reply })
+            .map_err(|_| Busy)?;
+        Ok(rx)
     }
 
     /// Asks for a page of history; the answer comes on the receiver.
@@ -551,6 +572,11 @@ impl<B: Backend + Directory> Writer<B> {
                         self.write(std::mem::take(&mut appends)).await;
                         let page = self.backend.history(&room, before_seq, limit).await;
                         let _ = reply.send(page);
+                    }
+                    Request::Count { room, reply } => {
+                        // Counted after the writes queued before it.
+                        self.write(std::mem::take(&mut appends)).await;
+                        let _ = reply.send(self.backend.count(&room).await);
                     }
                     Request::Directory(request) => {
                         // Answered after the writes queued before it.

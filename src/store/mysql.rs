@@ -109,6 +109,14 @@ impl Backend for Mysql {
         })
     }
 
+    async fn count(&mut self, room: &RoomName) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM messages WHERE room = ?")
+            .bind(room.as_str())
+            .fetch_one(&mut self.conn)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)?.max(0) as u64)
+    }
+
     async fn find(&mut self, keys: &[RetryKey]) -> Result<HashMap<RetryKey, Stored>, StoreError> {
         let mut found = HashMap::new();
         for chunk in keys.chunks(ROWS_PER_STATEMENT) {

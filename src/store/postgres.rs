@@ -112,6 +112,14 @@ impl Backend for Postgres {
         })
     }
 
+    async fn count(&mut self, room: &RoomName) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM messages WHERE room = $1")
+            .bind(room.as_str())
+            .fetch_one(&mut self.conn)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)?.max(0) as u64)
+    }
+
     async fn find(&mut self, keys: &[RetryKey]) -> Result<HashMap<RetryKey, Stored>, StoreError> {
         // One statement whatever the group's size: the keys as arrays,
         // joined on the unique index. (An OR of N lookups became a generic

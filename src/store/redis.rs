@@ -324,6 +324,11 @@ impl Backend for RedisStore {
         self.last_seq_of(room.as_str()).await
     }
 
+    async fn count(&mut self, room: &RoomName) -> Result<u64, StoreError> {
+        let key = self.key("msgs", room.as_str());
+        Ok(cmd("XLEN").arg(key).query_async(&mut self.conn).await?)
+    }
+
     async fn find(&mut self, keys: &[RetryKey]) -> Result<HashMap<RetryKey, Stored>, StoreError> {
         let mut p = pipe();
         for (room, sender, cmid) in keys {

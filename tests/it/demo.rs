@@ -113,7 +113,14 @@ async fn sign_up_sign_in_sign_out_and_users() {
             m["username"].as_str(),
             m["OnLine"].as_bool()
         ),
-        (Some("mary"), Some("mary"), Some(true))
+        (Some("Mary"), Some("Mary"), Some(true)),
+        "the name as typed at sign-up"
+    );
+    let shown = list.iter().find(|x| x["UUID"] == pablo.as_str()).unwrap();
+    assert_eq!(
+        (shown["Username"].as_str(), shown["username"].as_str()),
+        (Some("Pablo"), Some("Pablo")),
+        "signed in as Pablo: shown as Pablo, not pablo"
     );
     assert!(m.get("Password").is_none() && m.get("accessKey").is_none());
     // signOut: unauthorized, and the key no longer works on this session.
@@ -156,7 +163,8 @@ async fn public_channel_join_message_history_and_leave_rules() {
         ))
         .await;
         let j = next(&mut a, "channelJoin").await;
-        assert_eq!(j["channelJoin"]["recipientUUID"], "", "{j}");
+        // Answered in the form it was asked in.
+        assert_eq!(j["channelJoin"]["recipientUUID"], public, "{j}");
         assert!(j["channelJoin"]["messages"].is_array() && j["channelJoin"]["users"].is_array());
     }
     // A native client in the public room (`general`) and a second demo user.
@@ -445,5 +453,126 @@ async fn a_user_registered_over_rest_signs_in_through_the_demo() {
     let (mut c, su) = session(addr, "/demo/ws").await;
     let (id, _) = sign_in(&mut c, &su, "nora").await;
     assert_eq!(id, nora);
+    s.shutdown().await;
+}
+
+/// Each connection hears the public channel in the form it joined it
+/// (`""`, `"0"` or `0`): a client written from the README, which joins as
+/// `0`, files public messages under the channel it joined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_connection_hears_the_public_channel_as_it_named_it() {
+    let db = db();
+    let s = server(&db, &[]);
+    let addr = s.addr();
+    let mut clients = Vec::new();
+    for (name, public) in [("alex", json!("")), ("joe", json!("0")), ("mary", json!(0))] {
+        let (mut c, su) = session(addr, "/demo/ws").await;
+        let (id, key) = sign_in(&mut c, &su, name).await;
+        c.send_json(req(
+            "channelJoin",
+            &id,
+            &key,
+            json!({"recipientUUID":public}),
+        ))
+        .await;
+        let j = next(&mut c, "channelJoin").await;
+        assert_eq!(j["channelJoin"]["recipientUUID"], public, "{j}");
+        clients.push((c, id, key, public));
+    }
+    let (sender, id, key, _) = &mut clients[1];
+    sender
+        .send_json(req(
+            "channelMessage",
+            id,
+            key,
+            json!({"recipientUUID":"0","message":"to everyone"}),
+        ))
+        .await;
+    for (c, id, key, public) in &mut clients {
+        let m = next(c, "channelMessage").await;
+        let m = &m["channelMessage"];
+        assert_eq!(m["message"], "to everyone");
+        assert_eq!(
+            (&m["RecipientUUID"], &m["recipientUUID"]),
+            (&*public, &*public),
+            "{m}"
+        );
+        // History pages name it the same way.
+        c.send_json(req(
+            "channelMessages",
+            id,
+            key,
+            json!({"recipientUUID":public.clone(),"limit":1}),
+        ))
+        .await;
+        let r = next(c, "channelRead").await;
+        assert_eq!(
+            r["channelMessages"]["messages"][0]["recipientUUID"],
+            *public
+        );
+    }
+    s.shutdown().await;
+}
+
+on_every_store!(messages_total_counts_what_the_store_holds);
+
+/// `messagesTotal` is how many messages the store holds for the channel,
+/// not its newest `seq`: once retention removed the oldest they differ.
+async fn messages_total_counts_what_the_store_holds(new_db: fn(&str) -> Db) {
+    let db = new_db("demo-total");
+    let s = db.server(&[
+        "store.retention.max_messages=3",
+        "store.retention.interval=100ms",
+    ]);
+    let addr = s.addr();
+    let (mut c, su) = session(addr, "/demo/ws").await;
+    let (id, key) = sign_in(&mut c, &su, "joe").await;
+    c.send_json(req("channelJoin", &id, &key, json!({"recipientUUID":""})))
+        .await;
+    next(&mut c, "channelJoin").await;
+    for n in 1..=5 {
+        let message = format!("m{n}");
+        c.send_json(req(
+            "channelMessage",
+            &id,
+            &key,
+            json!({"recipientUUID":"","message":message}),
+        ))
+        .await;
+        next(&mut c, "channelMessage").await;
+    }
+    let deadline = tokio::time::Instant::now() + crate::common::WAIT;
+    loop {
+        c.send_json(req(
+            "channelMessages",
+            &id,
+            &key,
+            json!({"recipientUUID":"","limit":10}),
+        ))
+        .await;
+        let r = next(&mut c, "channelRead").await;
+        let page = &r["channelMessages"];
+        let received = page["messagesReceived"].as_u64().unwrap();
+        if received == 3 {
+            assert_eq!(
+                page["messagesTotal"], 3,
+                "a count, not the newest seq (5): {r}"
+            );
+            let texts: Vec<&str> = page["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["message"].as_str().unwrap())
+                .collect();
+            assert_eq!(texts, ["m5", "m4", "m3"]);
+            break;
+        }
+        assert_eq!(page["messagesTotal"], received, "{r}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "retention never ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     s.shutdown().await;
 }
