@@ -101,6 +101,29 @@ impl FastChat {
         self.send(conn, &text);
     }
 
+    /// The target's MSG_ACK: the message it names (by the id its MSG
+    /// carried) is recorded as delivered to this user, in the store (a
+    /// delivery receipt: `GET /api/chat-api/rooms/{room}/receipts`).
+    fn acknowledged(&self, conn: &Conn, me: &User, message_id: Option<String>) {
+        let node = &conn.shard.node;
+        let max = node.config.limits.max_name_length;
+        let Some(Ok(id)) = message_id.map(|m| RoomName::parse(&m, max)) else {
+            return self.refuse(conn, "VALIDATION", "MSG_ACK needs the message_id of a MSG");
+        };
+        let Some(store) = &node.store else { return };
+        // The message is from the other user of one of this user's chats.
+        let keys: Vec<_> = self
+            .chats
+            .iter()
+            .filter_map(|(other, room)| {
+                Some((room.clone(), ClientId::parse(other, max).ok()?, id.clone()))
+            })
+            .collect();
+        if !keys.is_empty() && store.delivered(keys, me.id.clone()).is_err() {
+            node.metrics.store.errors.inc();
+        }
+    }
+
     fn join(&mut self, conn: &Conn, room: RoomName) -> bool {
         match self.session.join(&conn.shard, &conn.state, room, None) {
             Ok(_) => true,
@@ -311,7 +334,6 @@ impl Handler for FastChat {
                 self.send(conn, &fastchat::message("PONG", &pong));
                 return None;
             }
-            Message::MsgAck => return None,
             _ => {}
         }
         let Some(me) = self.user.clone() else {
@@ -336,10 +358,12 @@ impl Handler for FastChat {
                     return None;
                 };
                 let max = node.config.limits.max_name_length;
-                let client_msg_id = match message_id.as_deref().map(|m| RoomName::parse(m, max)) {
-                    None => None,
-                    Some(Ok(id)) => Some(id),
-                    Some(Err(_)) => {
+                // Without one, the message gets an id here: the target's
+                // MSG_ACK names the message by it.
+                let message_id = message_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                let client_msg_id = match RoomName::parse(&message_id, max) {
+                    Ok(id) => id,
+                    Err(_) => {
                         self.refuse(
                             conn,
                             "VALIDATION",
@@ -351,7 +375,7 @@ impl Handler for FastChat {
                 let post = Post {
                     room: Some(room),
                     body: &content,
-                    client_msg_id: client_msg_id.clone(),
+                    client_msg_id: Some(client_msg_id.clone()),
                     to: ClientId::parse(&to, max).ok(),
                     attachments: None,
                 };
@@ -363,11 +387,8 @@ impl Handler for FastChat {
                             message_id: &'a str,
                             status: &'a str,
                         }
-                        let id = client_msg_id
-                            .map(|c| c.as_str().to_owned())
-                            .unwrap_or_default();
                         let ack = Ack {
-                            message_id: &id,
+                            message_id: client_msg_id.as_str(),
                             status: "sent",
                         };
                         self.send(conn, &fastchat::message("MSG_ACK", &ack));
@@ -388,7 +409,8 @@ impl Handler for FastChat {
                     self.refused(conn, &e);
                 }
             }
-            Message::Hello { .. } | Message::Ping | Message::MsgAck => {}
+            Message::MsgAck { message_id } => self.acknowledged(conn, &me, message_id),
+            Message::Hello { .. } | Message::Ping => {}
         }
         None
     }

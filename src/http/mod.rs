@@ -9,6 +9,7 @@
 //! | `/healthz`, `/readyz` | liveness, readiness (JSON) |
 //! | `/`, `/app.js`, `/style.css`, `/favicon.svg` | the web client (`web.rs`) |
 //! | `/api/chat-api/rooms/{room}/messages` | a room's history |
+//! | `/api/chat-api/rooms/{room}/receipts` | how far each user was delivered |
 //! | `/api/chat-api/...` | accounts, groups, DMs, server publish (`api.rs`) |
 
 pub mod api;
@@ -213,6 +214,10 @@ pub(crate) enum Route<'a> {
     History {
         room: &'a str,
     },
+    /// `/api/chat-api/rooms/{room}/receipts`: delivery receipts.
+    Receipts {
+        room: &'a str,
+    },
     /// The redis-chat-demo dialect.
     Demo,
     /// The FastChat dialect.
@@ -253,10 +258,17 @@ pub(crate) fn route(path: &str) -> Route<'_> {
         return Route::Web(asset);
     }
     if let Some(rest) = path.strip_prefix("/api/chat-api/rooms/") {
-        return match rest.strip_suffix("/messages") {
-            Some(room) if !room.is_empty() && !room.contains('/') => Route::History { room },
-            _ => Route::NotFound,
+        let room = |suffix| {
+            rest.strip_suffix(suffix)
+                .filter(|r: &&str| !r.is_empty() && !r.contains('/'))
         };
+        if let Some(room) = room("/messages") {
+            return Route::History { room };
+        }
+        if let Some(room) = room("/receipts") {
+            return Route::Receipts { room };
+        }
+        return Route::NotFound;
     }
     if let Some(rest) = path.strip_prefix("/api/chat-api/") {
         if !(rest == "ws" || rest.starts_with("ws/")) {
@@ -337,6 +349,13 @@ async fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> 
                 Err(e) => return api::refusal(&e),
             };
             history_page(node, &identity, room, query.as_deref()).await
+        }
+        Route::Receipts { room } => {
+            let identity = match identify(&req, node, query.as_deref()).await {
+                Ok(identity) => identity,
+                Err(e) => return api::refusal(&e),
+            };
+            receipts(node, &identity, room).await
         }
         Route::Web(_) if !node.config.server.web_client => {
             error(StatusCode::NOT_FOUND, "no such endpoint")
@@ -426,6 +445,58 @@ async fn history_page(
     }
 }
 
+/// `GET /api/chat-api/rooms/{room}/receipts`: how far each user was
+/// delivered the room (the highest `seq` one of their clients confirmed),
+/// for whoever may read the room.
+async fn receipts(node: &Node, identity: &Identity, room: &str) -> Response<Body> {
+    let room = match RoomName::parse(room, node.config.limits.max_name_length) {
+        Ok(room) => room,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid room name: {e}")),
+    };
+    if let Err(e) = node.accounts.may_use(identity, &room).await {
+        return api::refusal(&e);
+    }
+    let asked = match node.store.as_ref().map(|s| s.receipts(room.clone())) {
+        None => {
+            let message = crate::chat::ChatError::NoHistory.to_string();
+            return api::error_body(StatusCode::NOT_FOUND, "UNSUPPORTED", &message, None);
+        }
+        Some(Err(busy)) => return error(StatusCode::SERVICE_UNAVAILABLE, &busy.to_string()),
+        Some(Ok(asked)) => asked,
+    };
+    match asked.await {
+        Ok(Ok(all)) => {
+            let body = Receipts {
+                room: room.as_str(),
+                receipts: all
+                    .iter()
+                    .map(|(user, seq)| Receipt {
+                        user_id: user,
+                        delivered_seq: *seq,
+                    })
+                    .collect(),
+            };
+            json(StatusCode::OK, to_json(&body))
+        }
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "receipts could not be read; try again",
+        ),
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Receipts<'a> {
+    room: &'a str,
+    receipts: Vec<Receipt<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct Receipt<'a> {
+    user_id: &'a str,
+    delivered_seq: u64,
+}
+
 #[derive(serde::Serialize)]
 struct HistoryPage<'a> {
     room: &'a str,
@@ -462,6 +533,11 @@ mod tests {
         assert_eq!(route("/ws/a/b"), Route::NotFound);
         assert_eq!(route("/wsx"), Route::NotFound);
         assert_eq!(route("/relay"), Route::Relay);
+        assert_eq!(
+            route("/api/chat-api/rooms/r/receipts"),
+            Route::Receipts { room: "r" }
+        );
+        assert_eq!(route("/api/chat-api/rooms//receipts"), Route::NotFound);
         assert!(matches!(route("/"), Route::Web(_)));
         assert!(matches!(route("/app.js"), Route::Web(_)));
         assert_eq!(route("/nope.js"), Route::NotFound);

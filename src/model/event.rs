@@ -343,6 +343,7 @@ mod tests {
         let mut stored = Event::chat(Topic::Room(room.clone()), alice.clone(), "hi \u{e9}");
         stored.seq = Some(42);
         stored.attachments = Some(r#"[{"id":"f"}]"#.into());
+        stored.client_msg_id = Some(RoomName::parse("m-1", 64).unwrap());
         for event in [
             stored,
             Event::chat(Topic::Global, alice.clone(), "to all"),

@@ -23,8 +23,11 @@ pub enum Message {
         content: String,
         message_id: Option<String>,
     },
-    /// The client's acknowledgement of a message it received.
-    MsgAck,
+    /// The client's acknowledgement of a message it received (by the
+    /// `message_id` its `MSG` carried).
+    MsgAck {
+        message_id: Option<String>,
+    },
     Typing {
         is_typing: bool,
     },
@@ -151,7 +154,12 @@ pub fn parse(text: &[u8], max_depth: usize) -> Result<Message, Refusal> {
                     .filter(|m| !m.is_empty()),
             })
         }
-        Some("MSG_ACK") => Ok(Message::MsgAck),
+        Some("MSG_ACK") => Ok(Message::MsgAck {
+            message_id: data
+                .message_id
+                .map(Cow::into_owned)
+                .filter(|m| !m.is_empty()),
+        }),
         Some("TYPING") => Ok(Message::Typing {
             is_typing: data.is_typing.unwrap_or(true),
         }),

@@ -65,6 +65,17 @@ pub(crate) trait Backend {
     /// How many messages `room` holds now (retention may have removed
     /// some: not the last `seq`).
     async fn count(&mut self, room: &RoomName) -> Result<u64, StoreError>;
+    /// `user` got `room`'s messages up to `seq`: raises their delivery
+    /// receipt (never lowers it).
+    async fn mark_delivered(
+        &mut self,
+        room: &RoomName,
+        user: &str,
+        seq: u64,
+        at_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Every user's delivery receipt in `room`: (user, `seq`), by user.
+    async fn receipts(&mut self, room: &RoomName) -> Result<Vec<(String, u64)>, StoreError>;
     /// The id and `seq` of each already stored message among `keys`
     /// (room, sender, client_msg_id); one query for all of them.
     async fn find(&mut self, keys: &[RetryKey]) -> Result<HashMap<RetryKey, Stored>, StoreError>;
@@ -239,6 +250,19 @@ enum Request {
         limit: u32,
         reply: oneshot::Sender<Result<Vec<Event>, StoreError>>,
     },
+    /// A recipient confirmed a message (by its sender's id for it): its
+    /// delivery receipt is raised to that message's `seq`.
+    Delivered {
+        /// The message as each of the recipient's conversations could
+        /// hold it: (room, sender, client_msg_id).
+        keys: Vec<RetryKey>,
+        user: String,
+    },
+    /// Every user's delivery receipt in a room.
+    Receipts {
+        room: RoomName,
+        reply: oneshot::Sender<Result<Vec<(String, u64)>, StoreError>>,
+    },
     /// How many messages a room holds.
     Count {
         room: RoomName,
@@ -323,6 +347,28 @@ impl StoreHandle {
         self.tx
             .try_send(Request::Directory(request))
             .map_err(|_| Busy)
+    }
+
+    /// `user` confirmed the message one of `keys` names (the sender's id
+    /// for it, in each conversation it may be in): their delivery receipt
+    /// in its room is raised to its `seq` (an unknown message changes
+    /// nothing).
+    pub fn delivered(&self, keys: Vec<RetryKey>, user: String) -> Result<(), Busy> {
+        self.tx
+            .try_send(Request::Delivered { keys, user })
+            .map_err(|_| Busy)
+    }
+
+    /// Asks for every user's delivery receipt in `room`.
+    pub fn receipts(
+        &self,
+        room: RoomName,
+    ) -> Result<oneshot::Receiver<Result<Vec<(String, u64)>, StoreError>>, Busy> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .try_send(Request::Receipts { room, reply })
+            .map_err(|_| Busy)?;
+        Ok(rx)
     }
 
     /// Asks how many messages `room` holds; the answer comes on the
@@ -573,6 +619,15 @@ impl<B: Backend + Directory> Writer<B> {
                         let page = self.backend.history(&room, before_seq, limit).await;
                         let _ = reply.send(page);
                     }
+                    Request::Delivered { keys, user } => {
+                        // The message may be in this very group.
+                        self.write(std::mem::take(&mut appends)).await;
+                        self.receipt(&keys, &user).await;
+                    }
+                    Request::Receipts { room, reply } => {
+                        self.write(std::mem::take(&mut appends)).await;
+                        let _ = reply.send(self.backend.receipts(&room).await);
+                    }
                     Request::Count { room, reply } => {
                         // Counted after the writes queued before it.
                         self.write(std::mem::take(&mut appends)).await;
@@ -710,6 +765,28 @@ impl<B: Backend + Directory> Writer<B> {
         }
         for ack in acks.into_iter().flatten() {
             self.registry.acked(ack);
+        }
+    }
+
+    /// Raises `user`'s delivery receipt to the `seq` of the message `keys`
+    /// name, if it is stored.
+    async fn receipt(&mut self, keys: &[RetryKey], user: &str) {
+        let found = match self.backend.find(keys).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "delivery receipt not looked up");
+                return;
+            }
+        };
+        let Some(((room, _, _), (_, seq))) = found.into_iter().next() else {
+            return;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as i64;
+        if let Err(e) = self.backend.mark_delivered(&room, user, seq, now).await {
+            tracing::warn!(error = %e, "delivery receipt not stored");
         }
     }
 

@@ -18,7 +18,10 @@ use crate::protocol::RoomName;
 const ROWS_PER_STATEMENT: usize = 100;
 
 /// Versioned migrations, applied in order at start (kept in `migrations/`).
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/mysql/0001_schema.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/mysql/0001_schema.sql")),
+    (2, include_str!("../../migrations/mysql/0002_receipts.sql")),
+];
 
 /// The named lock nodes take while migrating.
 const MIGRATION_LOCK: &str = "chatd_migrations";
@@ -115,6 +118,39 @@ impl Backend for Mysql {
             .fetch_one(&mut self.conn)
             .await?;
         Ok(row.try_get::<i64, _>(0)?.max(0) as u64)
+    }
+
+    async fn mark_delivered(
+        &mut self,
+        room: &RoomName,
+        user: &str,
+        seq: u64,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO receipts (room, user_id, delivered_seq, updated_ms) VALUES (?, ?, ?, ?) \
+             ON DUPLICATE KEY UPDATE delivered_seq = GREATEST(delivered_seq, VALUES(delivered_seq)), \
+             updated_ms = VALUES(updated_ms)",
+        )
+        .bind(room.as_str())
+        .bind(user)
+        .bind(seq.min(i64::MAX as u64) as i64)
+        .bind(at_ms)
+        .execute(&mut self.conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn receipts(&mut self, room: &RoomName) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, delivered_seq FROM receipts WHERE room = ? ORDER BY user_id",
+        )
+        .bind(room.as_str())
+        .fetch_all(&mut self.conn)
+        .await?;
+        rows.into_iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get::<i64, _>(1)?.max(0) as u64)))
+            .collect()
     }
 
     async fn find(&mut self, keys: &[RetryKey]) -> Result<HashMap<RetryKey, Stored>, StoreError> {

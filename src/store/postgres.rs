@@ -33,6 +33,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/postgres/0004_message_kind.sql"),
     ),
     (5, include_str!("../../migrations/postgres/0005_files.sql")),
+    (
+        6,
+        include_str!("../../migrations/postgres/0006_receipts.sql"),
+    ),
 ];
 
 /// The advisory lock nodes take while migrating, so that two nodes starting
@@ -118,6 +122,40 @@ impl Backend for Postgres {
             .fetch_one(&mut self.conn)
             .await?;
         Ok(row.try_get::<i64, _>(0)?.max(0) as u64)
+    }
+
+    async fn mark_delivered(
+        &mut self,
+        room: &RoomName,
+        user: &str,
+        seq: u64,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO receipts (room, user_id, delivered_seq, updated_ms) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (room, user_id) DO UPDATE SET \
+             delivered_seq = GREATEST(receipts.delivered_seq, EXCLUDED.delivered_seq), \
+             updated_ms = EXCLUDED.updated_ms",
+        )
+        .bind(room.as_str())
+        .bind(user)
+        .bind(seq.min(i64::MAX as u64) as i64)
+        .bind(at_ms)
+        .execute(&mut self.conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn receipts(&mut self, room: &RoomName) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, delivered_seq FROM receipts WHERE room = $1 ORDER BY user_id",
+        )
+        .bind(room.as_str())
+        .fetch_all(&mut self.conn)
+        .await?;
+        rows.into_iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get::<i64, _>(1)?.max(0) as u64)))
+            .collect()
     }
 
     async fn find(&mut self, keys: &[RetryKey]) -> Result<HashMap<RetryKey, Stored>, StoreError> {

@@ -104,6 +104,16 @@ end
 return {1, id}
 "#;
 
+/// Raises a delivery receipt (`KEYS[1]`: the room's receipts hash; `ARGV`:
+/// user, seq), never lowering it, in one step for every node.
+const RAISE: &str = r#"
+local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if tonumber(ARGV[2]) > current then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+return 1
+"#;
+
 pub struct RedisStore {
     /// Reconnects by itself after Redis restarts (a command meanwhile
     /// fails, and its senders get `MESSAGE_FAILED`): a plain multiplexed
@@ -113,6 +123,7 @@ pub struct RedisStore {
     max_name: usize,
     append: Script,
     direct: Script,
+    raise: Script,
 }
 
 impl RedisStore {
@@ -142,6 +153,7 @@ impl RedisStore {
             max_name,
             append: Script::new(APPEND),
             direct: Script::new(DIRECT),
+            raise: Script::new(RAISE),
         })
     }
 
@@ -322,6 +334,32 @@ impl RedisStore {
 impl Backend for RedisStore {
     async fn last_seq(&mut self, room: &RoomName) -> Result<u64, StoreError> {
         self.last_seq_of(room.as_str()).await
+    }
+
+    async fn mark_delivered(
+        &mut self,
+        room: &RoomName,
+        user: &str,
+        seq: u64,
+        _at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.raise
+            .key(self.key("receipts", room.as_str()))
+            .arg(user)
+            .arg(seq)
+            .invoke_async::<i64>(&mut self.conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn receipts(&mut self, room: &RoomName) -> Result<Vec<(String, u64)>, StoreError> {
+        let all = self.hash(self.key("receipts", room.as_str())).await?;
+        let mut receipts: Vec<(String, u64)> = all
+            .into_iter()
+            .filter_map(|(user, seq)| Some((user, seq.parse().ok()?)))
+            .collect();
+        receipts.sort();
+        Ok(receipts)
     }
 
     async fn count(&mut self, room: &RoomName) -> Result<u64, StoreError> {

@@ -26,6 +26,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/sqlite/0003_message_kind.sql"),
     ),
     (4, include_str!("../../migrations/sqlite/0004_files.sql")),
+    (5, include_str!("../../migrations/sqlite/0005_receipts.sql")),
 ];
 
 pub struct Sqlite {
@@ -114,6 +115,39 @@ impl Backend for Sqlite {
             .fetch_one(&mut self.conn)
             .await?;
         Ok(row.try_get::<i64, _>(0)?.max(0) as u64)
+    }
+
+    async fn mark_delivered(
+        &mut self,
+        room: &RoomName,
+        user: &str,
+        seq: u64,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO receipts (room, user_id, delivered_seq, updated_ms) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (room, user_id) DO UPDATE SET \
+             delivered_seq = MAX(delivered_seq, excluded.delivered_seq), updated_ms = excluded.updated_ms",
+        )
+        .bind(room.as_str())
+        .bind(user)
+        .bind(seq.min(i64::MAX as u64) as i64)
+        .bind(at_ms)
+        .execute(&mut self.conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn receipts(&mut self, room: &RoomName) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, delivered_seq FROM receipts WHERE room = ? ORDER BY user_id",
+        )
+        .bind(room.as_str())
+        .fetch_all(&mut self.conn)
+        .await?;
+        rows.into_iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get::<i64, _>(1)?.max(0) as u64)))
+            .collect()
     }
 
     async fn find(&mut self, keys: &[RetryKey]) -> Result<HashMap<RetryKey, Stored>, StoreError> {

@@ -337,3 +337,99 @@ async fn a_silent_fastchat_connection_is_closed_after_its_own_idle_timeout() {
     assert_eq!(native.recv_type("system").await["data"]["event"], "joined");
     s.shutdown().await;
 }
+
+on_every_store!(a_target_s_msg_ack_is_recorded_as_its_delivery);
+
+/// A target's MSG_ACK (by the `message_id` its MSG carried: the sender's,
+/// or one chatd gave a MSG without) raises that user's delivery receipt in
+/// the conversation to the message's `seq`, in the store; never lowers it.
+async fn a_target_s_msg_ack_is_recorded_as_its_delivery(new_db: fn(&str) -> Db) {
+    let db = new_db("fastchat-receipts");
+    let s = db.server(&[]);
+    let addr = s.addr();
+    let (nina, token) = crate::common::register_and_login(addr, "nina", "password-1").await;
+    let mut target = connect_raw(addr, &format!("/fastchat/ws?token={token}")).await;
+    target
+        .send_json(json!({"type":"HELLO","data":{"user_id":nina,"display_name":"Nina"}}))
+        .await;
+    next(&mut target, "HELLO_ACK").await;
+    let ann = v4();
+    let mut sender = hello(addr, &ann, "Ann").await;
+    sender
+        .send_json(json!({"type":"OPEN_CHAT","data":{"target_user_id":nina}}))
+        .await;
+    let room = next(&mut sender, "CHAT_OPENED").await["data"]["chat_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    next(&mut target, "CHAT_OPENED").await;
+    sender
+        .send_json(json!({"type":"MSG","data":{"to":nina,"content":"one","message_id":"m-1"}}))
+        .await;
+    sender
+        .send_json(json!({"type":"MSG","data":{"to":nina,"content":"two"}}))
+        .await;
+    let first = next(&mut target, "MSG").await;
+    let second = next(&mut target, "MSG").await;
+    assert_eq!(first["data"]["message_id"], "m-1");
+    // A MSG without a message_id was given one; the sender's ack names it.
+    let given = second["data"]["message_id"].as_str().unwrap().to_owned();
+    assert!(
+        given.len() == 36 && given != second["data"]["id"],
+        "{second}"
+    );
+    next(&mut sender, "MSG_ACK").await;
+    assert_eq!(
+        next(&mut sender, "MSG_ACK").await["data"]["message_id"],
+        given
+    );
+
+    let receipts = |expected: Value| {
+        let (room, token) = (room.clone(), token.clone());
+        async move {
+            let path = format!("/api/chat-api/rooms/{room}/receipts");
+            let deadline = tokio::time::Instant::now() + crate::common::WAIT;
+            loop {
+                let (status, body) = http_json(addr, "GET", &path, Some(&token), None).await;
+                assert_eq!(status, 200, "{body}");
+                if body["receipts"] == expected {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "receipts stayed {body}, not {expected}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    receipts(json!([])).await;
+    target
+        .send_json(json!({"type":"MSG_ACK","data":{"message_id":"m-1","status":"delivered"}}))
+        .await;
+    receipts(json!([{"user_id":nina,"delivered_seq":1}])).await;
+    target
+        .send_json(json!({"type":"MSG_ACK","data":{"message_id":given}}))
+        .await;
+    receipts(json!([{"user_id":nina,"delivered_seq":2}])).await;
+    // An older or unknown message changes nothing; no id is refused.
+    for id in ["m-1", "never-sent"] {
+        target
+            .send_json(json!({"type":"MSG_ACK","data":{"message_id":id}}))
+            .await;
+    }
+    target.send_json(json!({"type":"MSG_ACK","data":{}})).await;
+    assert_eq!(
+        next(&mut target, "ERROR").await["data"]["code"],
+        "VALIDATION"
+    );
+    receipts(json!([{"user_id":nina,"delivered_seq":2}])).await;
+    // Only the conversation's members may read them.
+    let (_, other) = crate::common::register_and_login(addr, "otto", "password-1").await;
+    let path = format!("/api/chat-api/rooms/{room}/receipts");
+    assert_eq!(
+        http_json(addr, "GET", &path, Some(&other), None).await.0,
+        403
+    );
+    s.shutdown().await;
+}
