@@ -290,6 +290,12 @@ pub struct StoreHandle {
     order: Option<Arc<Order>>,
 }
 
+/// A request's answer, to come on a channel.
+pub type Answer<T> = oneshot::Receiver<Result<T, StoreError>>;
+
+/// A user's delivery receipt in a room: (user id, highest `seq` delivered).
+pub type Receipt = (String, u64);
+
 /// The store queue is full (or the store stopped): the message was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the store is busy; try again")]
@@ -363,7 +369,7 @@ impl StoreHandle {
     pub fn receipts(
         &self,
         room: RoomName,
-    ) -> Result<oneshot::Receiver<Result<Vec<(String, u64)>, StoreError>>, Busy> {
+    ) -> Result<Answer<Vec<Receipt>>, Busy> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .try_send(Request::Receipts { room, reply })
