@@ -231,8 +231,12 @@ async fn native<B>(
         })?,
         Identity::Anonymous => match query_param(query, "client_id").filter(|c| !c.is_empty()) {
             None => ClientId::generate(),
-            Some(id) => ClientId::parse(id, max_name)
-                .map_err(|e| bad(StatusCode::BAD_REQUEST, format!("invalid client_id: {e}")))?,
+            Some(id) => {
+                let id = ClientId::parse(id, max_name)
+                    .map_err(|e| bad(StatusCode::BAD_REQUEST, format!("invalid client_id: {e}")))?;
+                not_a_user(node, &id).await?;
+                id
+            }
         },
     };
     let start = Start {
@@ -241,6 +245,25 @@ async fn native<B>(
         notifications_since,
     };
     Ok(Endpoint::Native(Native::new(identity, client_id, start)))
+}
+
+/// An anonymous connection may not take a registered user's id as its
+/// `client_id`: its chats would be stored and delivered as that user's, and
+/// its `client_msg_id`s would answer the user's own later sends. (User ids
+/// are UUIDs: other names need no look-up.) Refused with 403, as FastChat
+/// refuses a HELLO naming a user with a password without their token.
+async fn not_a_user(node: &Node, id: &ClientId) -> Result<(), Response<Body>> {
+    if node.store.is_none() || uuid::Uuid::parse_str(id.as_str()).is_err() {
+        return Ok(());
+    }
+    match node.accounts.user(id.as_str()).await {
+        Err(crate::accounts::AccountError::NotFound(_)) => Ok(()),
+        Ok(_) => Err(error(
+            StatusCode::FORBIDDEN,
+            "client_id is a registered user's id: connect with their token instead",
+        )),
+        Err(e) => Err(api::refusal(&e)),
+    }
 }
 
 /// The FastChat dialect: its origin check (403 before the upgrade), then the

@@ -366,10 +366,7 @@ impl StoreHandle {
     }
 
     /// Asks for every user's delivery receipt in `room`.
-    pub fn receipts(
-        &self,
-        room: RoomName,
-    ) -> Result<Answer<Vec<Receipt>>, Busy> {
+    pub fn receipts(&self, room: RoomName) -> Result<Answer<Vec<Receipt>>, Busy> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .try_send(Request::Receipts { room, reply })

@@ -51,7 +51,34 @@ on_every_store!(
     server_publish_needs_a_key_and_goes_through_the_store,
     forged_expired_and_unsigned_tokens_are_refused_on_rest_and_upgrade,
     empty_lists_are_empty_not_errors,
+    an_anonymous_connection_cannot_claim_a_registered_user_s_id,
 );
+
+/// With auth off, an anonymous connection that names a registered user's id
+/// as its `client_id` is refused (it would post as them, and poison their
+/// `client_msg_id`s); other ids, UUIDs of nobody included, still work.
+async fn an_anonymous_connection_cannot_claim_a_registered_user_s_id(new_db: fn(&str) -> Db) {
+    let db = new_db("impostor");
+    let s = server(&db, &[]);
+    let addr = s.addr();
+    let (victim, token) = user(addr, "victim").await;
+    let (status, body) = crate::common::http_get(addr, &format!("/ws/r?client_id={victim}")).await;
+    assert_eq!(status, 403, "{body}");
+    let url = format!("ws://{addr}/ws/r?client_id={victim}");
+    assert!(tokio_tungstenite::connect_async(url).await.is_err());
+    // The victim's own connection (their token) and its client_msg_id work.
+    let mut own = ws(addr, &token, "/ws").await;
+    own.send_json(json!({"type":"join","room":"r"})).await;
+    own.send_json(json!({"type":"chat","room":"r","client_msg_id":"x","data":{"content":"mine"}}))
+        .await;
+    let ack = next_of(&mut own, "ack").await;
+    assert_eq!(ack["data"]["client_msg_id"], "x");
+    // Any other id, a UUID nobody has among them, is still an anonymous name.
+    for other in ["alice", &uuid::Uuid::new_v4().to_string()] {
+        let c = connect(addr, &format!("/ws/r?client_id={other}")).await;
+        assert_eq!(c.id, other);
+    }
+}
 
 /// Found on the Redis store: listing nothing (no users yet, a user in no
 /// conversation) sent Redis an empty pipeline, and the answer was 503.

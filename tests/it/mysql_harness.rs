@@ -58,11 +58,16 @@ impl Mariadb {
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--user={user}"))
             .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
+            .output()
             .expect("mariadb-install-db runs");
-        assert!(installed.success(), "mariadb-install-db failed");
+        // (It failed once in a full run on a busy machine; what it said is
+        // kept for the next time.)
+        assert!(
+            installed.status.success(),
+            "mariadb-install-db failed: {}{}",
+            String::from_utf8_lossy(&installed.stdout),
+            String::from_utf8_lossy(&installed.stderr)
+        );
         let child = Command::new(&server)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
