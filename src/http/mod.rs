@@ -367,6 +367,8 @@ async fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> 
                 Some("shutting down")
             } else if !node.broker.is_ready() {
                 Some("broker not connected")
+            } else if node.store.as_ref().is_some_and(|s| !s.is_ready()) {
+                Some("store not connected")
             } else {
                 None
             };

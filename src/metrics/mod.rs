@@ -163,6 +163,8 @@ pub struct StoreMetrics {
     /// Several nodes: numbers the store no longer had when a gap was filled
     /// (deleted by retention), skipped so delivery goes on.
     pub reorder_skipped: Counter,
+    /// Times the database answered again after it was lost.
+    pub reconnects: Counter,
 }
 
 /// Uploads (`files`).
@@ -312,6 +314,7 @@ impl Metrics {
             commit_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
             reorder_fills: Counter::default(),
             reorder_skipped: Counter::default(),
+            reconnects: Counter::default(),
         };
         registry.register(
             "chatd_store_messages",
@@ -342,6 +345,11 @@ impl Metrics {
             "chatd_store_reorder_skipped",
             "Missing seq numbers the store no longer had, skipped (several nodes)",
             store.reorder_skipped.clone(),
+        );
+        registry.register(
+            "chatd_store_reconnects",
+            "Times the store's database answered again after it was lost",
+            store.reconnects.clone(),
         );
         let files = FileMetrics::default();
         for (name, help, counter) in [

@@ -21,7 +21,9 @@ pub mod sqlite;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::broker::{Broker, Delivery, Origin, Payload};
@@ -96,6 +98,11 @@ pub(crate) trait Backend {
         after: u64,
         limit: u32,
     ) -> Result<Vec<Event>, StoreError>;
+    /// Whether the database answers (a trivial query).
+    async fn ping(&mut self) -> Result<(), StoreError>;
+    /// A new connection in place of one the database dropped (a restart):
+    /// the store goes on once it answers again.
+    async fn reconnect(&mut self) -> Result<(), StoreError>;
     /// Up to `limit` messages of `room` with `seq < before_seq`, newest first.
     async fn history(
         &mut self,
@@ -286,6 +293,8 @@ enum Request {
 #[derive(Clone)]
 pub struct StoreHandle {
     tx: mpsc::Sender<Request>,
+    /// The database answered the last check (`/readyz`).
+    ready: Arc<AtomicBool>,
     /// Several nodes share the history: delivery is put in `seq` order.
     order: Option<Arc<Order>>,
 }
@@ -302,6 +311,12 @@ pub type Receipt = (String, u64);
 pub struct Busy;
 
 impl StoreHandle {
+    /// Whether the database answered the store's last check: while it does
+    /// not, chats get `MESSAGE_FAILED` and `/readyz` says so.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
     /// Queues a chat for storing, then delivery and an ack to `origin`.
     pub fn append(&self, event: Event, origin: Origin) -> Result<(), Busy> {
         let row = Row {
@@ -431,6 +446,8 @@ pub fn start(
 ) -> Result<StoreHandle, StoreError> {
     let (order, wakes) = order.unzip();
     let (tx, rx) = mpsc::channel(settings.max_pending);
+    let ready = Arc::new(AtomicBool::new(true));
+    let thread_ready = ready.clone();
     let (opened_tx, opened_rx) = std::sync::mpsc::channel();
     let thread_order = order.clone();
     std::thread::Builder::new()
@@ -453,6 +470,7 @@ pub fn start(
                     registry,
                     broker,
                     order: thread_order,
+                    ready: thread_ready,
                 };
                 let channels = (rx, wakes);
                 match &settings.database {
@@ -477,7 +495,7 @@ pub fn start(
         })
         .map_err(|e| StoreError::Open(e.to_string()))?;
     opened_rx.recv().map_err(|_| StoreError::Stopped)??;
-    Ok(StoreHandle { tx, order })
+    Ok(StoreHandle { tx, ready, order })
 }
 
 /// What the store thread works with besides its database.
@@ -486,6 +504,7 @@ struct Parts {
     registry: Arc<Registry>,
     broker: Arc<dyn Broker>,
     order: Option<Arc<Order>>,
+    ready: Arc<AtomicBool>,
 }
 
 /// Reports how opening went, then runs the store on `backend` until every
@@ -501,6 +520,7 @@ async fn serve<B: Backend + Directory>(
         registry,
         broker,
         order,
+        ready,
     } = parts;
     let backend = match opened {
         Ok(backend) => {
@@ -522,6 +542,12 @@ async fn serve<B: Backend + Directory>(
         max_recover: settings.max_recover,
         retention: settings.retention,
         metrics: settings.metrics,
+        health: Health {
+            ready,
+            checked: Instant::now(),
+            retry_at: Instant::now(),
+            backoff: MIN_BACKOFF,
+        },
     };
     writer.run(rx, wakes, settings.max_batch).await;
 }
@@ -540,6 +566,27 @@ struct Writer<B> {
     max_recover: u32,
     retention: Retention,
     metrics: StoreMetrics,
+    health: Health,
+}
+
+/// How often the store checks that its database answers.
+const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a check or a reconnect may take before it counts as failed.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+/// First and longest wait between two reconnect attempts.
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Whether the database answers, and when to try reconnecting next.
+struct Health {
+    /// Shared with every [`StoreHandle`] (`/readyz`).
+    ready: Arc<AtomicBool>,
+    /// The last check.
+    checked: Instant,
+    /// No reconnect attempt before this.
+    retry_at: Instant,
+    /// The next wait after a failed attempt (doubles up to `MAX_BACKOFF`).
+    backoff: Duration,
 }
 
 /// What became of one append.
@@ -583,6 +630,8 @@ impl<B: Backend + Directory> Writer<B> {
             Some(OrderWakes(rx)) => (rx, true),
             None => (mpsc::unbounded_channel().1, false),
         };
+        let mut health = tokio::time::interval(CHECK_INTERVAL);
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let due = self.gaps.front().map(|(at, _)| *at);
             let received = tokio::select! {
@@ -595,6 +644,10 @@ impl<B: Backend + Directory> Writer<B> {
                 }
                 Some(wake) = wakes.recv(), if ordered => {
                     self.wake(wake).await;
+                    continue;
+                }
+                _ = health.tick() => {
+                    self.check().await;
                     continue;
                 }
                 _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
@@ -689,6 +742,7 @@ impl<B: Backend + Directory> Writer<B> {
                 for (_, origin) in appends {
                     self.registry.failed(origin);
                 }
+                self.suspect().await;
                 return;
             }
         };
@@ -736,6 +790,9 @@ impl<B: Backend + Directory> Writer<B> {
         if let Err(e) = &written {
             tracing::warn!(error = %e, messages = rows.len(), "store write failed; senders told");
         }
+        if written.is_err() {
+            self.suspect().await;
+        }
         let ack_of = |row: &Row, origin: Origin| Ack {
             origin,
             room: match &row.event.topic {
@@ -768,6 +825,57 @@ impl<B: Backend + Directory> Writer<B> {
         }
         for ack in acks.into_iter().flatten() {
             self.registry.acked(ack);
+        }
+    }
+
+    /// A request failed: the database may be gone. Checked at once (at most
+    /// every few hundred milliseconds, so a failing flood does not turn
+    /// into a flood of checks).
+    async fn suspect(&mut self) {
+        if self.health.checked.elapsed() >= MIN_BACKOFF {
+            self.check().await;
+        }
+    }
+
+    /// Checks the database answers; if not, marks the store not ready
+    /// (`/readyz` 503, `chatd_store_*`) and, when its backoff allows,
+    /// connects anew. Requests meanwhile fail at once on the dead
+    /// connection, and their senders get `MESSAGE_FAILED`.
+    async fn check(&mut self) {
+        let now = Instant::now();
+        self.health.checked = now;
+        let answers = |r: Result<Result<(), StoreError>, _>| matches!(r, Ok(Ok(())));
+        if answers(tokio::time::timeout(CHECK_TIMEOUT, self.backend.ping()).await) {
+            if !self.health.ready.swap(true, Ordering::AcqRel) {
+                // (Redis's connection manager connects again by itself.)
+                self.metrics.reconnects.inc();
+                tracing::info!("the store's database answers again");
+            }
+            self.health.backoff = MIN_BACKOFF;
+            return;
+        }
+        if self.health.ready.swap(false, Ordering::AcqRel) {
+            tracing::warn!(
+                "the store's database does not answer; chats get MESSAGE_FAILED until it does"
+            );
+        }
+        if now < self.health.retry_at {
+            return;
+        }
+        let reconnected = tokio::time::timeout(CHECK_TIMEOUT, self.backend.reconnect()).await;
+        let answer = match reconnected {
+            Ok(Ok(())) => tokio::time::timeout(CHECK_TIMEOUT, self.backend.ping()).await,
+            Ok(Err(e)) => Ok(Err(e)),
+            Err(elapsed) => Err(elapsed),
+        };
+        if answers(answer) {
+            self.metrics.reconnects.inc();
+            self.health.ready.store(true, Ordering::Release);
+            self.health.backoff = MIN_BACKOFF;
+            tracing::info!("reconnected to the store's database");
+        } else {
+            self.health.retry_at = Instant::now() + self.health.backoff;
+            self.health.backoff = (self.health.backoff * 2).min(MAX_BACKOFF);
         }
     }
 

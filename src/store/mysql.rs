@@ -29,6 +29,8 @@ const MIGRATION_LOCK: &str = "chatd_migrations";
 pub struct Mysql {
     conn: MySqlConnection,
     max_name: usize,
+    /// Where to connect again after the server dropped the connection.
+    url: String,
 }
 
 impl Mysql {
@@ -40,7 +42,11 @@ impl Mysql {
         migrate(&mut conn)
             .await
             .map_err(|e| StoreError::Open(e.to_string()))?;
-        Ok(Mysql { conn, max_name })
+        Ok(Mysql {
+            conn,
+            max_name,
+            url: url.to_owned(),
+        })
     }
 }
 
@@ -151,6 +157,16 @@ impl Backend for Mysql {
         rows.into_iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get::<i64, _>(1)?.max(0) as u64)))
             .collect()
+    }
+
+    async fn ping(&mut self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&mut self.conn).await?;
+        Ok(())
+    }
+
+    async fn reconnect(&mut self) -> Result<(), StoreError> {
+        self.conn = MySqlConnection::connect(&self.url).await?;
+        Ok(())
     }
 
     async fn find(&mut self, keys: &[RetryKey]) -> Result<HashMap<RetryKey, Stored>, StoreError> {

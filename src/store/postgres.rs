@@ -46,6 +46,8 @@ const MIGRATION_LOCK: i64 = 0x0063_6861_7464;
 pub struct Postgres {
     conn: PgConnection,
     max_name: usize,
+    /// Where to connect again after the server dropped the connection.
+    url: String,
 }
 
 impl Postgres {
@@ -57,7 +59,11 @@ impl Postgres {
         migrate(&mut conn)
             .await
             .map_err(|e| StoreError::Open(e.to_string()))?;
-        Ok(Postgres { conn, max_name })
+        Ok(Postgres {
+            conn,
+            max_name,
+            url: url.to_owned(),
+        })
     }
 }
 
@@ -156,6 +162,16 @@ impl Backend for Postgres {
         rows.into_iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get::<i64, _>(1)?.max(0) as u64)))
             .collect()
+    }
+
+    async fn ping(&mut self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&mut self.conn).await?;
+        Ok(())
+    }
+
+    async fn reconnect(&mut self) -> Result<(), StoreError> {
+        self.conn = PgConnection::connect(&self.url).await?;
+        Ok(())
     }
 
     async fn find(&mut self, keys: &[RetryKey]) -> Result<HashMap<RetryKey, Stored>, StoreError> {

@@ -362,6 +362,17 @@ impl Backend for RedisStore {
         Ok(receipts)
     }
 
+    async fn ping(&mut self) -> Result<(), StoreError> {
+        cmd("PING").query_async::<()>(&mut self.conn).await?;
+        Ok(())
+    }
+
+    /// The connection manager connects again by itself (on the command
+    /// after a failure).
+    async fn reconnect(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     async fn count(&mut self, room: &RoomName) -> Result<u64, StoreError> {
         let key = self.key("msgs", room.as_str());
         Ok(cmd("XLEN").arg(key).query_async(&mut self.conn).await?)

@@ -150,6 +150,16 @@ impl Backend for Sqlite {
             .collect()
     }
 
+    async fn ping(&mut self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&mut self.conn).await?;
+        Ok(())
+    }
+
+    /// An embedded file: nothing to connect to again.
+    async fn reconnect(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     async fn find(&mut self, keys: &[RetryKey]) -> Result<HashMap<RetryKey, Stored>, StoreError> {
         let mut found = HashMap::new();
         for chunk in keys.chunks(ROWS_PER_STATEMENT) {

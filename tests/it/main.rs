@@ -8,6 +8,7 @@ mod accounts_nodes;
 mod auth;
 mod bursts;
 mod common;
+mod db_restart;
 mod deflate;
 mod demo;
 mod fastchat;

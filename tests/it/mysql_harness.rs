@@ -68,40 +68,55 @@ impl Mariadb {
             String::from_utf8_lossy(&installed.stdout),
             String::from_utf8_lossy(&installed.stderr)
         );
-        let child = Command::new(&server)
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--socket={}", dir.join("sock").display()))
-            .arg(format!("--pid-file={}", dir.join("pid").display()))
-            .arg(format!("--log-error={}", dir.join("error.log").display()))
-            .arg(format!("--port={port}"))
-            .arg(format!("--user={user}"))
-            .args([
-                "--bind-address=127.0.0.1",
-                "--skip-grant-tables",
-                "--skip-log-bin",
-                "--innodb-buffer-pool-size=32M",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mariadbd starts");
+        let child = spawn_server(&dir, port, &user);
         let db = Mariadb { child, dir, port };
+        db.wait_for("CREATE DATABASE chatd");
+        db
+    }
+
+    /// Stops the server (`kill -9`: as a crash or a restart would drop every
+    /// connection); its data stays.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on its data and port, once it answers.
+    pub fn start_again(&mut self) {
+        let user = if is_root() {
+            "root".to_owned()
+        } else {
+            whoami()
+        };
+        self.child = spawn_server(&self.dir, self.port, &user);
+        self.wait_for("SELECT 1");
+    }
+
+    /// Runs `sql` until the server answers it (30 s at most).
+    fn wait_for(&self, sql: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let created = Command::new(program("mariadb"))
-                .args(["-h", "127.0.0.1", "-P", &port.to_string(), "-u", "root"])
-                .args(["-e", "CREATE DATABASE chatd"])
+            let done = Command::new(program("mariadb"))
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-P",
+                    &self.port.to_string(),
+                    "-u",
+                    "root",
+                ])
+                .args(["-e", sql])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success());
-            if created {
-                return db;
+            if done {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
-                "mariadbd did not start on port {port}"
+                "mariadbd did not start on port {}",
+                self.port
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -115,6 +130,28 @@ impl Mariadb {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// `mariadbd` on `dir`'s data, on loopback at `port`.
+fn spawn_server(dir: &Path, port: u16, user: &str) -> Child {
+    Command::new(program("mariadbd"))
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", dir.join("data").display()))
+        .arg(format!("--socket={}", dir.join("sock").display()))
+        .arg(format!("--pid-file={}", dir.join("pid").display()))
+        .arg(format!("--log-error={}", dir.join("error.log").display()))
+        .arg(format!("--port={port}"))
+        .arg(format!("--user={user}"))
+        .args([
+            "--bind-address=127.0.0.1",
+            "--skip-grant-tables",
+            "--skip-log-bin",
+            "--innodb-buffer-pool-size=32M",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mariadbd starts")
 }
 
 fn whoami() -> String {

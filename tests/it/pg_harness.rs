@@ -83,16 +83,34 @@ impl Postgres {
             &program("initdb"),
             &["-D", data, "-A", "trust", "-U", "postgres", "--no-sync"],
         );
-        let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            dir.display()
+        let pg = Postgres { dir, port };
+        pg.start_again();
+        pg
+    }
+
+    /// `pg_ctl stop -m fast`: every connection is dropped; the data stays.
+    pub fn stop(&self) {
+        let data = self.dir.join("data");
+        run(
+            &program("pg_ctl"),
+            &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"],
         );
-        let log = dir.join("log");
+    }
+
+    /// Starts the server on its data and port (and waits until it answers).
+    pub fn start_again(&self) {
+        let data = self.dir.join("data");
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("log");
         run(
             &program("pg_ctl"),
             &[
                 "-D",
-                data,
+                data.to_str().unwrap(),
                 "-l",
                 log.to_str().unwrap(),
                 "-o",
@@ -101,7 +119,6 @@ impl Postgres {
                 "start",
             ],
         );
-        Postgres { dir, port }
     }
 
     pub fn url(&self) -> String {

@@ -145,6 +145,11 @@ impl Redis {
         self.kill();
         self.spawn();
     }
+
+    /// Starts a killed server again on its port and directory.
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
 }
 
 impl Drop for Redis {
