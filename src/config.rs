@@ -665,6 +665,27 @@ pub struct ServerConfig {
     pub linger_time: Duration,
     /// ...and at most this many bytes of it. Default 64 MiB.
     pub linger_bytes: u64,
+    /// Connections not yet upgraded (in their handshake, or HTTP requests)
+    /// from one source address; one more is closed at accept. Connections
+    /// from `trusted_proxies` are not counted (bound them at the proxy).
+    /// 0: no bound. Default 256 (many clients may share one address behind
+    /// a NAT).
+    pub max_connections_per_ip: usize,
+    /// Addresses or ranges (`10.0.0.0/8`) of reverse proxies: their
+    /// connections are not bounded per address, and a request from one is
+    /// taken to be from the last address its `X-Forwarded-For` names
+    /// (from anyone else, that header is ignored). Default none.
+    pub trusted_proxies: Vec<String>,
+    /// An HTTP request in progress (its body arriving, its response being
+    /// sent) must move at least `min_transfer_rate` bytes a second over each
+    /// window this long, or its connection is closed: a body that trickles
+    /// in, or a response nobody reads, holds no connection for good.
+    /// Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub transfer_timeout: Duration,
+    /// Bytes a second (read and written together). Default 1024: a 25 MiB
+    /// upload may take up to seven hours.
+    pub min_transfer_rate: u64,
     pub tls: TlsConfig,
     pub deflate: DeflateConfig,
 }
@@ -730,6 +751,10 @@ impl Default for ServerConfig {
             max_connections: 0,
             linger_time: Duration::from_secs(10),
             linger_bytes: 64 << 20,
+            max_connections_per_ip: 256,
+            trusted_proxies: Vec::new(),
+            transfer_timeout: Duration::from_secs(10),
+            min_transfer_rate: 1024,
             default_protocol: Wire::ChatApi,
             tls: TlsConfig::default(),
             deflate: DeflateConfig::default(),
@@ -1163,6 +1188,18 @@ impl Config {
             return Err(ConfigError::Invalid {
                 field: "heartbeat.idle_timeout",
                 reason: "must be longer than heartbeat.ping_interval".into(),
+            });
+        }
+        for proxy in &self.server.trusted_proxies {
+            crate::peers::Cidr::parse(proxy).map_err(|reason| ConfigError::Invalid {
+                field: "server.trusted_proxies",
+                reason,
+            })?;
+        }
+        if self.server.transfer_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                field: "server.transfer_timeout",
+                reason: "must be greater than 0".into(),
             });
         }
         if self.fastchat.idle_timeout.is_zero() {

@@ -17,11 +17,13 @@
 //!   connection's upgrade head read and answered by chatd (`head.rs`), the
 //!   WebSocket endpoints' checks (`upgrade.rs`), everything else through
 //!   hyper: the REST API (`api.rs`), file uploads and downloads
-//!   (`files.rs`), the embedded web client (`web.rs`).
+//!   (`files.rs`, with the rest of an abandoned body read after an early
+//!   answer: `linger.rs`), the embedded web client (`web.rs`).
 //! - [`conn`]: one connection in one task (`task.rs`): read loop (with its
 //!   read budget), close paths, writer, the held-back 101 of an upgrade
-//!   hyper answered (`hold.rs`) and the bytes read ahead of hyper put back
-//!   (`rewind.rs`);
+//!   hyper answered (`hold.rs`), the bytes read ahead of hyper put back
+//!   (`rewind.rs`), an HTTP connection's socket counting the bytes it
+//!   moves (`metered.rs`);
 //!   the handlers: native (chat-api), the FastChat and redis-chat-demo
 //!   dialects, and relay.
 //! - [`chat`]: the chat service (join, leave, post and their access checks,
@@ -63,6 +65,9 @@
 //! - [`tls`]: loading the certificate for `wss://`; [`auth`]: tokens on upgrades.
 //! - [`config`], [`metrics`] (with a histogram each shard records into
 //!   without a lock, `sharded.rs`), [`shutdown`]: leaves.
+//! - [`peers`]: connections not yet upgraded counted per source address,
+//!   and the trusted proxies whose `X-Forwarded-For` is believed (a leaf:
+//!   `config` checks its ranges with it).
 
 pub(crate) mod accounts;
 pub(crate) mod auth;
@@ -77,6 +82,7 @@ pub(crate) mod http;
 pub mod metrics;
 pub(crate) mod model;
 pub(crate) mod node;
+pub(crate) mod peers;
 pub(crate) mod protocol;
 pub(crate) mod queue;
 pub(crate) mod rooms;

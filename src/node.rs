@@ -28,6 +28,8 @@ pub struct Node {
     /// Connections accepted and not yet upgraded or done (bounded by
     /// `server.max_handshakes`).
     pub handshakes: AtomicUsize,
+    /// Connections not yet upgraded, per source address.
+    pub peers: Arc<crate::peers::Peers>,
     /// Durable history, with `store.backend` other than `none`.
     pub store: Option<StoreHandle>,
     /// Uploaded files (they need the store for their metadata).

@@ -266,6 +266,15 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         config.files.clone(),
         metrics.files.clone(),
     );
+    let peers = crate::peers::Peers::new(
+        config.server.max_connections_per_ip,
+        config
+            .server
+            .trusted_proxies
+            .iter()
+            .map(|p| crate::peers::Cidr::parse(p).expect("validated by Config::validate"))
+            .collect(),
+    );
     let node = Arc::new(Node {
         files,
         config,
@@ -276,6 +285,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         auth,
         accounts,
         handshakes: AtomicUsize::new(0),
+        peers,
         store,
     });
     let failure = Arc::new(Failure::default());
@@ -530,13 +540,19 @@ async fn accept(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
                     backoff.succeeded();
-                    // Refused at once (the socket is closed) when too many
-                    // connections are still in their handshake.
-                    let Some(guard) = crate::http::HandshakeGuard::new(&shard.node) else {
+                    // Refused at once (the socket is closed) when its address
+                    // has `server.max_connections_per_ip` not yet upgraded,
+                    // or too many connections are still in their handshake.
+                    let Some(peer) = shard.node.peers.admit(peer.ip()) else {
+                        shard.node.metrics.rejected(crate::metrics::RejectReason::PerAddressLimit);
                         continue;
                     };
+                    let Some(handshake) = crate::http::HandshakeGuard::new(&shard.node) else {
+                        continue;
+                    };
+                    let guard = crate::http::Admitted::new(handshake, peer);
                     // (Linux: inherited from the listener, see `bind`.)
                     #[cfg(not(target_os = "linux"))]
                     let _ = stream.set_nodelay(true);
@@ -549,11 +565,10 @@ async fn accept(
                             let handshake = tls.accept(stream);
                             let limit = shard.node.config.server.tls.handshake_timeout;
                             tokio::task::spawn_local(async move {
-                                let _guard = guard;
                                 match tokio::time::timeout(limit, handshake).await {
                                     Ok(Ok(stream)) => {
                                         let first = Instant::now() + shard.node.config.server.handshake_timeout;
-                                        crate::http::serve_connection(shard, stream, first).await
+                                        crate::http::serve_connection(shard, stream, first, guard).await
                                     }
                                     Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                                     Err(_) => tracing::debug!("TLS handshake timed out"),

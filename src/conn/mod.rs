@@ -9,6 +9,7 @@
 pub mod demo;
 pub mod fastchat;
 pub mod hold;
+pub mod metered;
 pub mod native;
 pub mod relay;
 pub mod rewind;
@@ -33,6 +34,7 @@ use crate::ws::deflate::Window;
 use crate::ws::frame::{self, OpCode};
 use crate::ws::{FrameReader, Message, ReadError, ReadSource};
 use hold::HoldUpgrade;
+use metered::Metered;
 use rewind::Rewind;
 use socket::{SocketRead, SocketWrite};
 use std::sync::Arc;
@@ -189,9 +191,9 @@ pub fn serve(
             read_ahead,
             reply,
         } => Ok((stream, read_ahead, reply)),
-        Io::Upgraded(upgraded) => match upgraded.downcast::<TokioIo<HyperPlain>>() {
+        Io::Upgraded(upgraded) => match upgraded.downcast::<TokioIo<Metered<HyperPlain>>>() {
             Ok(parts) => {
-                let (rewind, reply) = parts.io.into_inner().into_parts();
+                let (rewind, reply) = parts.io.into_inner().into_inner().into_parts();
                 let (unread, stream) = rewind.into_parts();
                 // hyper reads the whole put-back head at once, so `unread`
                 // is empty unless the head was larger than its buffer.

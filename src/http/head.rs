@@ -22,7 +22,7 @@ use std::time::Instant;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{serve_connection, upgrade, Body, HandshakeGuard, Route};
+use super::{serve_connection, upgrade, Admitted, Body, Route};
 use crate::conn::hold::HoldUpgrade;
 use crate::conn::rewind::Rewind;
 use crate::conn::socket::read_drained;
@@ -99,8 +99,8 @@ fn may_end_head(buf: &[u8], new: usize) -> bool {
 
 /// Serves one accepted plain connection: reads its first request head, and
 /// either upgrades it here or hands it to hyper. `guard` counts the
-/// connection as in its handshake until then.
-pub async fn serve_plain(shard: Rc<Shard>, mut stream: TcpStream, guard: HandshakeGuard) {
+/// connection as in its handshake (and against its address) until then.
+pub async fn serve_plain(shard: Rc<Shard>, mut stream: TcpStream, guard: Admitted) {
     let config = &shard.node.config.server;
     let deadline = Instant::now() + config.handshake_timeout;
     let idle_limit = config.http_idle_timeout;
@@ -149,8 +149,7 @@ pub async fn serve_plain(shard: Rc<Shard>, mut stream: TcpStream, guard: Handsha
             Err(NotYet::Partial) if buf.len() < MAX_HEAD => continue,
             Err(NotYet::Partial | NotYet::Other) => {
                 let io = HoldUpgrade::new(Rewind::new(buf.freeze(), stream));
-                serve_connection(shard, io, deadline).await;
-                drop(guard);
+                serve_connection(shard, io, deadline, guard).await;
                 return;
             }
         }
@@ -180,8 +179,7 @@ pub async fn serve_plain(shard: Rc<Shard>, mut stream: TcpStream, guard: Handsha
             }
             // The next request (keep-alive) is hyper's.
             let io = HoldUpgrade::new(Rewind::new(read_ahead, stream));
-            serve_connection(shard, io, Instant::now() + idle_limit).await;
-            drop(guard);
+            serve_connection(shard, io, Instant::now() + idle_limit, guard).await;
         }
     }
 }

@@ -64,17 +64,37 @@ pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
 /// a keep-alive connection is dropped once no request has arrived for
 /// `server.http_idle_timeout` since the last one ended. A request whose body
 /// or response is still streaming (a file upload or download) is not idle,
-/// however long it takes.
-pub async fn serve_connection<IO>(shard: Rc<Shard>, stream: IO, first_deadline: Instant)
-where
+/// however long it takes, as long as it keeps moving: a request in progress
+/// that moves fewer than `server.min_transfer_rate` bytes a second over a
+/// window of `server.transfer_timeout` (its body trickling in, its response
+/// unread) loses its connection (`conn/metered.rs`).
+///
+/// `admitted` holds the connection's place in the budgets: it stops
+/// counting as "in its handshake" once its first request arrived (a
+/// request in progress is bounded by its address's budget and the transfer
+/// rule, not by the upgrades' budget), and against its address when the
+/// connection ends.
+pub async fn serve_connection<IO>(
+    shard: Rc<Shard>,
+    stream: IO,
+    first_deadline: Instant,
+    admitted: Admitted,
+) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let config = &shard.node.config.server;
     let idle_limit = config.http_idle_timeout;
+    let window = config.transfer_timeout;
+    let least = config
+        .min_transfer_rate
+        .saturating_mul(window.as_secs().max(1));
     let metrics = shard.node.metrics.clone();
     let last_request: Rc<Activity> = Rc::default();
     let seen = last_request.clone();
+    let admitted = Rc::new(std::cell::RefCell::new(admitted));
+    let first_request = admitted.clone();
     let service = hyper::service::service_fn(move |req| {
+        first_request.borrow_mut().request_arrived();
         seen.at.set(Some(Instant::now()));
         seen.changed.notify_one();
         let shard = shard.clone();
@@ -84,6 +104,8 @@ where
             Ok::<_, Infallible>(resp.map(|body| Tracked { body, _busy: busy }))
         }
     });
+    let moved = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stream = crate::conn::metered::Metered::new(stream, moved.clone());
     let served = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
@@ -93,6 +115,10 @@ where
     };
     let mut served = std::pin::pin!(served);
     let mut timer = Box::pin(tokio::time::sleep_until(deadline().into()));
+    let mut transfer = tokio::time::interval_at((Instant::now() + window).into(), window);
+    // Bytes moved at the last check, and whether a request was in progress
+    // then (a window is judged only when one was in progress all along).
+    let (mut moved_then, mut busy_then) = (0u64, false);
     loop {
         tokio::select! {
             done = served.as_mut() => {
@@ -103,6 +129,16 @@ where
             }
             // A request came: the deadline moved.
             _ = last_request.changed.notified() => timer.as_mut().reset(deadline().into()),
+            _ = transfer.tick() => {
+                let now = moved.load(std::sync::atomic::Ordering::Relaxed);
+                let busy = last_request.busy.get() > 0;
+                if busy && busy_then && now - moved_then < least {
+                    metrics.rejected(RejectReason::TooSlow);
+                    tracing::debug!(bytes = now - moved_then, "http request too slow; closed");
+                    return;
+                }
+                (moved_then, busy_then) = (now, busy);
+            }
             _ = timer.as_mut() => {
                 let due = deadline();
                 if last_request.busy.get() > 0 {
@@ -173,6 +209,28 @@ impl hyper::body::Body for Tracked {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+/// An accepted connection's places in the budgets: `server.max_handshakes`
+/// until its first request arrives (or it upgrades), and its address's
+/// `server.max_connections_per_ip` until it upgrades or ends.
+pub struct Admitted {
+    handshake: Option<HandshakeGuard>,
+    _peer: crate::peers::PeerGuard,
+}
+
+impl Admitted {
+    pub fn new(handshake: HandshakeGuard, peer: crate::peers::PeerGuard) -> Admitted {
+        Admitted {
+            handshake: Some(handshake),
+            _peer: peer,
+        }
+    }
+
+    /// A request arrived: the connection is past its handshake.
+    pub fn request_arrived(&mut self) {
+        self.handshake = None;
     }
 }
 

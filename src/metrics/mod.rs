@@ -65,6 +65,12 @@ pub enum RejectReason {
     MaxConnections,
     /// `server.max_handshakes` connections were already in their handshake.
     HandshakeLimit,
+    /// Its address had `server.max_connections_per_ip` connections not yet
+    /// upgraded.
+    PerAddressLimit,
+    /// An HTTP request in progress moved less than
+    /// `server.min_transfer_rate` over `server.transfer_timeout`.
+    TooSlow,
     /// The request head or upgrade did not complete within
     /// `server.handshake_timeout`, or a keep-alive connection sat idle.
     HandshakeTimeout,
@@ -75,6 +81,8 @@ impl EncodeLabelValue for RejectReason {
         encoder.write_str(match self {
             RejectReason::MaxConnections => "max_connections",
             RejectReason::HandshakeLimit => "handshake_limit",
+            RejectReason::PerAddressLimit => "per_address_limit",
+            RejectReason::TooSlow => "too_slow",
             RejectReason::HandshakeTimeout => "handshake_timeout",
         })
     }

@@ -26,4 +26,5 @@ mod redis_harness;
 mod relay;
 mod s3_harness;
 mod shared_history;
+mod slow_clients;
 mod tls;
