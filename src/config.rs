@@ -65,6 +65,33 @@ pub struct AuthConfig {
     #[serde(with = "humantime_serde")]
     pub token_ttl: Duration,
     pub argon2: Argon2Config,
+    pub throttle: ThrottleConfig,
+}
+
+/// Bounds on guessing passwords and making accounts, per minute, as token
+/// buckets (a burst of that many, refilled evenly); 0: no bound. Beyond
+/// one: `429 RATE_LIMITED` with `Retry-After` (FastChat: `RATE_LIMITED`),
+/// before any password is hashed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleConfig {
+    /// Failed logins per account. Default 10.
+    pub login_failures_per_account: u32,
+    /// Failed logins per source address. Default 30.
+    pub login_failures_per_address: u32,
+    /// New accounts per source address (REST registration, the demo's
+    /// sign-up and sign-in, FastChat's first HELLO). Default 30.
+    pub accounts_per_address: u32,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig {
+            login_failures_per_account: 10,
+            login_failures_per_address: 30,
+            accounts_per_address: 30,
+        }
+    }
 }
 
 /// Password hashing (Argon2id). Defaults: OWASP's minimum (19 MiB, 2
@@ -81,6 +108,9 @@ pub struct Argon2Config {
     /// Most hashes running at once (each holds `memory_kib`); a login
     /// beyond it waits. Default 4.
     pub max_concurrent: usize,
+    /// Most hashes waiting for one of those; one more is answered `503` at
+    /// once instead of a wait that grows with a flood. Default 64.
+    pub max_waiting: usize,
 }
 
 impl Default for Argon2Config {
@@ -90,6 +120,7 @@ impl Default for Argon2Config {
             iterations: 2,
             parallelism: 1,
             max_concurrent: 4,
+            max_waiting: 64,
         }
     }
 }
@@ -102,6 +133,7 @@ impl Default for AuthConfig {
             leeway: Duration::from_secs(30),
             token_ttl: Duration::from_secs(24 * 3600),
             argon2: Argon2Config::default(),
+            throttle: ThrottleConfig::default(),
         }
     }
 }
@@ -674,7 +706,8 @@ pub struct ServerConfig {
     /// Addresses or ranges (`10.0.0.0/8`) of reverse proxies: their
     /// connections are not bounded per address, and a request from one is
     /// taken to be from the last address its `X-Forwarded-For` names
-    /// (from anyone else, that header is ignored). Default none.
+    /// (from anyone else, that header is ignored). Default `127.0.0.1` and
+    /// `::1`: a proxy on the same host (and local load generators).
     pub trusted_proxies: Vec<String>,
     /// An HTTP request in progress (its body arriving, its response being
     /// sent) must move at least `min_transfer_rate` bytes a second over each
@@ -752,7 +785,7 @@ impl Default for ServerConfig {
             linger_time: Duration::from_secs(10),
             linger_bytes: 64 << 20,
             max_connections_per_ip: 256,
-            trusted_proxies: Vec::new(),
+            trusted_proxies: vec!["127.0.0.1".into(), "::1".into()],
             transfer_timeout: Duration::from_secs(10),
             min_transfer_rate: 1024,
             default_protocol: Wire::ChatApi,

@@ -13,6 +13,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+/// The address a request or connection is from (the client's, through
+/// trusted proxies), as the HTTP layer attaches it to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
 /// An address range: `10.0.0.0/8`, `::1/128`, or one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {

@@ -250,8 +250,8 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     let accounts = crate::accounts::Accounts::new(
         store.clone(),
         auth.clone(),
-        config.auth.enabled,
-        config.auth.argon2.clone(),
+        &config.auth,
+        metrics.auth.clone(),
         online,
     );
     // Without a store there are no files (their metadata lives there): the
@@ -545,14 +545,15 @@ async fn accept(
                     // Refused at once (the socket is closed) when its address
                     // has `server.max_connections_per_ip` not yet upgraded,
                     // or too many connections are still in their handshake.
-                    let Some(peer) = shard.node.peers.admit(peer.ip()) else {
+                    let ip = peer.ip();
+                    let Some(peer) = shard.node.peers.admit(ip) else {
                         shard.node.metrics.rejected(crate::metrics::RejectReason::PerAddressLimit);
                         continue;
                     };
                     let Some(handshake) = crate::http::HandshakeGuard::new(&shard.node) else {
                         continue;
                     };
-                    let guard = crate::http::Admitted::new(handshake, peer);
+                    let guard = crate::http::Admitted::new(handshake, peer, ip);
                     // (Linux: inherited from the listener, see `bind`.)
                     #[cfg(not(target_os = "linux"))]
                     let _ = stream.set_nodelay(true);

@@ -13,14 +13,17 @@ pub mod rate;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
+use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::auth::{AuthError, Authenticator, Verified};
-use crate::config::Argon2Config;
+use crate::config::{Argon2Config, AuthConfig, ThrottleConfig};
+use crate::metrics::AuthMetrics;
 use crate::store::directory::{DirectoryError, DirectoryRequest, User, UserRecord};
 use crate::store::{StoreError, StoreHandle};
+use rate::Action;
 
 pub use online::Online;
 
@@ -49,6 +52,8 @@ pub enum AccountError {
     NoStore,
     #[error("the store is busy or failed; try again")]
     Unavailable,
+    #[error("too many attempts; try again in {} s", .0.as_secs().max(1))]
+    Throttled(std::time::Duration),
 }
 
 impl From<StoreError> for AccountError {
@@ -95,6 +100,10 @@ pub struct Accounts {
     required: bool,
     argon2: Argon2Config,
     hashing: Arc<Semaphore>,
+    /// Hashes waiting for a `hashing` permit (bounded: `max_waiting`).
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
+    throttle: ThrottleConfig,
+    metrics: AuthMetrics,
     pub online: Online,
     /// Per-user message and typing limits.
     pub rate: rate::RateLimiter,
@@ -147,20 +156,68 @@ impl Accounts {
     pub fn new(
         store: Option<StoreHandle>,
         auth: Arc<Authenticator>,
-        required: bool,
-        argon2: Argon2Config,
+        config: &AuthConfig,
+        metrics: AuthMetrics,
         online: Online,
     ) -> Accounts {
+        let argon2 = config.argon2.clone();
         let hashing = Arc::new(Semaphore::new(argon2.max_concurrent.max(1)));
         Accounts {
             store,
             auth,
-            required,
+            required: config.enabled,
             argon2,
             hashing,
+            waiting: Arc::default(),
+            throttle: config.throttle.clone(),
+            metrics,
             online,
             rate: rate::RateLimiter::default(),
         }
+    }
+
+    /// A bucket of `auth.throttle` for `who`: taken, or only checked.
+    fn throttled(
+        &self,
+        who: &str,
+        action: Action,
+        per_minute: u32,
+        take: bool,
+    ) -> Result<(), AccountError> {
+        let now = std::time::Instant::now();
+        let r = match take {
+            true => self.rate.take(who, action, per_minute, now),
+            false => self.rate.check(who, action, per_minute, now),
+        };
+        r.map_err(|wait| {
+            self.metrics.throttled.inc();
+            AccountError::Throttled(wait)
+        })
+    }
+
+    /// Counts a new account made for a client at `from` (REST, the demo's
+    /// sign-up and sign-in, FastChat's first HELLO): `Throttled` beyond
+    /// `auth.throttle.accounts_per_address`.
+    pub fn new_account_from(&self, from: IpAddr) -> Result<(), AccountError> {
+        let per_minute = self.throttle.accounts_per_address;
+        self.throttled(&format!("new@{from}"), Action::NewAccount, per_minute, true)
+    }
+
+    /// A permit to hash, waiting for one only while fewer than
+    /// `auth.argon2.max_waiting` do: a flood gets `Unavailable` at once.
+    async fn hash_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, AccountError> {
+        use std::sync::atomic::Ordering;
+        if let Ok(permit) = self.hashing.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.argon2.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.hash_queue_full.inc();
+            return Err(AccountError::Unavailable);
+        }
+        let permit = self.hashing.clone().acquire_owned().await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        permit.map_err(|_| AccountError::Unavailable)
     }
 
     pub fn store(&self) -> Result<&StoreHandle, AccountError> {
@@ -188,7 +245,7 @@ impl Accounts {
 
     /// Hashes on the blocking pool, a bounded number at once.
     async fn hash(&self, password: String) -> Result<String, AccountError> {
-        let _permit = self.hashing.acquire().await.expect("never closed");
+        let _permit = self.hash_permit().await?;
         let hasher = self.hasher();
         tokio::task::spawn_blocking(move || {
             let salt = SaltString::encode_b64(uuid::Uuid::new_v4().as_bytes())
@@ -203,17 +260,15 @@ impl Accounts {
     }
 
     /// Checks `password` against `hash` on the blocking pool.
-    async fn verify(&self, password: String, hash: String) -> bool {
-        let Ok(_permit) = self.hashing.acquire().await else {
-            return false;
-        };
+    async fn verify(&self, password: String, hash: String) -> Result<bool, AccountError> {
+        let _permit = self.hash_permit().await?;
         let hasher = self.hasher();
-        tokio::task::spawn_blocking(move || {
+        Ok(tokio::task::spawn_blocking(move || {
             PasswordHash::new(&hash)
                 .is_ok_and(|h| hasher.verify_password(password.as_bytes(), &h).is_ok())
         })
         .await
-        .unwrap_or(false)
+        .unwrap_or(false))
     }
 
     /// A hash no password matches, verified against for unknown usernames so
@@ -230,16 +285,20 @@ impl Accounts {
         DECOY.get_or_init(|| h).clone()
     }
 
+    /// A new account for a client at `from` (counted against
+    /// `auth.throttle.accounts_per_address`).
     pub async fn register(
         &self,
         username: &str,
         password: String,
         display_name: &str,
+        from: IpAddr,
     ) -> Result<User, AccountError> {
         let username = check_username(username)?;
         check_password(&password, "password")?;
         check_display_name(display_name)?;
         self.store()?;
+        self.new_account_from(from)?;
         let password_hash = self.hash(password).await?;
         let user = User {
             id: uuid::Uuid::new_v4().to_string(),
@@ -264,9 +323,32 @@ impl Accounts {
     }
 
     /// A token for the user, or the same refusal whether the name or the
-    /// password is wrong (and in about the same time).
-    pub async fn login(&self, username: &str, password: String) -> Result<Login, AccountError> {
+    /// password is wrong (and in about the same time). Failures are counted
+    /// per account and per `from` address (`auth.throttle`); past either
+    /// bound, `Throttled` before any hashing.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: String,
+        from: IpAddr,
+    ) -> Result<Login, AccountError> {
         let name = username.to_ascii_lowercase();
+        let t = &self.throttle;
+        let (account, address) = (format!("login:{name}"), format!("login@{from}"));
+        let failure = Action::LoginFailure;
+        self.throttled(&account, failure, t.login_failures_per_account, false)?;
+        self.throttled(&address, failure, t.login_failures_per_address, false)?;
+        let result = self.check_login(&name, password).await;
+        if matches!(result, Err(AccountError::BadCredentials)) {
+            // Counted (not refused: this attempt was answered already).
+            let _ = self.throttled(&account, failure, t.login_failures_per_account, true);
+            let _ = self.throttled(&address, failure, t.login_failures_per_address, true);
+        }
+        result
+    }
+
+    async fn check_login(&self, name: &str, password: String) -> Result<Login, AccountError> {
+        let name = name.to_owned();
         let record = self
             .ask(|tx| DirectoryRequest::UserByName(name, tx))
             .await??;
@@ -274,7 +356,7 @@ impl Accounts {
             Some(r) => (r.password_hash.clone(), Some(r)),
             None => (self.decoy().await, None),
         };
-        let matches = self.verify(password, hash).await;
+        let matches = self.verify(password, hash).await?;
         let record = record
             .filter(|_| matches)
             .ok_or(AccountError::BadCredentials)?;
@@ -356,7 +438,7 @@ impl Accounts {
             .ask(|tx| DirectoryRequest::UserById(id, tx))
             .await??
             .ok_or(AccountError::NotFound("user"))?;
-        if !self.verify(old, record.password_hash).await {
+        if !self.verify(old, record.password_hash).await? {
             return Err(AccountError::Invalid {
                 field: "old_password",
                 message: "old_password is wrong",

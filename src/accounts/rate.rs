@@ -1,6 +1,7 @@
-//! Per-user rate limits (token buckets), shared by all of a user's
-//! connections on this node: a client cannot get around a limit by opening
-//! more connections.
+//! Rate limits (token buckets), per user or per source address, shared by
+//! all connections on this node: a client cannot get around a limit by
+//! opening more connections. Chats and typing per user; failed logins per
+//! account and per address, and new accounts per address (`auth.throttle`).
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -11,6 +12,10 @@ use std::time::{Duration, Instant};
 pub enum Action {
     Message,
     Typing,
+    /// A failed login (per account, and per source address).
+    LoginFailure,
+    /// A new account (per source address), whichever way it is made.
+    NewAccount,
 }
 
 struct Bucket {
@@ -37,6 +42,30 @@ impl RateLimiter {
         per_minute: u32,
         now: Instant,
     ) -> Result<(), Duration> {
+        self.bucket(who, action, per_minute, now, true)
+    }
+
+    /// Whether one `action` for `who` would be allowed now (or how long
+    /// until it is), taking nothing: a login is checked before its costly
+    /// hash, and only a failure is counted.
+    pub fn check(
+        &self,
+        who: &str,
+        action: Action,
+        per_minute: u32,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        self.bucket(who, action, per_minute, now, false)
+    }
+
+    fn bucket(
+        &self,
+        who: &str,
+        action: Action,
+        per_minute: u32,
+        now: Instant,
+        take: bool,
+    ) -> Result<(), Duration> {
         if per_minute == 0 {
             return Ok(());
         }
@@ -60,7 +89,9 @@ impl RateLimiter {
         });
         refill(bucket);
         if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+            if take {
+                bucket.tokens -= 1.0;
+            }
             return Ok(());
         }
         Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_sec))
@@ -89,5 +120,16 @@ mod tests {
             .take("u", Action::Message, 3, t + Duration::from_secs(20))
             .is_ok());
         assert!(r.take("u", Action::Message, 0, t).is_ok(), "0 is no limit");
+    }
+
+    #[test]
+    fn a_check_takes_nothing() {
+        let r = RateLimiter::default();
+        let t = Instant::now();
+        for _ in 0..5 {
+            assert!(r.check("a", Action::LoginFailure, 1, t).is_ok());
+        }
+        assert!(r.take("a", Action::LoginFailure, 1, t).is_ok());
+        assert!(r.check("a", Action::LoginFailure, 1, t).is_err());
     }
 }

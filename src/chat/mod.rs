@@ -188,14 +188,16 @@ impl Session {
         self
     }
 
-    fn rate(&self, node: &Node, action: Action) -> Result<(), ChatError> {
+    /// Takes one chat (`typing`: one typing indicator) from the user's
+    /// bucket.
+    fn rate(&self, node: &Node, typing: bool) -> Result<(), ChatError> {
         let r = &node.config.limits.rate;
-        let (messages, typing) = self
+        let (messages, typings) = self
             .rates
             .unwrap_or((r.messages_per_minute, r.typing_per_minute));
-        let per_minute = match action {
-            Action::Message => messages,
-            Action::Typing => typing,
+        let (action, per_minute) = match typing {
+            false => (Action::Message, messages),
+            true => (Action::Typing, typings),
         };
         node.accounts
             .rate
@@ -394,7 +396,7 @@ impl Session {
             Some(room) => Topic::Room(room),
             None => Topic::Global,
         };
-        self.rate(&shard.node, Action::Message)?;
+        self.rate(&shard.node, false)?;
         let mut event = Event::chat(topic.clone(), self.client.clone(), body);
         event.to = to;
         event.attachments = attachments.map(Into::into);
@@ -448,7 +450,7 @@ impl Session {
             return Err(ChatError::NotMember(room));
         }
         let node = &shard.node;
-        self.rate(node, Action::Typing)?;
+        self.rate(node, true)?;
         let topic = Topic::Room(room.clone());
         let mut event = Event::typing(room, self.client.clone());
         if !typing {

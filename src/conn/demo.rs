@@ -35,6 +35,8 @@ mod code {
 
 pub struct Demo {
     session: Session,
+    /// The client's address (new accounts are counted per address).
+    from: std::net::IpAddr,
     session_uuid: String,
     /// The signed-in user and their access key.
     signed_in: Option<(User, String)>,
@@ -65,9 +67,10 @@ pub enum Step {
 }
 
 impl Demo {
-    pub fn new() -> Demo {
+    pub fn new(from: std::net::IpAddr) -> Demo {
         let anonymous = ClientId::generate();
         Demo {
+            from,
             session: Session::new(Identity::Anonymous, anonymous, None, Wire::Demo),
             session_uuid: uuid::Uuid::new_v4().to_string(),
             signed_in: None,
@@ -83,12 +86,6 @@ impl Demo {
         let (user, key) = self.signed_in.as_ref()?;
         let same_user = credentials.user.as_deref().is_none_or(|u| u == user.id);
         (same_user && credentials.access_key.as_deref() == Some(key.as_str())).then_some(user)
-    }
-}
-
-impl Default for Demo {
-    fn default() -> Self {
-        Demo::new()
     }
 }
 
@@ -276,10 +273,11 @@ async fn signed_in_as(
     node: &Node,
     username: &str,
     password: String,
+    from: std::net::IpAddr,
 ) -> Result<Step, (u16, AccountError)> {
     let login = node
         .accounts
-        .login(username, password)
+        .login(username, password, from)
         .await
         .map_err(|e| (code::AUTH, e))?;
     Ok(Step::SignedIn {
@@ -289,21 +287,26 @@ async fn signed_in_as(
 }
 
 /// The store work of one request, off the connection's turn.
-async fn work(node: Arc<Node>, request: Request, me: Option<User>) -> Step {
-    let result = run(&node, request, me).await;
+async fn work(node: Arc<Node>, request: Request, me: Option<User>, from: std::net::IpAddr) -> Step {
+    let result = run(&node, request, me, from).await;
     result.unwrap_or_else(|(code, e)| Step::Reply(demo::error(code, &e.to_string())))
 }
 
-async fn run(node: &Node, request: Request, me: Option<User>) -> Result<Step, (u16, AccountError)> {
+async fn run(
+    node: &Node,
+    request: Request,
+    me: Option<User>,
+    from: std::net::IpAddr,
+) -> Result<Step, (u16, AccountError)> {
     let accounts = &node.accounts;
     let signed_in = |code| me.clone().ok_or((code, AccountError::Forbidden));
     match request {
         Request::SignUp { username, password } => {
             accounts
-                .register(&username, password.clone(), &username)
+                .register(&username, password.clone(), &username, from)
                 .await
                 .map_err(|e| (code::AUTH, e))?;
-            signed_in_as(node, &username, password).await
+            signed_in_as(node, &username, password, from).await
         }
         Request::SignIn { username, password } => {
             // The protocol creates a user that does not exist yet.
@@ -316,14 +319,14 @@ async fn run(node: &Node, request: Request, me: Option<User>) -> Result<Step, (u
                 .is_some();
             if !exists {
                 match accounts
-                    .register(&username, password.clone(), &username)
+                    .register(&username, password.clone(), &username, from)
                     .await
                 {
                     Ok(_) | Err(AccountError::Taken) => {}
                     Err(e) => return Err((code::AUTH, e)),
                 }
             }
-            signed_in_as(node, &username, password).await
+            signed_in_as(node, &username, password, from).await
         }
         Request::Users => {
             let users = accounts.users().await.map_err(|e| (code::AUTH, e))?;
@@ -464,7 +467,7 @@ impl Handler for Demo {
                 }))
             }
             Request::Users | Request::SignIn { .. } | Request::SignUp { .. } => {
-                Some(Box::pin(work(node, request, None)))
+                Some(Box::pin(work(node, request, None, self.from)))
             }
             _ => {
                 let me = self.user_for(&credentials).cloned();
@@ -473,7 +476,7 @@ impl Handler for Demo {
                     self.send(conn, &text);
                     return None;
                 }
-                Some(Box::pin(work(node, request, me)))
+                Some(Box::pin(work(node, request, me, self.from)))
             }
         }
     }

@@ -31,6 +31,8 @@ pub const LOBBY: &str = "fastchat:lobby";
 
 pub struct FastChat {
     session: Session,
+    /// The client's address (new users are counted per address).
+    from: std::net::IpAddr,
     /// The identity the upgrade's token gave (with `auth.enabled`).
     upgraded_as: Identity,
     /// After HELLO: who this is.
@@ -60,7 +62,7 @@ fn error(code: &str, text: &str) -> Step {
 }
 
 impl FastChat {
-    pub fn new(node: &Node, upgraded_as: Identity) -> FastChat {
+    pub fn new(node: &Node, upgraded_as: Identity, from: std::net::IpAddr) -> FastChat {
         let rates = &node.config.fastchat.rate_limit;
         let session = Session::new(
             Identity::Anonymous,
@@ -71,6 +73,7 @@ impl FastChat {
         .with_rates(rates.messages_per_minute, rates.typing_per_minute);
         FastChat {
             session,
+            from,
             upgraded_as,
             user: None,
             chats: HashMap::new(),
@@ -163,7 +166,22 @@ fn username_of(id: &str) -> String {
 /// The password hash of a user FastChat made (no password: no login).
 const NO_PASSWORD: &str = "!";
 
-async fn hello(node: Arc<Node>, id: String, display_name: String, token_user: bool) -> Step {
+/// Who says HELLO: the user id and display name, whether the upgrade's
+/// token is that user's, and the client's address.
+struct Greeting {
+    id: String,
+    display_name: String,
+    token_user: bool,
+    from: std::net::IpAddr,
+}
+
+async fn hello(node: Arc<Node>, greeting: Greeting) -> Step {
+    let Greeting {
+        id,
+        display_name,
+        token_user,
+        from,
+    } = greeting;
     let accounts = &node.accounts;
     let key = id.clone();
     let found = match accounts.ask(|tx| DirectoryRequest::UserById(key, tx)).await {
@@ -180,6 +198,18 @@ async fn hello(node: Arc<Node>, id: String, display_name: String, token_user: bo
         }
         Some(record) => record.user,
         None => {
+            // A new user: counted per address, as every new account is.
+            if let Err(e) = accounts.new_account_from(from) {
+                let AccountError::Throttled(wait) = e else {
+                    return error("MESSAGE_FAILED", &e.to_string());
+                };
+                let ms = wait.as_millis().max(1) as u64;
+                return Step::Error(fastchat::error(
+                    "RATE_LIMITED",
+                    "too many new users from this address",
+                    Some(ms),
+                ));
+            }
             let user = User {
                 id: id.clone(),
                 username: username_of(&id),
@@ -320,7 +350,20 @@ impl Handler for FastChat {
                     self.refuse(conn, "UNAUTHORIZED", "HELLO must name the token's user");
                     return None;
                 }
-                return Some(Box::pin(hello(node, user_id, display_name, token_user)));
+                // One identity per connection: a second HELLO as someone
+                // else would also escape the first one's rate limits.
+                if self.user.as_ref().is_some_and(|u| u.id != user_id) {
+                    let text = "this connection said HELLO as another user; open a new one";
+                    self.refuse(conn, "UNAUTHORIZED", text);
+                    return None;
+                }
+                let greeting = Greeting {
+                    id: user_id,
+                    display_name,
+                    token_user,
+                    from: self.from,
+                };
+                return Some(Box::pin(hello(node, greeting)));
             }
             Message::Ping => {
                 #[derive(serde::Serialize)]

@@ -86,6 +86,18 @@ pub fn refusal(e: &AccountError) -> Response<Body> {
         AccountError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND", None),
         AccountError::NoStore => (StatusCode::NOT_FOUND, "UNSUPPORTED", None),
         AccountError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", None),
+        AccountError::Throttled(wait) => {
+            let mut resp = error_body(
+                StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITED",
+                &message,
+                None,
+            );
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            resp.headers_mut()
+                .insert(hyper::header::RETRY_AFTER, seconds.max(1).into());
+            return resp;
+        }
     };
     error_body(status, code, &message, field)
 }
@@ -216,11 +228,19 @@ async fn identify(req: &Request<Incoming>, node: &Node) -> Result<Identity, Acco
         .await
 }
 
+/// The address the request is from (attached by `serve_connection`).
+pub(crate) fn client_addr<B>(req: &Request<B>) -> std::net::IpAddr {
+    req.extensions()
+        .get::<crate::peers::ClientAddr>()
+        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.0)
+}
+
 async fn register(req: Request<Incoming>, node: &Node) -> Result<Response<Body>, AccountError> {
+    let from = client_addr(&req);
     let r: Register = body(req, node.config.limits.max_message_size).await?;
     let accounts = &node.accounts;
     let user = accounts
-        .register(&r.username, r.password, &r.display_name)
+        .register(&r.username, r.password, &r.display_name, from)
         .await?;
     Ok(json(
         StatusCode::CREATED,
@@ -229,9 +249,10 @@ async fn register(req: Request<Incoming>, node: &Node) -> Result<Response<Body>,
 }
 
 async fn login(req: Request<Incoming>, node: &Node) -> Result<Response<Body>, AccountError> {
+    let from = client_addr(&req);
     let c: Credentials = body(req, node.config.limits.max_message_size).await?;
     let accounts = &node.accounts;
-    let login = accounts.login(&c.username, c.password).await?;
+    let login = accounts.login(&c.username, c.password, from).await?;
     Ok(login_view(accounts, &login))
 }
 

@@ -155,6 +155,9 @@ pub async fn serve_plain(shard: Rc<Shard>, mut stream: TcpStream, guard: Admitte
         }
     };
     let read_ahead = buf.split_off(len).freeze();
+    let mut req = req;
+    let client = guard.client(&shard.node, &req);
+    req.extensions_mut().insert(client);
     let route = super::route_of(req.uri().path(), &req);
     match upgrade::websocket(&req, &shard, route, req.uri().query()).await {
         Ok(accepted) => {

@@ -93,8 +93,13 @@ pub async fn serve_connection<IO>(
     let seen = last_request.clone();
     let admitted = Rc::new(std::cell::RefCell::new(admitted));
     let first_request = admitted.clone();
-    let service = hyper::service::service_fn(move |req| {
-        first_request.borrow_mut().request_arrived();
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        let client = {
+            let mut admitted = first_request.borrow_mut();
+            admitted.request_arrived();
+            admitted.client(&shard.node, &req)
+        };
+        req.extensions_mut().insert(client);
         seen.at.set(Some(Instant::now()));
         seen.changed.notify_one();
         let shard = shard.clone();
@@ -218,14 +223,31 @@ impl hyper::body::Body for Tracked {
 pub struct Admitted {
     handshake: Option<HandshakeGuard>,
     _peer: crate::peers::PeerGuard,
+    /// The peer's address.
+    ip: std::net::IpAddr,
 }
 
 impl Admitted {
-    pub fn new(handshake: HandshakeGuard, peer: crate::peers::PeerGuard) -> Admitted {
+    pub fn new(
+        handshake: HandshakeGuard,
+        peer: crate::peers::PeerGuard,
+        ip: std::net::IpAddr,
+    ) -> Admitted {
         Admitted {
             handshake: Some(handshake),
             _peer: peer,
+            ip,
         }
+    }
+
+    /// The client a request on this connection is from: the peer, or the
+    /// address a trusted proxy forwarded it for.
+    pub fn client<B>(&self, node: &Node, req: &Request<B>) -> crate::peers::ClientAddr {
+        let forwarded = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        crate::peers::ClientAddr(node.peers.client(self.ip, forwarded))
     }
 
     /// A request arrived: the connection is past its handshake.

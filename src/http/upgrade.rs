@@ -118,7 +118,11 @@ pub(crate) async fn websocket<B>(
         Route::Demo => {
             // With auth on, this upgrade needs a token like any other.
             identify(req, node, query).await.map_err(refusal)?;
-            (Endpoint::Demo(Demo::new()), chat_limits(node), None)
+            (
+                Endpoint::Demo(Demo::new(api::client_addr(req))),
+                chat_limits(node),
+                None,
+            )
         }
         Route::Native { .. } | Route::Bare => {
             // A dialect named by Sec-WebSocket-Protocol, or (a bare `/ws`
@@ -135,7 +139,7 @@ pub(crate) async fn websocket<B>(
                 Wire::FastChat => fastchat(req, node, query).await?,
                 Wire::Demo | Wire::DemoPublicZero | Wire::DemoPublicZeroNumber => {
                     identify(req, node, query).await.map_err(refusal)?;
-                    Endpoint::Demo(Demo::new())
+                    Endpoint::Demo(Demo::new(api::client_addr(req)))
                 }
                 Wire::ChatApi => native(req, node, room, query).await?,
             };
@@ -287,7 +291,11 @@ async fn fastchat<B>(
     let identity = identify(req, node, query)
         .await
         .map_err(|e| api::refusal(&e))?;
-    Ok(Endpoint::FastChat(FastChat::new(node, identity)))
+    Ok(Endpoint::FastChat(FastChat::new(
+        node,
+        identity,
+        api::client_addr(req),
+    )))
 }
 
 /// Answers an accepted upgrade that hyper read (TLS, or a plain request

@@ -152,6 +152,17 @@ pub struct Metrics {
     pub broker: BrokerMetrics,
     pub store: StoreMetrics,
     pub files: FileMetrics,
+    pub auth: AuthMetrics,
+}
+
+/// Logins and new accounts (`accounts`).
+#[derive(Clone, Default)]
+pub struct AuthMetrics {
+    /// Logins and new accounts refused by `auth.throttle` (429).
+    pub throttled: Counter,
+    /// Password hashes refused because `auth.argon2.max_waiting` were
+    /// waiting already (503).
+    pub hash_queue_full: Counter,
 }
 
 /// What the store thread records.
@@ -385,6 +396,17 @@ impl Metrics {
         ] {
             registry.register(name, help, counter.clone());
         }
+        let auth = AuthMetrics::default();
+        registry.register(
+            "chatd_auth_throttled",
+            "Logins and new accounts refused by auth.throttle (429)",
+            auth.throttled.clone(),
+        );
+        registry.register(
+            "chatd_auth_hash_queue_full",
+            "Password hashes refused with auth.argon2.max_waiting already waiting (503)",
+            auth.hash_queue_full.clone(),
+        );
         let broker = BrokerMetrics {
             publishes: Counter::default(),
             publish_errors: Counter::default(),
@@ -468,6 +490,7 @@ impl Metrics {
             broker,
             store,
             files,
+            auth,
         }
     }
 

@@ -27,4 +27,5 @@ mod relay;
 mod s3_harness;
 mod shared_history;
 mod slow_clients;
+mod throttle;
 mod tls;
