@@ -105,12 +105,16 @@ impl Authenticator {
         (token, exp)
     }
 
-    /// The request's token (`Authorization: Bearer`, else `?token=`), if any.
+    /// The request's token (`Authorization: Bearer`, the scheme in any
+    /// case as RFC 9110 says, else `?token=`), if any.
     pub fn token<'a>(headers: &'a HeaderMap, token_param: Option<&'a str>) -> Option<&'a str> {
         let header = headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            });
         header.or(token_param).filter(|t| !t.is_empty())
     }
 

@@ -28,6 +28,16 @@ pub const INTERNAL_PREFIX: &str = "fastchat:";
 
 pub fn kind(room: &RoomName) -> RoomKind<'_> {
     let name = room.as_str();
+    // A reserved prefix in another case (`DM:…`, `User:…`) is no public
+    // room: it would look like the conversation or channel to people.
+    let reserved = [GROUP_PREFIX, DM_PREFIX, USER_PREFIX, INTERNAL_PREFIX];
+    if reserved.iter().any(|p| {
+        name.len() >= p.len()
+            && name.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+            && !name.starts_with(p)
+    }) {
+        return RoomKind::Internal;
+    }
     if name.starts_with(GROUP_PREFIX) || name.starts_with(DM_PREFIX) {
         RoomKind::Private(name)
     } else if let Some(user) = name.strip_prefix(USER_PREFIX) {

@@ -123,13 +123,15 @@ pub fn check_username(name: &str) -> Result<String, AccountError> {
     })
 }
 
-/// Display names: 1 to 64 characters, no control characters.
+/// Display names: 1 to 64 characters, no control characters, no
+/// bidirectional or zero-width ones.
 pub fn check_display_name(name: &str) -> Result<(), AccountError> {
     let n = name.chars().count();
-    if !(1..=64).contains(&n) || name.chars().any(char::is_control) || name.trim().is_empty() {
+    let bad = |c: char| c.is_control() || crate::protocol::names::is_invisible_format(c);
+    if !(1..=64).contains(&n) || name.chars().any(bad) || name.trim().is_empty() {
         return Err(AccountError::Invalid {
             field: "display_name",
-            message: "display_name must be 1-64 characters without control characters",
+            message: "display_name must be 1-64 characters without control, bidirectional or zero-width characters",
         });
     }
     Ok(())
@@ -409,6 +411,7 @@ impl Accounts {
     }
 
     pub async fn users(&self) -> Result<Vec<User>, AccountError> {
+        self.metrics.user_lists.inc();
         Ok(self.ask(DirectoryRequest::Users).await??)
     }
 

@@ -191,6 +191,19 @@ pub async fn conversations(
     Ok(out)
 }
 
+/// The direct conversation of `caller` and `other_id` if there is one
+/// (`GET dm/{user}`: reading changes nothing; `POST` makes it).
+pub async fn find_direct(
+    node: &Node,
+    caller: &User,
+    other_id: &str,
+) -> Result<ConversationView, AccountError> {
+    let dms = conversations(node, caller, Some(ConversationKind::Direct)).await?;
+    dms.into_iter()
+        .find(|c| c.members.iter().any(|m| m == other_id) && other_id != caller.id)
+        .ok_or(AccountError::NotFound("direct conversation"))
+}
+
 /// The direct conversation of `caller` and `other_id`: one per pair, made
 /// by whoever asks first (the other is notified then).
 pub async fn direct(

@@ -162,27 +162,34 @@ fn shown_name(u: &User) -> &str {
     }
 }
 
-/// The room of a channel and its users: the public room, or the direct
-/// conversation with `recipient`.
+/// The room of a channel: the public room, or the direct conversation
+/// with `recipient`. Reads no list that grows with the users (it is on
+/// every message's path).
+async fn channel_room(
+    node: &Node,
+    me: &User,
+    recipient: Option<&str>,
+) -> Result<RoomName, AccountError> {
+    let max = node.config.limits.max_name_length;
+    let name = match recipient {
+        None => node.config.demo.public_room.clone(),
+        Some(other) => conversations::direct(node, me, other).await?.id,
+    };
+    RoomName::parse(&name, max).map_err(|_| AccountError::NotFound("room"))
+}
+
+/// The room of a channel and its users (what a join answers with).
 async fn channel(
     node: &Node,
     me: &User,
     recipient: Option<&str>,
 ) -> Result<(RoomName, Vec<User>), AccountError> {
-    let max = node.config.limits.max_name_length;
-    match recipient {
-        None => {
-            let room = RoomName::parse(&node.config.demo.public_room, max)
-                .map_err(|_| AccountError::NotFound("public room"))?;
-            Ok((room, node.accounts.users().await?))
-        }
-        Some(other) => {
-            let dm = conversations::direct(node, me, other).await?;
-            let room = RoomName::parse(&dm.id, max).map_err(|_| AccountError::NotFound("room"))?;
-            let other = node.accounts.user(other).await?;
-            Ok((room, vec![me.clone(), other]))
-        }
-    }
+    let room = channel_room(node, me, recipient).await?;
+    let users = match recipient {
+        None => node.accounts.users().await?,
+        Some(other) => vec![me.clone(), node.accounts.user(other).await?],
+    };
+    Ok((room, users))
 }
 
 /// The last messages of `room` (newest first), `offset` from the newest;
@@ -368,7 +375,7 @@ async fn run(
             public,
         } => {
             let me = signed_in(code::MESSAGE)?;
-            let (room, _) = channel(node, &me, recipient.as_deref())
+            let room = channel_room(node, &me, recipient.as_deref())
                 .await
                 .map_err(|e| (code::MESSAGE, e))?;
             let max = node.config.limits.max_name_length;
@@ -388,7 +395,7 @@ async fn run(
             public,
         } => {
             let me = signed_in(code::HISTORY)?;
-            let (room, _) = channel(node, &me, recipient.as_deref())
+            let room = channel_room(node, &me, recipient.as_deref())
                 .await
                 .map_err(|e| (code::HISTORY, e))?;
             let (total, events) = page(node, &room, offset, limit)
@@ -457,8 +464,8 @@ impl Handler for Demo {
                     return None;
                 };
                 Some(Box::pin(async move {
-                    match channel(&node, &me, Some(&other)).await {
-                        Ok((room, _)) => Step::Leave {
+                    match channel_room(&node, &me, Some(&other)).await {
+                        Ok(room) => Step::Leave {
                             room,
                             recipient: other,
                         },

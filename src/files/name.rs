@@ -5,12 +5,14 @@
 const MAX_NAME: usize = 200;
 
 /// The last path component of `raw`, without control characters, quotes or
-/// backslashes, trimmed of spaces and dots at either end; `file` if nothing
-/// is left.
+/// backslashes, and without bidirectional or zero-width characters (a
+/// right-to-left override shows `\u{202e}gpj.exe` as `exe.jpg`), trimmed of
+/// spaces and dots at either end; `file` if nothing is left.
 pub fn sanitise(raw: &str) -> String {
     let last = raw.rsplit(['/', '\\']).next().unwrap_or("");
     let cleaned: String = last
         .chars()
+        .filter(|&c| !crate::protocol::names::is_invisible_format(c))
         .map(|c| match c {
             c if c.is_control() => '_',
             '"' | '\\' | ';' => '_',
@@ -65,6 +67,12 @@ mod tests {
         assert_eq!(sanitise(" .. "), "file");
         assert_eq!(sanitise(""), "file");
         assert_eq!(sanitise("résumé.pdf"), "résumé.pdf");
+        // A right-to-left override would show this as `exe.jpg`.
+        assert_eq!(sanitise("\u{202e}gpj.exe"), "gpj.exe");
+        assert_eq!(
+            sanitise("in\u{200b}voice\u{2066}.pdf\u{feff}"),
+            "invoice.pdf"
+        );
         let long = "é".repeat(300);
         let cut = sanitise(&long);
         assert!(cut.len() <= MAX_NAME && cut.chars().all(|c| c == 'é'));

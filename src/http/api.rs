@@ -373,7 +373,12 @@ async fn user_route(
             conversations::remove_member(node, shard, user, id, &user.id).await?;
             Ok(json(StatusCode::NO_CONTENT, String::new()))
         }
-        (&Method::GET | &Method::POST, ["dm", other]) => {
+        // A GET reads (404 if there is none yet); the POST makes it.
+        (&Method::GET, ["dm", other]) => {
+            let dm = conversations::find_direct(node, user, other).await?;
+            Ok(ok(to_json(&dm)))
+        }
+        (&Method::POST, ["dm", other]) => {
             let dm = conversations::direct(node, user, other).await?;
             Ok(ok(to_json(&dm)))
         }

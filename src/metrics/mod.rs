@@ -163,6 +163,10 @@ pub struct AuthMetrics {
     /// Password hashes refused because `auth.argon2.max_waiting` were
     /// waiting already (503).
     pub hash_queue_full: Counter,
+    /// Reads of the whole user list (`GET users`, the demo's user list and
+    /// public-channel joins): it grows with the users, so nothing on a
+    /// chat's path may read it.
+    pub user_lists: Counter,
 }
 
 /// What the store thread records.
@@ -406,6 +410,11 @@ impl Metrics {
             "chatd_auth_hash_queue_full",
             "Password hashes refused with auth.argon2.max_waiting already waiting (503)",
             auth.hash_queue_full.clone(),
+        );
+        registry.register(
+            "chatd_accounts_user_lists",
+            "Reads of the whole user list (never on a chat's path)",
+            auth.user_lists.clone(),
         );
         let broker = BrokerMetrics {
             publishes: Counter::default(),

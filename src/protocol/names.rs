@@ -90,6 +90,16 @@ impl fmt::Display for ClientId {
     }
 }
 
+/// Characters that change how text around them is shown without being
+/// seen: bidirectional overrides and isolates (`\u{202e}gpj.exe` shows as
+/// `exe.jpg`), zero-width characters and the byte order mark. Refused in
+/// display names, dropped from file names.
+pub fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

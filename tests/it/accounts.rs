@@ -52,7 +52,87 @@ on_every_store!(
     forged_expired_and_unsigned_tokens_are_refused_on_rest_and_upgrade,
     empty_lists_are_empty_not_errors,
     an_anonymous_connection_cannot_claim_a_registered_user_s_id,
+    names_and_schemes_that_deceive_are_handled,
+    reading_a_direct_conversation_does_not_make_it,
 );
+
+/// `Authorization: bearer` (the scheme in any case) is accepted; display
+/// names with bidirectional or zero-width characters are refused; a room
+/// named with a reserved prefix in another case (`DM:…`) is no public room.
+async fn names_and_schemes_that_deceive_are_handled(new_db: fn(&str) -> Db) {
+    let db = new_db("deceive");
+    let s = server(&db, &[]);
+    let addr = s.addr();
+    let (id, token) = user(addr, "plain").await;
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let req = format!(
+            "GET /api/chat-api/me HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             Authorization: {scheme} {token}\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{scheme}: {answer}");
+        assert!(answer.contains(&id), "{answer}");
+    }
+    for name in ["\u{202e}gpj.exe", "zero\u{200b}width", "\u{2066}iso"] {
+        let body = json!({"username":"sneaky","password":"password-1","display_name":name});
+        let (status, e) = http_json(
+            addr,
+            "POST",
+            "/api/chat-api/auth/register",
+            None,
+            Some(body),
+        )
+        .await;
+        assert_eq!(
+            (status, e["error"]["field"].as_str()),
+            (400, Some("display_name")),
+            "{e}"
+        );
+    }
+    let mut c = connect(addr, "/ws").await;
+    for room in [
+        "DM:0190b2a4-1d2e-7c3b-9a5f-2b9c7e1d4f60",
+        "User:x",
+        "Group:g",
+    ] {
+        c.send_json(json!({"type":"join","room":room})).await;
+        let refused = next_of(&mut c, "error").await;
+        assert_eq!(refused["data"]["code"], "FORBIDDEN", "{room}: {refused}");
+    }
+}
+
+/// `GET dm/{user}` reads (404 when there is none) and tells nobody; the
+/// `POST` makes the conversation and notifies the other user.
+async fn reading_a_direct_conversation_does_not_make_it(new_db: fn(&str) -> Db) {
+    let db = new_db("dm-get");
+    let s = server(&db, &[]);
+    let addr = s.addr();
+    let (_, alice) = user(addr, "alice").await;
+    let (bob, bob_token) = user(addr, "bob").await;
+    let mut bob_ws = ws(addr, &bob_token, "/ws").await;
+    let path = format!("/api/chat-api/dm/{bob}");
+    let (status, _) = http_json(addr, "GET", &path, Some(&alice), None).await;
+    assert_eq!(status, 404);
+    let (status, list) = http_json(
+        addr,
+        "GET",
+        "/api/chat-api/conversations",
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!((status, list), (200, json!([])), "a GET made nothing");
+    let (status, made) = http_json(addr, "POST", &path, Some(&alice), None).await;
+    assert_eq!(status, 200, "{made}");
+    let notice = next_of(&mut bob_ws, "notification").await;
+    assert_eq!(notice["data"]["event"], "dm_created", "{notice}");
+    let (status, read) = http_json(addr, "GET", &path, Some(&alice), None).await;
+    assert_eq!((status, &read["id"]), (200, &made["id"]));
+}
 
 /// With auth off, an anonymous connection that names a registered user's id
 /// as its `client_id` is refused (it would post as them, and poison their

@@ -576,3 +576,35 @@ async fn messages_total_counts_what_the_store_holds(new_db: fn(&str) -> Db) {
     }
     s.shutdown().await;
 }
+
+/// A public-channel message reads no list that grows with the users (it
+/// read the whole user table on every message: 22-34 messages a second
+/// with 3,000 users).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_message_does_not_read_the_user_list() {
+    let db = db();
+    let s = server(&db, &[]);
+    let addr = s.addr();
+    let (mut c, su) = session(addr, "/demo/ws").await;
+    let (id, key) = sign_in(&mut c, &su, "joe").await;
+    c.send_json(req("channelJoin", &id, &key, json!({"recipientUUID":""})))
+        .await;
+    next(&mut c, "channelJoin").await;
+    let lists = || async {
+        crate::metrics::scrape(s.metrics_addr().unwrap()).await["chatd_accounts_user_lists_total"]
+    };
+    let before = lists().await;
+    for n in 0..5 {
+        let message = format!("m{n}");
+        c.send_json(req(
+            "channelMessage",
+            &id,
+            &key,
+            json!({"recipientUUID":"","message":message}),
+        ))
+        .await;
+        next(&mut c, "channelMessage").await;
+    }
+    assert_eq!(lists().await, before, "a message read the user list");
+    s.shutdown().await;
+}

@@ -233,7 +233,7 @@ async fn origins_subprotocol_and_a_native_partner() {
     let token = token.as_str();
     let (_, dm) = http_json(
         addr,
-        "GET",
+        "POST",
         &format!("/api/chat-api/dm/{ann}"),
         Some(token),
         None,
