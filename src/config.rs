@@ -320,6 +320,12 @@ pub struct FilesConfig {
     /// dimensions, no thumbnail): a decompression bomb stays a small file.
     /// Default 40000000.
     pub max_image_pixels: u64,
+    /// Images whose decoded pixels would take more than this many bytes
+    /// (width × height × bytes per pixel: 8 for 16-bit RGBA) are stored with
+    /// their dimensions but not decoded (no thumbnail), so a small file
+    /// cannot cost hundreds of MiB to decode. Default 134217728 (128 MiB: a
+    /// 40-megapixel RGB photo fits).
+    pub max_image_decode_bytes: u64,
     /// Images larger than this many bytes are stored but not decoded: an
     /// image is held in memory whole while it is uploaded (every other file
     /// streams through in parts). Default 26214400 (25 MiB).
@@ -340,6 +346,7 @@ impl Default for FilesConfig {
             max_size: 25 * 1024 * 1024,
             max_attachments: 10,
             max_image_pixels: 40_000_000,
+            max_image_decode_bytes: 128 << 20,
             max_image_size: 25 * 1024 * 1024,
             thumbnail_size: 320,
             thumbnail_concurrency: 2,

@@ -186,7 +186,13 @@ pub fn files(data: &[u8]) {
         "{disposition:?}"
     );
     let _ = crate::files::sniff::content_type(data);
-    if let Some(probe) = crate::files::image::probe(data, 1 << 20, 32) {
+    let bounds = crate::files::image::Bounds {
+        max_pixels: 1 << 20,
+        max_decode_bytes: 1 << 22,
+        thumbnail_size: 32,
+    };
+    if let Some(probe) = crate::files::image::probe(data, bounds) {
         assert!(u64::from(probe.width) * u64::from(probe.height) <= 1 << 20);
+        assert!(!(probe.too_large && probe.thumbnail.is_some()));
     }
 }

@@ -4,41 +4,68 @@
 
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageReader, Limits};
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 
 /// A decoded image's size and its thumbnail.
 pub struct Probe {
     pub width: u32,
     pub height: u32,
-    /// The thumbnail, a JPEG (transparency is laid over white).
+    /// The thumbnail, a JPEG (transparency is laid over white); `None` when
+    /// the image could not be decoded within the limits.
     pub thumbnail: Option<Vec<u8>>,
+    /// Not decoded: its pixels would take more than the bytes allowed.
+    pub too_large: bool,
+}
+
+/// What an image may cost to decode.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Most pixels (width × height).
+    pub max_pixels: u64,
+    /// Most bytes its decoded pixels may take (a 16-bit RGBA image takes
+    /// 8 bytes a pixel: the same pixel count costs 2.7 times an RGB one).
+    pub max_decode_bytes: u64,
+    /// The thumbnail's longest side.
+    pub thumbnail_size: u32,
 }
 
 /// Reads `bytes` as an image. `None` if it is not one it can decode, or it
-/// has more than `max_pixels` pixels.
-pub fn probe(bytes: &[u8], max_pixels: u64, thumbnail_size: u32) -> Option<Probe> {
+/// has more than `max_pixels` pixels; dimensions without a thumbnail when
+/// its decoded pixels would take more than `max_decode_bytes`.
+pub fn probe(bytes: &[u8], bounds: Bounds) -> Option<Probe> {
     let reader = || {
         ImageReader::new(Cursor::new(bytes))
             .with_guessed_format()
             .ok()
     };
-    let (width, height) = reader()?.into_dimensions().ok()?;
-    if u64::from(width) * u64::from(height) > max_pixels {
+    let decoder = reader()?.into_decoder().ok()?;
+    let (width, height) = decoder.dimensions();
+    if u64::from(width) * u64::from(height) > bounds.max_pixels {
         return None;
     }
+    // Known from the header: nothing is decoded to learn it.
+    if decoder.total_bytes() > bounds.max_decode_bytes {
+        return Some(Probe {
+            width,
+            height,
+            thumbnail: None,
+            too_large: true,
+        });
+    }
     let mut limits = Limits::default();
-    // 16-bit RGBA at most, plus the decoder's own buffers.
-    limits.max_alloc = Some(max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    // The pixels, plus the decoder's own buffers.
+    limits.max_alloc = Some(bounds.max_decode_bytes.saturating_add(64 << 20));
     let mut decoder = reader()?;
     decoder.limits(limits);
     let thumbnail = decoder
         .decode()
         .ok()
-        .and_then(|img| thumbnail(img, thumbnail_size));
+        .and_then(|img| thumbnail(img, bounds.thumbnail_size));
     Some(Probe {
         width,
         height,
         thumbnail,
+        too_large: false,
     })
 }
 
@@ -86,9 +113,17 @@ mod tests {
         out.into_inner()
     }
 
+    fn bounds(max_pixels: u64, max_decode_bytes: u64) -> Bounds {
+        Bounds {
+            max_pixels,
+            max_decode_bytes,
+            thumbnail_size: 320,
+        }
+    }
+
     #[test]
     fn thumbnails_keep_the_aspect_within_the_longest_side() {
-        let p = probe(&png(800, 400), 40_000_000, 320).unwrap();
+        let p = probe(&png(800, 400), bounds(40_000_000, 1 << 30)).unwrap();
         assert_eq!((p.width, p.height), (800, 400));
         let thumb = p.thumbnail.unwrap();
         assert_eq!(crate::files::sniff::content_type(&thumb), THUMBNAIL_TYPE);
@@ -98,11 +133,32 @@ mod tests {
 
     #[test]
     fn too_many_pixels_or_not_an_image_is_none() {
-        assert!(probe(&png(100, 100), 9_999, 320).is_none());
-        assert!(probe(b"not an image at all", 40_000_000, 320).is_none());
+        assert!(probe(&png(100, 100), bounds(9_999, 1 << 30)).is_none());
+        assert!(probe(b"not an image at all", bounds(40_000_000, 1 << 30)).is_none());
         // A PNG header claiming 60000 x 60000 pixels: refused from the header.
         let mut bomb = png(1, 1);
         bomb[16..24].copy_from_slice(&[0, 0, 0xea, 0x60, 0, 0, 0xea, 0x60]);
-        assert!(probe(&bomb, 40_000_000, 320).is_none());
+        assert!(probe(&bomb, bounds(40_000_000, 1 << 30)).is_none());
+    }
+
+    /// Bounded by bytes too: the same pixels in 16-bit RGBA cost 8 bytes
+    /// each; over the bound, dimensions from the header and no decode.
+    #[test]
+    fn an_image_whose_pixels_take_too_many_bytes_is_not_decoded() {
+        let img = image::ImageBuffer::<image::Rgba<u16>, _>::from_pixel(
+            100,
+            100,
+            image::Rgba([1, 2, 3, 4]),
+        );
+        let mut wide = Cursor::new(Vec::new());
+        DynamicImage::ImageRgba16(img)
+            .write_to(&mut wide, ImageFormat::Png)
+            .unwrap();
+        let wide = wide.into_inner();
+        let p = probe(&wide, bounds(40_000_000, 100 * 100 * 8 - 1)).unwrap();
+        assert_eq!((p.width, p.height, p.too_large), (100, 100, true));
+        assert!(p.thumbnail.is_none());
+        let p = probe(&wide, bounds(40_000_000, 100 * 100 * 8)).unwrap();
+        assert!(!p.too_large && p.thumbnail.is_some());
     }
 }

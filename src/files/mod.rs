@@ -305,13 +305,20 @@ impl Files {
         let Ok(_permit) = self.decoding.acquire().await else {
             return;
         };
-        let (max_pixels, size) = (self.config.max_image_pixels, self.config.thumbnail_size);
-        let probed = tokio::task::spawn_blocking(move || image::probe(&bytes, max_pixels, size))
+        let bounds = image::Bounds {
+            max_pixels: self.config.max_image_pixels,
+            max_decode_bytes: self.config.max_image_decode_bytes,
+            thumbnail_size: self.config.thumbnail_size,
+        };
+        let probed = tokio::task::spawn_blocking(move || image::probe(&bytes, bounds))
             .await
             .ok()
             .flatten();
         let Some(probe) = probed else { return };
         record.dimensions = Some((probe.width, probe.height));
+        if probe.too_large {
+            self.metrics.not_decoded.inc();
+        }
         if let Some(thumb) = probe.thumbnail {
             let path = key(&record.id, Variant::Thumbnail);
             match self.objects.put(&path, PutPayload::from(thumb)).await {

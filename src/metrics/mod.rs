@@ -203,6 +203,9 @@ pub struct FileMetrics {
     pub failed: Counter,
     /// Thumbnails made.
     pub thumbnails: Counter,
+    /// Images not decoded: their pixels would take more than
+    /// `files.max_image_decode_bytes`.
+    pub not_decoded: Counter,
 }
 
 /// What every broker backend records.
@@ -396,6 +399,11 @@ impl Metrics {
                 "chatd_files_thumbnails",
                 "Image thumbnails made",
                 &files.thumbnails,
+            ),
+            (
+                "chatd_files_images_not_decoded",
+                "Images stored undecoded: their pixels would take more than files.max_image_decode_bytes",
+                &files.not_decoded,
             ),
         ] {
             registry.register(name, help, counter.clone());
