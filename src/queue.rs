@@ -78,6 +78,8 @@ pub enum CloseReason {
     WriteError,
     /// The peer reset or abandoned the connection (1006, never sent).
     PeerGone,
+    /// The user's tokens were revoked (a password change) (4001).
+    SignedOut,
 }
 
 impl CloseReason {
@@ -92,6 +94,7 @@ impl CloseReason {
             CloseReason::Echo(code) => code,
             CloseReason::WriteError => 1011,
             CloseReason::PeerGone => 1006,
+            CloseReason::SignedOut => 4001,
         }
     }
 
@@ -106,6 +109,9 @@ impl CloseReason {
             CloseReason::Echo(_) => "",
             CloseReason::WriteError => "write error",
             CloseReason::PeerGone => "connection lost",
+            CloseReason::SignedOut => {
+                "signed out: the password changed; connect again with a new token"
+            }
         }
     }
 }

@@ -219,6 +219,10 @@ impl Shard {
                 ..
             } if event.kind == EventKind::Grant => self.grant(&event),
             ShardMsg::Deliver {
+                payload: Payload::Event(event),
+                ..
+            } if event.kind == EventKind::SignOut => self.sign_out(&event.sender),
+            ShardMsg::Deliver {
                 topic: Topic::Global,
                 payload,
                 arrived,
@@ -244,6 +248,16 @@ impl Shard {
             ShardMsg::Acked(ack) => self.acked(ack),
             ShardMsg::Recovered(recovery) => self.recovered(recovery),
         }
+    }
+
+    /// `user`'s tokens were revoked: their connections here are closed
+    /// (4001), whatever they speak.
+    fn sign_out(&self, user: &ClientId) {
+        self.for_each(|c| {
+            if c.is_client(user) {
+                c.queue.close(CloseReason::SignedOut);
+            }
+        });
     }
 
     /// `user` was removed from `room`: their connections here stop being

@@ -312,6 +312,22 @@ fn publish_event(
         .map_err(ChatError::NotDelivered)
 }
 
+/// Every node closes `user`'s connections now: their tokens were revoked
+/// (a password change), and a socket opened with one must not go on.
+pub fn sign_out_everywhere(node: &Node, shard: usize, user: &User) {
+    let Ok(client) = ClientId::parse(&user.id, node.config.limits.max_name_length) else {
+        return;
+    };
+    let publish = Publish {
+        topic: &Topic::Global,
+        payload: Payload::Event(Arc::new(Event::sign_out(client))),
+        origin: None,
+    };
+    if let Err(e) = node.broker.publish(shard, publish) {
+        tracing::warn!(user = %user.id, error = %e, "sign-out not published");
+    }
+}
+
 /// Every node drops `user_id`'s memberships in `conversation` now.
 fn revoke(
     node: &Node,

@@ -131,6 +131,7 @@ impl End {
             End::Halted | End::Server(CloseReason::Shutdown) => DisconnectReason::Shutdown,
             End::Server(CloseReason::SlowConsumer) => DisconnectReason::SlowConsumer,
             End::Server(CloseReason::HeartbeatTimeout) => DisconnectReason::Timeout,
+            End::Server(CloseReason::SignedOut) => DisconnectReason::SignedOut,
             End::Server(CloseReason::PeerGone) => DisconnectReason::ClientClose,
             End::Server(_) | End::Invalid | End::Gone { error: true } => DisconnectReason::Error,
             End::ClientClose | End::Gone { error: false } => DisconnectReason::ClientClose,

@@ -343,6 +343,8 @@ async fn user_route(
             let login = accounts
                 .change_password(user, p.old_password, p.new_password)
                 .await?;
+            // Sockets opened with the old tokens close, on every node.
+            conversations::sign_out_everywhere(node, shard, user);
             Ok(login_view(accounts, &login))
         }
         (&Method::GET, ["conversations"]) => {

@@ -29,20 +29,24 @@ pub enum DisconnectReason {
     Error,
     /// Server shutdown.
     Shutdown,
+    /// The user's tokens were revoked (a password change).
+    SignedOut,
 }
 
 impl DisconnectReason {
-    pub const ALL: [DisconnectReason; 5] = [
+    pub const ALL: [DisconnectReason; 6] = [
         DisconnectReason::ClientClose,
         DisconnectReason::Timeout,
         DisconnectReason::SlowConsumer,
         DisconnectReason::Error,
         DisconnectReason::Shutdown,
+        DisconnectReason::SignedOut,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             DisconnectReason::ClientClose => "client_close",
+            DisconnectReason::SignedOut => "signed_out",
             DisconnectReason::Timeout => "timeout",
             DisconnectReason::SlowConsumer => "slow_consumer",
             DisconnectReason::Error => "error",

@@ -34,6 +34,10 @@ pub enum EventKind {
     /// Control, never sent to clients: the sender (a user id) was removed
     /// from the room; every node drops that user's memberships in it at once.
     Revoke,
+    /// Control, never sent to clients: the sender (a user id) changed their
+    /// password, so their tokens are revoked; every node closes that user's
+    /// connections at once (published to every node).
+    SignOut,
 }
 
 impl EventKind {
@@ -122,6 +126,11 @@ impl Event {
         Event::new(Topic::Room(room), sender, EventKind::Roster, users)
     }
 
+    /// `user`'s tokens were revoked (see [`EventKind::SignOut`]).
+    pub fn sign_out(user: ClientId) -> Event {
+        Event::new(Topic::Global, user, EventKind::SignOut, "")
+    }
+
     /// `user` was removed from `room` (see [`EventKind::Revoke`]).
     pub fn revoke(room: RoomName, user: ClientId) -> Event {
         Event::new(Topic::Room(room), user, EventKind::Revoke, "")
@@ -175,6 +184,7 @@ impl Event {
             EventKind::Grant => KIND_GRANT,
             EventKind::Roster => KIND_ROSTER,
             EventKind::PresenceSummary => KIND_PRESENCE_SUMMARY,
+            EventKind::SignOut => KIND_SIGN_OUT,
         });
         out.extend_from_slice(self.id.as_bytes());
         let ms = self.ts.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -217,6 +227,7 @@ impl Event {
             KIND_GRANT => EventKind::Grant,
             KIND_ROSTER => EventKind::Roster,
             KIND_PRESENCE_SUMMARY => EventKind::PresenceSummary,
+            KIND_SIGN_OUT => EventKind::SignOut,
             _ => return Err(DecodeError::Invalid),
         };
         let id = Uuid::from_bytes(r.take(16)?.try_into().expect("16 bytes"));
@@ -281,6 +292,7 @@ const KIND_TYPING: u8 = 6;
 const KIND_GRANT: u8 = 7;
 const KIND_ROSTER: u8 = 8;
 const KIND_PRESENCE_SUMMARY: u8 = 9;
+const KIND_SIGN_OUT: u8 = 10;
 const TOPIC_ROOM: u8 = 1;
 const TOPIC_GLOBAL: u8 = 2;
 const TOPIC_RELAY: u8 = 3;

@@ -106,7 +106,7 @@ pub fn chat_api_json(event: &Event) -> Option<Outgoing> {
         seq: event.seq,
     };
     Some(match event.kind {
-        EventKind::Grant | EventKind::Roster => return None,
+        EventKind::Grant | EventKind::Roster | EventKind::SignOut => return None,
         EventKind::Chat => {
             let header = Header {
                 kind: Kind::Chat,

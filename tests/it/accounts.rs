@@ -488,8 +488,19 @@ async fn a_password_change_revokes_older_tokens(new_db: fn(&str) -> Db) {
         (status, &wrong["error"]["field"]),
         (400, &json!("old_password"))
     );
+    // Sockets opened with the old token: native and FastChat.
+    let mut native = ws(addr, &old, "/ws").await;
+    let (_, me) = http_json(addr, "GET", "/api/chat-api/me", Some(&old), None).await;
+    let mut fastchat = crate::common::connect_raw(addr, &format!("/fastchat/ws?token={old}")).await;
+    fastchat
+        .send_json(json!({"type":"HELLO","data":{"user_id":me["id"],"display_name":"Alice"}}))
+        .await;
+    assert_eq!(fastchat.recv_type("HELLO_ACK").await["type"], "HELLO_ACK");
     let (status, fresh) = change("alice-password", &old).await;
     assert_eq!(status, 200, "{fresh}");
+    // ...are closed: their token is revoked.
+    assert_eq!(native.expect_close().await, 4001);
+    assert_eq!(fastchat.expect_close().await, 4001);
     let new = fresh["token"].as_str().unwrap();
     let (status, _) = http_json(addr, "GET", "/api/chat-api/me", Some(&old), None).await;
     assert_eq!(status, 401, "the old token is revoked on REST");

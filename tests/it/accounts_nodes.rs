@@ -192,3 +192,38 @@ async fn a_node_killed_with_kill_9_takes_its_users_offline_within_the_lease() {
     );
     drop(b);
 }
+
+/// A password change on one node closes the user's sockets on every node
+/// (4001): they were opened with the tokens it revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_closes_the_user_s_sockets_on_every_node() {
+    require_redis();
+    let redis = Redis::start();
+    let pg = crate::pg_harness::Postgres::start();
+    let settings = settings(&pg.url());
+    let extra: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let (n1, n2) = two_ready_nodes(&redis.url(), &extra).await;
+    let (_, token) = user(n1.addr, "carol").await;
+    let (_, other) = user(n1.addr, "dave").await;
+    let mut here = ws(n1.addr, &token).await;
+    let mut there = ws(n2.addr, &token).await;
+    let mut bystander = ws(n2.addr, &other).await;
+    let body = json!({"old_password":"password-1","new_password":"password-2"});
+    let (status, _) = http_json(
+        n1.addr,
+        "POST",
+        "/api/chat-api/me/password",
+        Some(&token),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(here.expect_close().await, 4001);
+    assert_eq!(there.expect_close().await, 4001);
+    // Another user's socket stays.
+    bystander.send_json(json!({"type":"join","room":"r"})).await;
+    assert_eq!(
+        bystander.recv_type("system").await["data"]["event"],
+        "joined"
+    );
+}
