@@ -204,11 +204,50 @@ struct ServerPublish {
     client_msg_id: Option<String>,
 }
 
+/// The methods a path of the API takes (the `Allow` of a `405`), `None`
+/// for a path it does not have. Checked before the caller is identified:
+/// a wrong method is `405`, not `401` or `404`.
+fn allowed(segments: &[&str]) -> Option<&'static str> {
+    Some(match segments {
+        ["server", "publish"] | ["auth", "register" | "login"] | ["me", "password"] => "POST",
+        ["users"] | ["users", _] | ["conversations"] => "GET",
+        ["files"] | ["groups", _, "members"] | ["groups", _, "leave"] => "POST",
+        ["files", _] | ["files", _, "thumbnail"] => "GET, HEAD",
+        ["me"] => "GET, PATCH",
+        ["groups"] | ["dm", _] => "GET, POST",
+        ["groups", _, "members", _] => "DELETE",
+        _ => return None,
+    })
+}
+
+/// `405` naming the methods the path takes.
+pub(crate) fn wrong_method(allow: &'static str) -> Response<Body> {
+    let message = format!("this path takes {allow}");
+    let mut resp = error_body(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        &message,
+        None,
+    );
+    resp.headers_mut().insert(
+        hyper::header::ALLOW,
+        hyper::header::HeaderValue::from_static(allow),
+    );
+    resp
+}
+
 /// One API request (`rest` is the path after `/api/chat-api/`).
 pub async fn handle(req: Request<Incoming>, shard: Rc<Shard>, rest: &str) -> Response<Body> {
     let node = shard.node.clone();
     let segments: Vec<&str> = rest.split('/').collect();
     let method = req.method().clone();
+    match allowed(&segments) {
+        None => return refusal(&AccountError::NotFound("endpoint")),
+        Some(allow) if !allow.split(", ").any(|m| m == method.as_str()) => {
+            return wrong_method(allow)
+        }
+        Some(_) => {}
+    }
     let outcome = match (&method, segments.as_slice()) {
         (&Method::POST, ["server", "publish"]) => return server_publish(req, &node).await,
         (&Method::POST, ["auth", "register"]) => register(req, &node).await,
@@ -501,5 +540,15 @@ mod tests {
         assert!(!key_matches(&keys, "second-ke"));
         assert!(!key_matches(&keys, ""));
         assert!(!key_matches(&[], "x"));
+    }
+
+    #[test]
+    fn every_path_names_its_methods() {
+        assert_eq!(allowed(&["auth", "login"]), Some("POST"));
+        assert_eq!(allowed(&["files", "f1"]), Some("GET, HEAD"));
+        assert_eq!(allowed(&["groups", "g", "members", "u"]), Some("DELETE"));
+        assert_eq!(allowed(&["dm", "u"]), Some("GET, POST"));
+        assert_eq!(allowed(&["nope"]), None);
+        assert_eq!(allowed(&["users", "a", "b"]), None);
     }
 }

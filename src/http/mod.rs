@@ -417,7 +417,7 @@ async fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> 
     let query = uri.query().map(str::to_owned);
     let route = route_of(uri.path(), &req);
     if !matches!(route, Route::NotFound | Route::Api { .. }) && req.method() != Method::GET {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "only GET is allowed here");
+        return api::wrong_method("GET");
     }
     let node = &shard.node;
     match route {

@@ -21,6 +21,28 @@ async fn health_readiness_and_errors() {
     assert_eq!(http_get(addr, "/ws/room").await.0, 426);
     assert_eq!(http_get(addr, "/nope").await.0, 404);
     assert_eq!(http_get(addr, "/ws/a/b").await.0, 404);
+    // A wrong method is 405 with Allow (before any token is asked for).
+    for (method, path, allow) in [
+        ("DELETE", "/api/chat-api/auth/login", "POST"),
+        ("PUT", "/api/chat-api/users", "GET"),
+        ("POST", "/api/chat-api/dm/x", ""),
+        ("DELETE", "/api/chat-api/me", "GET, PATCH"),
+        ("POST", "/healthz", "GET"),
+        ("PUT", "/api/chat-api/rooms/r/messages", "GET"),
+    ] {
+        let (status, head) = raw_head(addr, method, path).await;
+        if allow.is_empty() {
+            assert_ne!(status, 405, "{method} {path}");
+            continue;
+        }
+        assert_eq!(status, 405, "{method} {path}: {head}");
+        let allow = format!("allow: {}", allow.to_ascii_lowercase());
+        assert!(head.contains(&allow), "{method} {path}: {head}");
+    }
+    assert_eq!(
+        raw_head(addr, "GET", "/api/chat-api/nothing-here").await.0,
+        404
+    );
     // History without a store: one code on REST and on the WebSocket.
     let (status, body) = http_get(addr, "/api/chat-api/rooms/r/messages").await;
     assert_eq!(status, 404);
@@ -31,6 +53,25 @@ async fn health_readiness_and_errors() {
     assert_eq!(c.recv_type("error").await["data"]["code"], "UNSUPPORTED");
     c.close().await;
     server.shutdown().await;
+}
+
+/// A bodiless request: (status, the head, lower-cased).
+async fn raw_head(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    let head = answer
+        .split("\r\n\r\n")
+        .next()
+        .unwrap()
+        .to_ascii_lowercase();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head)
 }
 
 /// The real binary: prints its address, serves, exits 0 on SIGTERM after
