@@ -44,11 +44,14 @@
 //!   sniffing, safe names, image dimensions and thumbnails.
 //! - [`store`]: durable history: a store thread with a bounded queue and
 //!   group commit, per-room `seq`, acks, idempotent send, history,
-//!   recovery, retention; `sqlite.rs`, `postgres.rs`, `mysql.rs` and
-//!   `redis.rs` behind one trait;
+//!   recovery, retention, delivery receipts, a health check that connects
+//!   anew after the database restarts; `sqlite.rs`, `postgres.rs`,
+//!   `mysql.rs` and `redis.rs` behind one trait;
 //!   `order.rs`, the reorder stage in front of the bus when several nodes
 //!   share one history.
-//! - [`broker`]: the narrow `Broker` trait; `memory.rs` is the in-process default.
+//! - [`broker`]: the narrow `Broker` trait; `memory.rs` is the in-process
+//!   default; `redis.rs` delivers a stored message the bus did not carry
+//!   to this node's members itself.
 //! - [`rooms`]: node-wide registry (which shards have members of a room) and
 //!   each shard's member queues; fan-out of one frame (per dialect, and per
 //!   deflate window when compressed) to many queues; the presence budget.
