@@ -36,14 +36,29 @@ pip_install() {
 python3 -c 'import playwright' 2>/dev/null || pip_install playwright
 command -v moto_server >/dev/null || pip_install 'moto[server]'
 
-cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --quiet -- -D warnings
-cargo test --workspace --all-targets
+# Each phase's duration, printed at the end.
+phases=()
+phase() {
+  local name=$1 started=$SECONDS
+  shift
+  "$@"
+  phases+=("$(printf '%-10s %4d s' "$name" $((SECONDS - started)))")
+}
+report() {
+  echo "phases:"
+  printf '  %s\n' "${phases[@]}"
+}
+trap report EXIT
+
+phase fmt cargo fmt --all -- --check
+phase clippy cargo clippy --workspace --all-targets --quiet -- -D warnings
+# (The unit tests replay every fuzz target's kept corpus: src/fuzzing.rs.)
+phase tests cargo test --workspace --all-targets
 
 # The web client end to end in headless Chromium, against the binary the
 # tests just built (screenshots land in each test's temp directory).
 if [ "${SKIP_BROWSER:-0}" != 1 ]; then
-  python3 tests/browser/run.py --chatd "${CARGO_TARGET_DIR:-target}/debug/chatd"
+  phase browser python3 tests/browser/run.py --chatd "${CARGO_TARGET_DIR:-target}/debug/chatd"
 fi
 
 # The k6 script is for users who have k6; here only its syntax is checked.
@@ -53,16 +68,17 @@ fi
 
 # A 5-second smoke of every load scenario (no timing assertions).
 if [ "${SKIP_LOADTEST:-0}" != 1 ]; then
-  QUICK=1 loadtest/run-all.sh
+  phase loadtest env QUICK=1 loadtest/run-all.sh
 fi
 
 if [ "${SKIP_AUTOBAHN:-0}" != 1 ]; then
-  autobahn/run.sh
+  phase autobahn autobahn/run.sh
 fi
 
-# Every fuzz target for a bounded time (FUZZ_SECONDS each, default 30) from
-# the corpus kept in fuzz/corpus, so a regression in a parser of client
-# input shows here. Needs the nightly toolchain and cargo-fuzz.
-if [ "${SKIP_FUZZ:-0}" != 1 ]; then
-  fuzz/run.sh "${FUZZ_SECONDS:-30}"
+# The kept fuzz corpus is replayed by the unit tests above, in every run.
+# Exploring for new inputs (every target FUZZ_SECONDS each, under cargo-fuzz
+# and the nightly toolchain: a 20-minute build) is a separate, longer run:
+# set FUZZ_SECONDS (e.g. 30), or run fuzz/run.sh 30.
+if [ -n "${FUZZ_SECONDS:-}" ]; then
+  phase fuzz fuzz/run.sh "$FUZZ_SECONDS"
 fi

@@ -111,6 +111,32 @@ pub fn request<B>(req: &Request<B>) {
     let _ = auth.subject(req.headers(), http::query_param(query, "token"));
 }
 
+/// An HTTP request head as a client sends it: read by chatd's own head
+/// parser (plain upgrades), and parsed as hyper does (httparse), then
+/// routed and checked ([`request`]). The `request` fuzz target.
+pub fn request_head(data: &[u8]) {
+    head(data);
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let Ok(httparse::Status::Complete(_)) = parsed.parse(data) else {
+        return;
+    };
+    let mut req = Request::builder()
+        .method(parsed.method.unwrap_or("GET"))
+        .uri(parsed.path.unwrap_or("/"))
+        .version(match parsed.version {
+            Some(0) => hyper::Version::HTTP_10,
+            _ => hyper::Version::HTTP_11,
+        });
+    for h in parsed.headers.iter() {
+        req = req.header(h.name, h.value);
+    }
+    // Requests hyper itself would refuse (bad URI or header) never reach us.
+    if let Ok(req) = req.body(()) {
+        request(&req);
+    }
+}
+
 /// A plain connection's first bytes, as `http::head` reads them: whatever
 /// it takes as an upgrade is a request within the bytes, which then goes
 /// through the upgrade checks ([`request`]) and, when they pass, gets a
@@ -194,5 +220,66 @@ pub fn files(data: &[u8]) {
     if let Some(probe) = crate::files::image::probe(data, bounds) {
         assert!(u64::from(probe.width) * u64::from(probe.height) <= 1 << 20);
         assert!(!(probe.too_large && probe.thumbnail.is_some()));
+    }
+}
+
+/// Every input kept in `fuzz/corpus/` through its target, in every test
+/// run: what the fuzzers found once (and the seeds written by hand) cannot
+/// come back unnoticed. The timed exploration is `fuzz/run.sh`.
+#[cfg(test)]
+mod corpus {
+    fn replay(target: &str, run: fn(&[u8])) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/corpus")
+            .join(target);
+        let mut inputs = 0;
+        for entry in std::fs::read_dir(&dir).expect("the corpus is kept in the repository") {
+            let path = entry.unwrap().path();
+            let data = std::fs::read(&path).unwrap();
+            let outcome = std::panic::catch_unwind(|| run(&data));
+            assert!(outcome.is_ok(), "{target}: {} fails", path.display());
+            inputs += 1;
+        }
+        assert!(inputs > 0, "{target}: an empty corpus");
+    }
+
+    #[test]
+    fn command() {
+        replay("command", super::command);
+    }
+
+    #[test]
+    fn frames() {
+        replay("frames", super::frames);
+    }
+
+    #[test]
+    fn request() {
+        replay("request", super::request_head);
+    }
+
+    #[test]
+    fn event() {
+        replay("event", super::event);
+    }
+
+    #[test]
+    fn api() {
+        replay("api", super::api);
+    }
+
+    #[test]
+    fn demo() {
+        replay("demo", super::demo);
+    }
+
+    #[test]
+    fn fastchat() {
+        replay("fastchat", super::fastchat);
+    }
+
+    #[test]
+    fn files() {
+        replay("files", super::files);
     }
 }
