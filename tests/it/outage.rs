@@ -9,7 +9,7 @@ use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::common::{connect_room, Client};
+use crate::common::{connect_room, Client, WAIT};
 use crate::redis_harness::{require_redis, wait_numsub, Chatd, Redis};
 
 /// PostgreSQL keeps the history: chats sent while Redis is down are stored
@@ -64,6 +64,8 @@ async fn send(c: &mut Client, from: u32, to: u32, gap: Duration) {
 }
 
 async fn outage(redis: &mut Redis, (n1, n2): (Chatd, Chatd), acked_while_down: bool) {
+    // (Under a loaded machine a node's reconnect and catch-up can take a
+    // few seconds: every member is given WAIT per message after that.)
     const BEFORE: u32 = 30;
     const DURING: u32 = 20;
     n1.wait_ready().await;
@@ -86,6 +88,9 @@ async fn outage(redis: &mut Redis, (n1, n2): (Chatd, Chatd), acked_while_down: b
     redis.restart();
     // Nothing is sent after the outage: a later chat would show the other
     // node the gap (and have it read from the store); the room goes quiet.
+    // Both nodes see Redis back (their reconnects back off up to 5 s).
+    n1.wait_ready().await;
+    n2.wait_ready().await;
 
     // Every chat is answered once: an ack (stored) or MESSAGE_FAILED.
     let total = (BEFORE + DURING) as usize;
@@ -117,7 +122,9 @@ async fn outage(redis: &mut Redis, (n1, n2): (Chatd, Chatd), acked_while_down: b
         ("the other node", &mut far, Vec::new()),
     ] {
         while seqs.last().is_none_or(|&s| s < last) {
-            let m = client.recv().await;
+            let Ok(m) = tokio::time::timeout(WAIT, client.recv()).await else {
+                panic!("{who} stopped at {seqs:?}; acked {acked:?}");
+            };
             if m["type"] == "chat" {
                 seqs.push(m["seq"].as_u64().unwrap());
             }
