@@ -14,7 +14,8 @@ RUN useradd --system --no-create-home chatd && mkdir -p /etc/chatd /var/lib/chat
 COPY --from=build /src/target/release/chatd /usr/local/bin/chatd
 USER chatd
 # The default store is SQLite at data/chatd.db under the working directory:
-# keep it on a volume (or set store.backend: postgres / none).
+# keep it on a volume (or set store.backend: postgres / mysql / none). With
+# REDIS_URL and no store named, history is kept in that Redis instead.
 WORKDIR /var/lib/chatd
 VOLUME /var/lib/chatd
 EXPOSE 8080 9090
