@@ -3,7 +3,8 @@
 //! again. Every chat the sender got an `ack` for reaches every member
 //! exactly once and in `seq` order: this node's members at once (they do
 //! not need Redis to hear their own node), the other node's from the shared
-//! store once Redis is back, though nothing is sent after the outage.
+//! store once Redis is back (a catch-up of its rooms, and the gap the next
+//! message opens).
 
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -86,14 +87,23 @@ async fn outage(redis: &mut Redis, (n1, n2): (Chatd, Chatd), acked_while_down: b
     )
     .await;
     redis.restart();
-    // Nothing is sent after the outage: a later chat would show the other
-    // node the gap (and have it read from the store); the room goes quiet.
-    // Both nodes see Redis back (their reconnects back off up to 5 s).
+    // Both nodes see Redis back (their reconnects back off up to 5 s), and
+    // catch their rooms up from the store. One chat follows: a message
+    // whose publish failed after the other node had caught up reaches it
+    // when the room's next message opens the gap (the reorder stage reads
+    // it from the store).
     n1.wait_ready().await;
     n2.wait_ready().await;
+    send(
+        &mut sender,
+        BEFORE + DURING,
+        BEFORE + DURING + 1,
+        Duration::ZERO,
+    )
+    .await;
 
     // Every chat is answered once: an ack (stored) or MESSAGE_FAILED.
-    let total = (BEFORE + DURING) as usize;
+    let total = (BEFORE + DURING + 1) as usize;
     let mut acked = BTreeSet::new();
     let mut failed = 0;
     let mut heard_by_sender = Vec::new();
