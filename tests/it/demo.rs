@@ -552,12 +552,9 @@ async fn messages_total_counts_what_the_store_holds(new_db: fn(&str) -> Db) {
         .await;
         let r = next(&mut c, "channelRead").await;
         let page = &r["channelMessages"];
-        let received = page["messagesReceived"].as_u64().unwrap();
-        if received == 3 {
-            assert_eq!(
-                page["messagesTotal"], 3,
-                "a count, not the newest seq (5): {r}"
-            );
+        // (Retention may run between the answer's count and its page: asked
+        // again until both are after it.)
+        if page["messagesReceived"] == 3 && page["messagesTotal"] == 3 {
             let texts: Vec<&str> = page["messages"]
                 .as_array()
                 .unwrap()
@@ -567,10 +564,9 @@ async fn messages_total_counts_what_the_store_holds(new_db: fn(&str) -> Db) {
             assert_eq!(texts, ["m5", "m4", "m3"]);
             break;
         }
-        assert_eq!(page["messagesTotal"], received, "{r}");
         assert!(
             tokio::time::Instant::now() < deadline,
-            "retention never ran"
+            "messagesTotal never became the count the store holds (3, not the newest seq 5): {r}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
