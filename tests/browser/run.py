@@ -133,12 +133,15 @@ class Browser:
         self.workdir = workdir
         self.shots = []
         self.errors = []
+        # The pages' console lines, printed when a test fails.
+        self.console = []
 
     def page(self, **context_args):
         ctx = self.browser.new_context(**context_args)
         page = ctx.new_page()
         page.set_default_timeout(WAIT_MS)
         page.on("pageerror", lambda e: self.errors.append(str(e)))
+        page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
         return page
 
     def shot(self, page, name):
@@ -318,11 +321,14 @@ def test_kill_and_restart_under_an_open_page_recovers_exactly_once(server, b):
     for i in range(3):
         say(alice, f"before {i}")
     expect(alice.locator(".msg.mine .state.acked")).to_have_count(3)
+    # A chat's echo can come before its ack: wait until nothing is pending.
+    expect(alice.locator(".msg.mine .state.sending")).to_have_count(0)
     # Sent to a frozen server that then dies: no ack, so the page cannot
     # know whether it arrived; it shows it failed, with a retry button.
     server.freeze()
     say(alice, "retried")
     expect(alice.locator(".msg.mine .state")).to_have_count(4)
+    expect(alice.locator(".msg.mine .state.sending")).to_have_count(1)
     server.kill()
     expect(alice.locator("#conn-state")).to_have_text("reconnecting")
     expect(alice.locator(".msg.mine .state.failed")).to_have_count(1)
@@ -392,6 +398,8 @@ def main():
     parser.add_argument("names", nargs="*")
     args = parser.parse_args()
     binary = os.path.abspath(args.chatd)
+    # Playwright's 5 s default is short for a CI machine busy elsewhere.
+    expect.set_options(timeout=WAIT_MS)
     failed = []
     with sync_playwright() as pw:
         for test in TESTS:
@@ -411,6 +419,16 @@ def main():
                 for p in b.browser.contexts:
                     for page in p.pages:
                         try:
+                            # What the page showed, for a failure on a
+                            # machine whose screenshots are gone.
+                            shown = page.evaluate("""() => ({
+                                conn: document.getElementById('conn-state')?.textContent,
+                                messages: [...document.querySelectorAll('#messages .msg')]
+                                    .map((m) => m.innerText.replace(/\\s+/g, ' ')),
+                            })""")
+                            print(f"     page {page.url}: {json.dumps(shown)}")
+                            if b.console:
+                                print("     console: " + " | ".join(b.console[-20:]))
                             b.shot(page, f"failure-{len(b.shots)}")
                         except Exception:
                             pass
