@@ -46,6 +46,9 @@ struct Claims {
     /// The user's token generation when issued (tokens chatd issues).
     #[serde(default)]
     gen: u64,
+    /// The login session it belongs to (tokens chatd issues).
+    #[serde(default)]
+    sid: Option<String>,
 }
 
 /// What a verified token says.
@@ -56,6 +59,9 @@ pub struct Verified {
     pub sub: String,
     /// The token generation it was issued under (0 if it carries none).
     pub gen: u64,
+    /// The login session it belongs to: chatd's own tokens carry one, an
+    /// application's own tokens need not.
+    pub sid: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -64,6 +70,7 @@ struct Issued<'a> {
     iat: u64,
     exp: u64,
     gen: u64,
+    sid: &'a str,
 }
 
 pub struct Authenticator {
@@ -87,22 +94,25 @@ impl Authenticator {
         }
     }
 
-    /// A token for `sub` under generation `gen`, valid for `auth.token_ttl`;
-    /// and when it expires.
-    pub fn issue(&self, sub: &str, gen: u64) -> (String, SystemTime) {
-        let now = SystemTime::now();
-        let exp = now + self.ttl;
+    /// When a token issued now expires (`auth.token_ttl`).
+    pub fn expiry(&self) -> SystemTime {
+        SystemTime::now() + self.ttl
+    }
+
+    /// A token for `sub` under generation `gen` in login session `sid`,
+    /// valid until `exp` (from [`Authenticator::expiry`]).
+    pub fn issue(&self, sub: &str, gen: u64, sid: &str, exp: SystemTime) -> String {
         let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let claims = Issued {
             sub,
-            iat: secs(now),
+            iat: secs(SystemTime::now()),
             exp: secs(exp),
             gen,
+            sid,
         };
         let header = jsonwebtoken::Header::new(Algorithm::HS256);
-        let token = jsonwebtoken::encode(&header, &claims, &self.signing)
-            .expect("HS256 signing of plain claims cannot fail");
-        (token, exp)
+        jsonwebtoken::encode(&header, &claims, &self.signing)
+            .expect("HS256 signing of plain claims cannot fail")
     }
 
     /// The request's token (`Authorization: Bearer`, the scheme in any
@@ -150,6 +160,7 @@ impl Authenticator {
         Ok(Verified {
             sub,
             gen: claims.gen,
+            sid: claims.sid,
         })
     }
 }

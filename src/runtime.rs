@@ -222,18 +222,25 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         }
     };
     if config.fastchat.allowed_origins.is_empty() {
-        tracing::warn!(
-            "fastchat.allowed_origins is empty: a FastChat connection is accepted from any Origin"
-        );
+        // Nothing is wrong for a first run: said once, calmly.
+        tracing::info!("FastChat accepts any Origin (set fastchat.allowed_origins to restrict it)");
     }
     let mut auth_config = config.auth.clone();
     if auth_config.jwt_secret.is_empty() {
         // Auth off and no secret: logins still get tokens, signed with a key
         // of this process (they end with it, and other nodes refuse them).
-        tracing::warn!(
-            "auth.jwt_secret is not set: login tokens are signed with a random key \
-             and stop working at restart and on other nodes"
-        );
+        // That is a fault only where there are other nodes.
+        if config.broker.redis.enabled() {
+            tracing::warn!(
+                "auth.jwt_secret is not set: login tokens are signed with a key of this \
+                 node, which the other nodes refuse; give every node the same secret"
+            );
+        } else {
+            tracing::info!(
+                "login tokens are signed with a random key and end at restart \
+                 (set auth.jwt_secret to keep them)"
+            );
+        }
         auth_config.jwt_secret = format!("{}{}", uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     }
     let auth = Arc::new(crate::auth::Authenticator::new(&auth_config));

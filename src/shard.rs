@@ -43,6 +43,10 @@ pub struct ConnState {
     /// Who is connected (native connections, once open): a removal from a
     /// private conversation finds the user's connections by it.
     client: RefCell<Option<ClientId>>,
+    /// The login session of its token, as a [`session_key`] (0: none): a
+    /// logout closes the connections of that session only. A key, not the
+    /// id, to keep every connection's state small.
+    session: Cell<u64>,
     /// Its dialect: replies the shard makes (acks, failures) are framed in it.
     wire: Cell<Wire>,
     /// It hears global (room-less) messages: an open chat connection. The
@@ -55,6 +59,17 @@ pub struct ConnState {
     /// join (dialects whose clients never ask to join: FastChat). Boxed and
     /// made on first use, so idle connections pay one pointer.
     grants: std::cell::OnceCell<Box<RefCell<Grants>>>,
+}
+
+/// A login session's id (a UUID) folded to 64 bits, 0 for none or for an
+/// id that is not a UUID. Two of one user's sessions sharing a key would
+/// take 2^32 logins to be likely.
+fn session_key(session: Option<&str>) -> u64 {
+    let Some(id) = session.and_then(|s| uuid::Uuid::parse_str(s).ok()) else {
+        return 0;
+    };
+    let (high, low) = id.as_u64_pair();
+    (high ^ low).max(1)
 }
 
 /// A conversation opened with a connection's user by someone else.
@@ -97,6 +112,11 @@ impl ConnState {
     pub fn set_client(&self, client: ClientId, wire: Wire) {
         *self.client.borrow_mut() = Some(client);
         self.wire.set(wire);
+    }
+
+    /// The login session of the token it was opened (or signed in) with.
+    pub fn set_session(&self, session: Option<&str>) {
+        self.session.set(session_key(session));
     }
 
     /// Starts or stops hearing global messages.
@@ -187,6 +207,7 @@ impl Shard {
             queue,
             last_seen: Cell::new(stamp(Instant::now())),
             client: RefCell::new(None),
+            session: Cell::new(0),
             wire: Cell::new(Wire::ChatApi),
             global: Cell::new(false),
             deflate,
@@ -221,7 +242,7 @@ impl Shard {
             ShardMsg::Deliver {
                 payload: Payload::Event(event),
                 ..
-            } if event.kind == EventKind::SignOut => self.sign_out(&event.sender),
+            } if event.kind == EventKind::SignOut => self.sign_out(&event.sender, &event.body),
             ShardMsg::Deliver {
                 topic: Topic::Global,
                 payload,
@@ -251,10 +272,12 @@ impl Shard {
     }
 
     /// `user`'s tokens were revoked: their connections here are closed
-    /// (4001), whatever they speak.
-    fn sign_out(&self, user: &ClientId) {
+    /// (4001), whatever they speak; with a `session` (not empty), only
+    /// those opened with that login session's token.
+    fn sign_out(&self, user: &ClientId, session: &str) {
         self.for_each(|c| {
-            if c.is_client(user) {
+            let ended = session.is_empty() || c.session.get() == session_key(Some(session));
+            if c.is_client(user) && ended {
                 c.queue.close(CloseReason::SignedOut);
             }
         });

@@ -112,6 +112,9 @@ async function submitAuth(ev) {
 }
 
 function logout() {
+  // The token's session ends on the server too (best effort: the page
+  // forgets the token either way).
+  if (state.token && state.me) api("POST", "/auth/logout").catch(() => {});
   state.closing = true;
   if (state.ws) state.ws.close(1000);
   state.ws = null;

@@ -21,7 +21,7 @@ use tokio::sync::{oneshot, Semaphore};
 use crate::auth::{AuthError, Authenticator, Verified};
 use crate::config::{Argon2Config, AuthConfig, ThrottleConfig};
 use crate::metrics::AuthMetrics;
-use crate::store::directory::{DirectoryError, DirectoryRequest, User, UserRecord};
+use crate::store::directory::{DirectoryError, DirectoryRequest, SessionRecord, User, UserRecord};
 use crate::store::{StoreError, StoreHandle};
 use rate::Action;
 
@@ -42,7 +42,7 @@ pub enum AccountError {
     BadCredentials,
     #[error("{0}")]
     Unauthorized(AuthError),
-    #[error("the token was revoked (the password changed); log in again")]
+    #[error("the token was revoked (logged out, or the password changed); log in again")]
     Revoked,
     #[error("not allowed")]
     Forbidden,
@@ -73,23 +73,59 @@ pub enum Identity {
     Subject(String),
     /// A registered user (boxed: an identity lives in every connection's
     /// task, and a user's 104 bytes inline made every idle one larger).
-    User(Box<User>),
+    User(Box<SignedIn>),
+}
+
+/// A registered user and the login session their token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIn {
+    pub user: User,
+    /// The token's `sid` (none in tokens issued before sessions existed):
+    /// ending the session closes the connections opened with it.
+    pub session: Option<String>,
 }
 
 impl Identity {
+    /// A registered user signed in with session `session`.
+    pub fn signed_in(user: User, session: Option<String>) -> Identity {
+        Identity::User(Box::new(SignedIn { user, session }))
+    }
+
     pub fn user(&self) -> Option<&User> {
         match self {
-            Identity::User(u) => Some(u),
+            Identity::User(u) => Some(&u.user),
+            _ => None,
+        }
+    }
+
+    /// The login session of a registered user's token.
+    pub fn session(&self) -> Option<&str> {
+        match self {
+            Identity::User(u) => u.session.as_deref(),
             _ => None,
         }
     }
 }
+
+/// Where a login comes from, as the user's session list shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    /// The client's address (see `server.trusted_proxies`).
+    pub address: IpAddr,
+    /// Its `User-Agent`, or the dialect's name.
+    pub device: &'a str,
+}
+
+/// The longest `device` kept for a session (characters).
+const MAX_DEVICE: usize = 128;
 
 /// A successful login.
 pub struct Login {
     pub token: String,
     pub expires_at: SystemTime,
     pub user: User,
+    /// The session the token belongs to.
+    pub session: String,
 }
 
 /// The accounts service: the node's one instance.
@@ -332,15 +368,16 @@ impl Accounts {
         &self,
         username: &str,
         password: String,
-        from: IpAddr,
+        origin: Origin<'_>,
     ) -> Result<Login, AccountError> {
+        let from = origin.address;
         let name = username.to_ascii_lowercase();
         let t = &self.throttle;
         let (account, address) = (format!("login:{name}"), format!("login@{from}"));
         let failure = Action::LoginFailure;
         self.throttled(&account, failure, t.login_failures_per_account, false)?;
         self.throttled(&address, failure, t.login_failures_per_address, false)?;
-        let result = self.check_login(&name, password).await;
+        let result = self.check_login(&name, password, origin).await;
         if matches!(result, Err(AccountError::BadCredentials)) {
             // Counted (not refused: this attempt was answered already).
             let _ = self.throttled(&account, failure, t.login_failures_per_account, true);
@@ -349,7 +386,12 @@ impl Accounts {
         result
     }
 
-    async fn check_login(&self, name: &str, password: String) -> Result<Login, AccountError> {
+    async fn check_login(
+        &self,
+        name: &str,
+        password: String,
+        origin: Origin<'_>,
+    ) -> Result<Login, AccountError> {
         let name = name.to_owned();
         let record = self
             .ask(|tx| DirectoryRequest::UserByName(name, tx))
@@ -362,12 +404,58 @@ impl Accounts {
         let record = record
             .filter(|_| matches)
             .ok_or(AccountError::BadCredentials)?;
-        let (token, expires_at) = self.auth.issue(&record.user.id, record.token_gen);
+        self.start_session(record.user, record.token_gen, origin)
+            .await
+    }
+
+    /// A new login session of `user` (under token generation `gen`): its
+    /// record, and a token naming it.
+    async fn start_session(
+        &self,
+        user: User,
+        gen: u64,
+        origin: Origin<'_>,
+    ) -> Result<Login, AccountError> {
+        let expires_at = self.auth.expiry();
+        let now = millis(SystemTime::now());
+        let session = SessionRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            user_id: user.id.clone(),
+            device: origin.device.chars().take(MAX_DEVICE).collect(),
+            address: origin.address.to_string(),
+            created_at: now,
+            expires_at: millis(expires_at),
+        };
+        let id = session.id.clone();
+        self.ask(|tx| DirectoryRequest::CreateSession(session, now, tx))
+            .await??;
+        let token = self.auth.issue(&user.id, gen, &id, expires_at);
         Ok(Login {
             token,
             expires_at,
-            user: record.user,
+            user,
+            session: id,
         })
+    }
+
+    /// The user's live login sessions, oldest first.
+    pub async fn sessions(&self, user: &User) -> Result<Vec<SessionRecord>, AccountError> {
+        let (id, now) = (user.id.clone(), millis(SystemTime::now()));
+        Ok(self
+            .ask(|tx| DirectoryRequest::SessionsOf(id, now, tx))
+            .await??)
+    }
+
+    /// Ends the user's session `id`: its token is refused from now on.
+    pub async fn end_session(&self, user: &User, id: &str) -> Result<(), AccountError> {
+        let (user_id, id) = (user.id.clone(), id.to_owned());
+        match self
+            .ask(|tx| DirectoryRequest::DeleteSession(user_id, id, tx))
+            .await??
+        {
+            true => Ok(()),
+            false => Err(AccountError::NotFound("session")),
+        }
     }
 
     /// Who the request's token names: a user whose token generation is
@@ -380,7 +468,7 @@ impl Accounts {
         if Authenticator::token(headers, token_param).is_none() && !self.required {
             return Ok(Identity::Anonymous);
         }
-        let Verified { sub, gen } = self
+        let Verified { sub, gen, sid } = self
             .auth
             .verify(headers, token_param)
             .map_err(AccountError::Unauthorized)?;
@@ -388,11 +476,20 @@ impl Accounts {
             return Ok(Identity::Subject(sub));
         }
         let id = sub.clone();
-        match self.ask(|tx| DirectoryRequest::UserById(id, tx)).await?? {
-            Some(r) if r.token_gen == gen => Ok(Identity::User(Box::new(r.user))),
-            Some(_) => Err(AccountError::Revoked),
-            None => Ok(Identity::Subject(sub)),
+        let user = match self.ask(|tx| DirectoryRequest::UserById(id, tx)).await?? {
+            Some(r) if r.token_gen == gen => r.user,
+            Some(_) => return Err(AccountError::Revoked),
+            None => return Ok(Identity::Subject(sub)),
+        };
+        if let Some(sid) = &sid {
+            // Its session must still be there: logging out deletes it.
+            let id = sid.clone();
+            let session = self.ask(|tx| DirectoryRequest::Session(id, tx)).await??;
+            if session.is_none_or(|s| s.user_id != user.id) {
+                return Err(AccountError::Revoked);
+            }
         }
+        Ok(Identity::signed_in(user, sid))
     }
 
     /// The caller must be a registered user.
@@ -432,9 +529,10 @@ impl Accounts {
     pub async fn change_password(
         &self,
         user: &User,
-        old: String,
-        new: String,
+        passwords: [String; 2],
+        origin: Origin<'_>,
     ) -> Result<Login, AccountError> {
+        let [old, new] = passwords;
         check_password(&new, "new_password")?;
         let id = user.id.clone();
         let record = self
@@ -453,11 +551,11 @@ impl Accounts {
             .ask(|tx| DirectoryRequest::SetPassword(id, hash, tx))
             .await??
             .ok_or(AccountError::NotFound("user"))?;
-        let (token, expires_at) = self.auth.issue(&user.id, gen);
-        Ok(Login {
-            token,
-            expires_at,
-            user: record.user,
-        })
+        // Every session ends with the old password (their tokens already
+        // fail on the generation); the caller goes on in a new one.
+        let id = user.id.clone();
+        self.ask(|tx| DirectoryRequest::DeleteSessionsOf(id, tx))
+            .await??;
+        self.start_session(record.user, gen, origin).await
     }
 }

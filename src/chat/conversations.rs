@@ -313,14 +313,15 @@ fn publish_event(
 }
 
 /// Every node closes `user`'s connections now: their tokens were revoked
-/// (a password change), and a socket opened with one must not go on.
-pub fn sign_out_everywhere(node: &Node, shard: usize, user: &User) {
+/// (a password change: every `session`, `None`; a logout or an ended
+/// session: that one), and a socket opened with one must not go on.
+pub fn sign_out_everywhere(node: &Node, shard: usize, user: &User, session: Option<&str>) {
     let Ok(client) = ClientId::parse(&user.id, node.config.limits.max_name_length) else {
         return;
     };
     let publish = Publish {
         topic: &Topic::Global,
-        payload: Payload::Event(Arc::new(Event::sign_out(client))),
+        payload: Payload::Event(Arc::new(Event::sign_out(client, session))),
         origin: None,
     };
     if let Err(e) = node.broker.publish(shard, publish) {

@@ -167,6 +167,7 @@ impl Session {
     /// user is online. A user's own channel (notifications) is `Some`.
     pub fn open(&self, shard: &Shard, conn: &ConnState) -> Option<RoomName> {
         conn.set_client(self.client.clone(), self.wire);
+        conn.set_session(self.identity.session());
         conn.hear_global(true);
         let user = self.identity.user()?;
         shard.node.accounts.online.connected(&user.id);
@@ -228,6 +229,7 @@ impl Session {
         self.identity = identity;
         self.client = client;
         conn.set_client(self.client.clone(), self.wire);
+        conn.set_session(self.identity.session());
     }
 
     /// Whether the connection is in `room` (and was not removed from it).

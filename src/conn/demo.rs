@@ -13,7 +13,7 @@ use serde::Serialize;
 use std::sync::Arc;
 
 use super::{Conn, Deferred, Handler};
-use crate::accounts::{AccountError, Identity};
+use crate::accounts::{AccountError, Identity, Login, Origin};
 use crate::chat::{self, conversations, Post, Session};
 use crate::config::Wire;
 use crate::node::Node;
@@ -38,8 +38,9 @@ pub struct Demo {
     /// The client's address (new accounts are counted per address).
     from: std::net::IpAddr,
     session_uuid: String,
-    /// The signed-in user and their access key.
-    signed_in: Option<(User, String)>,
+    /// The signed-in user, their access key (the login's token) and its
+    /// session.
+    signed_in: Option<Login>,
 }
 
 /// What a request's store work found, for the connection to finish.
@@ -47,7 +48,7 @@ pub enum Step {
     /// Just an answer.
     Reply(String),
     /// Signed in (or up): go on as this user.
-    SignedIn { user: User, key: String },
+    SignedIn(Login),
     /// Join this room, then answer (`public`: it is the public channel,
     /// to be heard in this variant of the dialect).
     Join {
@@ -83,9 +84,13 @@ impl Demo {
 
     /// The signed-in user, if the request's credentials are theirs.
     fn user_for(&self, credentials: &Credentials) -> Option<&User> {
-        let (user, key) = self.signed_in.as_ref()?;
-        let same_user = credentials.user.as_deref().is_none_or(|u| u == user.id);
-        (same_user && credentials.access_key.as_deref() == Some(key.as_str())).then_some(user)
+        let login = self.signed_in.as_ref()?;
+        let same_user = credentials
+            .user
+            .as_deref()
+            .is_none_or(|u| u == login.user.id);
+        let key = credentials.access_key.as_deref() == Some(login.token.as_str());
+        (same_user && key).then_some(&login.user)
     }
 }
 
@@ -282,15 +287,16 @@ async fn signed_in_as(
     password: String,
     from: std::net::IpAddr,
 ) -> Result<Step, (u16, AccountError)> {
+    let origin = Origin {
+        address: from,
+        device: "redis-chat-demo",
+    };
     let login = node
         .accounts
-        .login(username, password, from)
+        .login(username, password, origin)
         .await
         .map_err(|e| (code::AUTH, e))?;
-    Ok(Step::SignedIn {
-        user: login.user,
-        key: login.token,
-    })
+    Ok(Step::SignedIn(login))
 }
 
 /// The store work of one request, off the connection's turn.
@@ -443,13 +449,38 @@ impl Handler for Demo {
         };
         match request {
             Request::SignOut => {
-                let user = self.signed_in.take().map(|(u, _)| u.id).unwrap_or_default();
+                let login = self.signed_in.take();
                 let anonymous = ClientId::generate();
                 self.session
                     .reidentify(&conn.shard, &conn.state, Identity::Anonymous, anonymous);
-                let body = Unauthorized { user: &user };
-                self.send(conn, &demo::answer("unauthorized", &body));
-                None
+                let user = login
+                    .as_ref()
+                    .map(|l| l.user.id.clone())
+                    .unwrap_or_default();
+                let answer = demo::answer("unauthorized", &Unauthorized { user: &user });
+                let Some(login) = login else {
+                    self.send(conn, &answer);
+                    return None;
+                };
+                // The access key was a login token: its session ends, so the
+                // token is refused everywhere from now on (and sockets
+                // opened with it elsewhere close; this one went anonymous).
+                let shard = conn.shard.index;
+                Some(Box::pin(async move {
+                    let ended = node.accounts.end_session(&login.user, &login.session).await;
+                    match ended {
+                        Ok(()) | Err(AccountError::NotFound(_)) => {
+                            conversations::sign_out_everywhere(
+                                &node,
+                                shard,
+                                &login.user,
+                                Some(&login.session),
+                            );
+                            Step::Reply(answer)
+                        }
+                        Err(e) => Step::Reply(demo::error(code::AUTH, &e.to_string())),
+                    }
+                }))
             }
             Request::ChannelLeave { recipient: None } => {
                 let text = demo::error(code::LEAVE, "the public channel cannot be left");
@@ -491,23 +522,20 @@ impl Handler for Demo {
     fn on_resume(&mut self, conn: &Conn, step: Step) {
         match step {
             Step::Reply(text) => self.send(conn, &text),
-            Step::SignedIn { user, key } => {
+            Step::SignedIn(login) => {
                 let max = conn.shard.node.config.limits.max_name_length;
-                let Ok(client) = ClientId::parse(&user.id, max) else {
+                let Ok(client) = ClientId::parse(&login.user.id, max) else {
                     return self.send(conn, &demo::error(code::AUTH, "user id is not valid"));
                 };
-                self.session.reidentify(
-                    &conn.shard,
-                    &conn.state,
-                    Identity::User(Box::new(user.clone())),
-                    client,
-                );
+                let identity = Identity::signed_in(login.user.clone(), Some(login.session.clone()));
+                self.session
+                    .reidentify(&conn.shard, &conn.state, identity, client);
                 let body = Authorized {
-                    user: &user.id,
-                    key: &key,
+                    user: &login.user.id,
+                    key: &login.token,
                 };
                 self.send(conn, &demo::answer("authorized", &body));
-                self.signed_in = Some((user, key));
+                self.signed_in = Some(login);
             }
             Step::Leave { room, recipient } => {
                 // Not in it: nothing to leave, and the answer is the same.

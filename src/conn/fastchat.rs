@@ -343,7 +343,7 @@ impl Handler for FastChat {
                 display_name,
             } => {
                 let token_user = match &self.upgraded_as {
-                    Identity::User(u) => u.id == user_id,
+                    Identity::User(u) => u.user.id == user_id,
                     _ => false,
                 };
                 if !token_user && node.config.auth.enabled {
@@ -467,10 +467,15 @@ impl Handler for FastChat {
                 let Ok(client) = ClientId::parse(&user.id, max) else {
                     return self.refuse(conn, "VALIDATION", "user id is not valid");
                 };
+                // The token's login session, when HELLO names its user.
+                let session = match &self.upgraded_as {
+                    Identity::User(u) if u.user.id == user.id => u.session.clone(),
+                    _ => None,
+                };
                 self.session.reidentify(
                     &conn.shard,
                     &conn.state,
-                    Identity::User(Box::new(user.clone())),
+                    Identity::signed_in(user.clone(), session),
                     client,
                 );
                 self.user = Some(user.clone());

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use std::rc::Rc;
 
 use super::{json, query_param, to_json};
-use crate::accounts::{AccountError, Accounts, Identity, Login};
+use crate::accounts::{AccountError, Accounts, Identity, Login, Origin};
 use crate::chat::conversations::{self, ServerMessage};
 use crate::chat::ChatError;
 use crate::files::{FileError, Variant};
@@ -209,7 +209,11 @@ struct ServerPublish {
 /// a wrong method is `405`, not `401` or `404`.
 fn allowed(segments: &[&str]) -> Option<&'static str> {
     Some(match segments {
-        ["server", "publish"] | ["auth", "register" | "login"] | ["me", "password"] => "POST",
+        ["server", "publish"] | ["auth", "register" | "login" | "logout"] | ["me", "password"] => {
+            "POST"
+        }
+        ["me", "sessions"] => "GET",
+        ["me", "sessions", _] => "DELETE",
         ["users"] | ["users", _] | ["conversations"] => "GET",
         ["files"] | ["groups", _, "members"] | ["groups", _, "leave"] => "POST",
         ["files", _] | ["files", _, "thumbnail"] => "GET, HEAD",
@@ -288,11 +292,24 @@ async fn register(req: Request<Incoming>, node: &Node) -> Result<Response<Body>,
 }
 
 async fn login(req: Request<Incoming>, node: &Node) -> Result<Response<Body>, AccountError> {
-    let from = client_addr(&req);
+    let device = user_agent(&req);
+    let origin = Origin {
+        address: client_addr(&req),
+        device: &device,
+    };
     let c: Credentials = body(req, node.config.limits.max_message_size).await?;
     let accounts = &node.accounts;
-    let login = accounts.login(&c.username, c.password, from).await?;
+    let login = accounts.login(&c.username, c.password, origin).await?;
     Ok(login_view(accounts, &login))
+}
+
+/// The request's `User-Agent` (a session's `device`), or empty.
+fn user_agent<B>(req: &Request<B>) -> String {
+    req.headers()
+        .get(hyper::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Everything that needs the caller's identity.
@@ -325,6 +342,13 @@ async fn route(
         (&Method::GET | &Method::HEAD, ["files", id, "thumbnail"]) => {
             let headers = req.headers();
             Ok(super::files::download(headers, node, &identity, id, Variant::Thumbnail).await)
+        }
+        (&Method::POST, ["auth", "logout"]) => {
+            super::sessions::log_out(node, shard, &identity).await
+        }
+        (&Method::GET, ["me", "sessions"]) => super::sessions::list(node, &identity).await,
+        (&Method::DELETE, ["me", "sessions", id]) => {
+            super::sessions::end(node, shard, &identity, id).await
         }
         _ => {
             let user = Accounts::require_user(&identity)?;
@@ -378,12 +402,17 @@ async fn user_route(
             Ok(ok(to_json(&user_view(accounts, &updated))))
         }
         (&Method::POST, ["me", "password"]) => {
+            let device = user_agent(&req);
+            let origin = Origin {
+                address: client_addr(&req),
+                device: &device,
+            };
             let p: PasswordChange = body(req, max).await?;
             let login = accounts
-                .change_password(user, p.old_password, p.new_password)
+                .change_password(user, [p.old_password, p.new_password], origin)
                 .await?;
             // Sockets opened with the old tokens close, on every node.
-            conversations::sign_out_everywhere(node, shard, user);
+            conversations::sign_out_everywhere(node, shard, user, None);
             Ok(login_view(accounts, &login))
         }
         (&Method::GET, ["conversations"]) => {

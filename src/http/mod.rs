@@ -11,12 +11,14 @@
 //! | `/api/chat-api/rooms/{room}/messages` | a room's history |
 //! | `/api/chat-api/rooms/{room}/receipts` | how far each user was delivered |
 //! | `/api/chat-api/...` | accounts, groups, DMs, server publish (`api.rs`) |
+//! | `/api/chat-api/auth/logout`, `/api/chat-api/me/sessions` | login sessions (`sessions.rs`) |
 
 pub mod api;
 pub mod files;
 pub mod head;
 pub mod linger;
 pub mod metrics;
+pub mod sessions;
 pub mod upgrade;
 pub mod web;
 

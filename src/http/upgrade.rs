@@ -225,7 +225,7 @@ async fn native<B>(
     let client_id = match &identity {
         // A token's subject is the id: a client cannot choose its `from`
         // when it presents one.
-        Identity::User(user) => ClientId::parse(&user.id, max_name).map_err(|e| {
+        Identity::User(user) => ClientId::parse(&user.user.id, max_name).map_err(|e| {
             let message = format!("user id is not a valid client id: {e}");
             bad(StatusCode::FORBIDDEN, message)
         })?,

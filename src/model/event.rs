@@ -126,9 +126,15 @@ impl Event {
         Event::new(Topic::Room(room), sender, EventKind::Roster, users)
     }
 
-    /// `user`'s tokens were revoked (see [`EventKind::SignOut`]).
-    pub fn sign_out(user: ClientId) -> Event {
-        Event::new(Topic::Global, user, EventKind::SignOut, "")
+    /// `user`'s tokens were revoked (see [`EventKind::SignOut`]): those of
+    /// login session `session`, or all of them (`None`).
+    pub fn sign_out(user: ClientId, session: Option<&str>) -> Event {
+        Event::new(
+            Topic::Global,
+            user,
+            EventKind::SignOut,
+            session.unwrap_or_default(),
+        )
     }
 
     /// `user` was removed from `room` (see [`EventKind::Revoke`]).

@@ -32,6 +32,24 @@ pub struct UserRecord {
     pub token_gen: u64,
 }
 
+/// One login of a user: what a token's `sid` names. A token whose session
+/// is gone (logged out, ended from another device, or the password changed)
+/// is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// A UUID, given by the server at login.
+    pub id: String,
+    pub user_id: String,
+    /// The client's `User-Agent` (or dialect) at login, shortened.
+    pub device: String,
+    /// The client's address at login.
+    pub address: String,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+    /// When its token expires (milliseconds since the Unix epoch).
+    pub expires_at: i64,
+}
+
 /// What kind of private conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConversationKind {
@@ -143,6 +161,18 @@ pub(crate) trait Directory {
     /// Makes `file` the user's avatar (and readable by anyone); false if
     /// there is no such user.
     async fn set_avatar(&mut self, user: &str, file: &str) -> Result<bool, StoreError>;
+    /// Records a login, and forgets the user's sessions expired by `now`
+    /// (so a user's rows stay as many as their live logins).
+    async fn create_session(&mut self, session: &SessionRecord, now: i64)
+        -> Result<(), StoreError>;
+    async fn session(&mut self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
+    /// The user's sessions not expired by `now`, oldest first.
+    async fn sessions_of(&mut self, user: &str, now: i64)
+        -> Result<Vec<SessionRecord>, StoreError>;
+    /// Ends the user's session `id`; false if they have none by that id.
+    async fn delete_session(&mut self, user: &str, id: &str) -> Result<bool, StoreError>;
+    /// Ends every session of the user (a password change).
+    async fn delete_sessions_of(&mut self, user: &str) -> Result<(), StoreError>;
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -173,6 +203,11 @@ pub enum DirectoryRequest {
     FilePosted(String, String, Reply<()>),
     FileRooms(String, Reply<Vec<String>>),
     SetAvatar(String, String, Reply<bool>),
+    CreateSession(SessionRecord, i64, Reply<()>),
+    Session(String, Reply<Option<SessionRecord>>),
+    SessionsOf(String, i64, Reply<Vec<SessionRecord>>),
+    DeleteSession(String, String, Reply<bool>),
+    DeleteSessionsOf(String, Reply<()>),
 }
 
 impl DirectoryRequest {
@@ -239,6 +274,21 @@ impl DirectoryRequest {
             SetAvatar(user, file, reply) => {
                 let _ = reply.send(dir.set_avatar(&user, &file).await);
             }
+            CreateSession(session, now, reply) => {
+                let _ = reply.send(dir.create_session(&session, now).await);
+            }
+            Session(id, reply) => {
+                let _ = reply.send(dir.session(&id).await);
+            }
+            SessionsOf(user, now, reply) => {
+                let _ = reply.send(dir.sessions_of(&user, now).await);
+            }
+            DeleteSession(user, id, reply) => {
+                let _ = reply.send(dir.delete_session(&user, &id).await);
+            }
+            DeleteSessionsOf(user, reply) => {
+                let _ = reply.send(dir.delete_sessions_of(&user).await);
+            }
         }
     }
 }
@@ -258,6 +308,21 @@ pub(crate) fn user_record(r: UserRow) -> UserRecord {
         },
         password_hash: r.5,
         token_gen: r.6.max(0) as u64,
+    }
+}
+
+/// A row of `SELECT id, user_id, device, address, created_at, expires_at
+/// FROM sessions`.
+pub(crate) type SessionRow = (String, String, String, String, i64, i64);
+
+pub(crate) fn session_record(r: SessionRow) -> SessionRecord {
+    SessionRecord {
+        id: r.0,
+        user_id: r.1,
+        device: r.2,
+        address: r.3,
+        created_at: r.4,
+        expires_at: r.5,
     }
 }
 
@@ -722,6 +787,86 @@ macro_rules! sql_directory {
                     .await?;
                 tx.commit().await?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            async fn create_session(
+                &mut self,
+                s: &$crate::store::directory::SessionRecord,
+                now: i64,
+            ) -> Result<(), $crate::store::StoreError> {
+                use sqlx::Connection as _;
+                let mut tx = self.conn.begin().await?;
+                sqlx::query($crate::store::directory::sql($dialect, "DELETE FROM sessions WHERE user_id = $1 AND expires_at <= $2"))
+                    .bind(&s.user_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query($crate::store::directory::sql($dialect, "INSERT INTO sessions (id, user_id, device, address, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)"))
+                    .bind(&s.id)
+                    .bind(&s.user_id)
+                    .bind(&s.device)
+                    .bind(&s.address)
+                    .bind(s.created_at)
+                    .bind(s.expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn session(
+                &mut self,
+                id: &str,
+            ) -> Result<Option<$crate::store::directory::SessionRecord>, $crate::store::StoreError> {
+                let row: Option<$crate::store::directory::SessionRow> = sqlx::query_as(
+                    $crate::store::directory::sql($dialect, "SELECT id, user_id, device, address, created_at, expires_at \
+                     FROM sessions WHERE id = $1"),
+                )
+                .bind(id)
+                .fetch_optional(&mut self.conn)
+                .await?;
+                Ok(row.map($crate::store::directory::session_record))
+            }
+
+            async fn sessions_of(
+                &mut self,
+                user: &str,
+                now: i64,
+            ) -> Result<Vec<$crate::store::directory::SessionRecord>, $crate::store::StoreError> {
+                let rows: Vec<$crate::store::directory::SessionRow> = sqlx::query_as(
+                    $crate::store::directory::sql($dialect, "SELECT id, user_id, device, address, created_at, expires_at \
+                     FROM sessions WHERE user_id = $1 AND expires_at > $2 ORDER BY created_at, id"),
+                )
+                .bind(user)
+                .bind(now)
+                .fetch_all(&mut self.conn)
+                .await?;
+                Ok(rows.into_iter().map($crate::store::directory::session_record).collect())
+            }
+
+            async fn delete_session(
+                &mut self,
+                user: &str,
+                id: &str,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query($crate::store::directory::sql($dialect, "DELETE FROM sessions WHERE id = $1 AND user_id = $2"))
+                    .bind(id)
+                    .bind(user)
+                    .execute(&mut self.conn)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn delete_sessions_of(
+                &mut self,
+                user: &str,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query($crate::store::directory::sql($dialect, "DELETE FROM sessions WHERE user_id = $1"))
+                    .bind(user)
+                    .execute(&mut self.conn)
+                    .await?;
+                Ok(())
             }
         }
     };

@@ -21,6 +21,7 @@ const ROWS_PER_STATEMENT: usize = 100;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/mysql/0001_schema.sql")),
     (2, include_str!("../../migrations/mysql/0002_receipts.sql")),
+    (3, include_str!("../../migrations/mysql/0003_sessions.sql")),
 ];
 
 /// The named lock nodes take while migrating.

@@ -37,6 +37,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("../../migrations/postgres/0006_receipts.sql"),
     ),
+    (
+        7,
+        include_str!("../../migrations/postgres/0007_sessions.sql"),
+    ),
 ];
 
 /// The advisory lock nodes take while migrating, so that two nodes starting

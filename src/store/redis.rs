@@ -22,7 +22,8 @@ use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::directory::{
-    Conversation, ConversationKind, Directory, DirectoryError, FileRecord, User, UserRecord,
+    Conversation, ConversationKind, Directory, DirectoryError, FileRecord, SessionRecord, User,
+    UserRecord,
 };
 use super::{Backend, RetryKey, Row, StoreError, Stored, StoredRow};
 use crate::model::Event;
@@ -508,6 +509,63 @@ fn user_record(id: &str, mut h: HashMap<String, String>) -> Option<UserRecord> {
     })
 }
 
+fn session_record(id: &str, mut h: HashMap<String, String>) -> Option<SessionRecord> {
+    if h.is_empty() {
+        return None;
+    }
+    Some(SessionRecord {
+        id: id.to_owned(),
+        user_id: text(&mut h, "user_id"),
+        device: text(&mut h, "device"),
+        address: text(&mut h, "address"),
+        created_at: number(&h, "created_at"),
+        expires_at: number(&h, "expires_at"),
+    })
+}
+
+impl RedisStore {
+    /// The session ids in a user's set (`index`), oldest first.
+    async fn session_ids(&mut self, index: &str) -> Result<Vec<String>, StoreError> {
+        Ok(cmd("ZRANGE")
+            .arg(index)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn)
+            .await?)
+    }
+
+    /// The user's sessions still held: a session's hash expires with its
+    /// token, and the ids it leaves in the user's set are dropped here.
+    async fn live_sessions(&mut self, user: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        let index = self.key("sessions", user);
+        let ids = self.session_ids(&index).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut p = pipe();
+        for id in &ids {
+            p.cmd("HGETALL").arg(self.key("session", id));
+        }
+        let hashes: Vec<HashMap<String, String>> = p.query_async(&mut self.conn).await?;
+        let mut live = Vec::new();
+        let mut gone = Vec::new();
+        for (id, h) in ids.iter().zip(hashes) {
+            match session_record(id, h) {
+                Some(s) => live.push(s),
+                None => gone.push(id),
+            }
+        }
+        if !gone.is_empty() {
+            cmd("ZREM")
+                .arg(&index)
+                .arg(&gone)
+                .query_async::<()>(&mut self.conn)
+                .await?;
+        }
+        Ok(live)
+    }
+}
+
 fn conversation(
     id: &str,
     mut h: HashMap<String, String>,
@@ -840,5 +898,93 @@ impl Directory for RedisStore {
                 .await?;
         }
         Ok(exists)
+    }
+
+    async fn create_session(&mut self, s: &SessionRecord, now: i64) -> Result<(), StoreError> {
+        // Drops the ids of sessions Redis already expired.
+        let _ = self.sessions_of(&s.user_id, now).await?;
+        let key = self.key("session", &s.id);
+        pipe()
+            .atomic()
+            .cmd("HSET")
+            .arg(&key)
+            .arg("user_id")
+            .arg(&s.user_id)
+            .arg("device")
+            .arg(&s.device)
+            .arg("address")
+            .arg(&s.address)
+            .arg("created_at")
+            .arg(s.created_at)
+            .arg("expires_at")
+            .arg(s.expires_at)
+            .ignore()
+            .cmd("PEXPIREAT")
+            .arg(&key)
+            .arg(s.expires_at)
+            .ignore()
+            .cmd("ZADD")
+            .arg(self.key("sessions", &s.user_id))
+            .arg(s.created_at)
+            .arg(&s.id)
+            .ignore()
+            .query_async::<()>(&mut self.conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn session(&mut self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let h: HashMap<String, String> = cmd("HGETALL")
+            .arg(self.key("session", id))
+            .query_async(&mut self.conn)
+            .await?;
+        Ok(session_record(id, h))
+    }
+
+    async fn sessions_of(
+        &mut self,
+        user: &str,
+        now: i64,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut live = self.live_sessions(user).await?;
+        live.retain(|s| s.expires_at > now);
+        Ok(live)
+    }
+
+    async fn delete_session(&mut self, user: &str, id: &str) -> Result<bool, StoreError> {
+        let key = self.key("session", id);
+        let owner: Option<String> = cmd("HGET")
+            .arg(&key)
+            .arg("user_id")
+            .query_async(&mut self.conn)
+            .await?;
+        if owner.as_deref() != Some(user) {
+            return Ok(false);
+        }
+        pipe()
+            .atomic()
+            .cmd("DEL")
+            .arg(&key)
+            .ignore()
+            .cmd("ZREM")
+            .arg(self.key("sessions", user))
+            .arg(id)
+            .ignore()
+            .query_async::<()>(&mut self.conn)
+            .await?;
+        Ok(true)
+    }
+
+    async fn delete_sessions_of(&mut self, user: &str) -> Result<(), StoreError> {
+        let index = self.key("sessions", user);
+        let ids = self.session_ids(&index).await?;
+        let mut p = pipe();
+        p.atomic();
+        for id in &ids {
+            p.cmd("DEL").arg(self.key("session", id)).ignore();
+        }
+        p.cmd("DEL").arg(&index).ignore();
+        p.query_async::<()>(&mut self.conn).await?;
+        Ok(())
     }
 }

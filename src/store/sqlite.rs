@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (4, include_str!("../../migrations/sqlite/0004_files.sql")),
     (5, include_str!("../../migrations/sqlite/0005_receipts.sql")),
+    (6, include_str!("../../migrations/sqlite/0006_sessions.sql")),
 ];
 
 pub struct Sqlite {

@@ -54,7 +54,127 @@ on_every_store!(
     an_anonymous_connection_cannot_claim_a_registered_user_s_id,
     names_and_schemes_that_deceive_are_handled,
     reading_a_direct_conversation_does_not_make_it,
+    logging_out_ends_that_session_only_and_sessions_are_listed_and_ended,
 );
+
+/// A login from a client with a `User-Agent`: its token.
+async fn login_as(addr: SocketAddr, name: &str, agent: &str) -> String {
+    let body = json!({"username":name,"password":format!("{name}-password")}).to_string();
+    let req = format!(
+        "POST /api/chat-api/auth/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         User-Agent: {agent}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, answer) = crate::common::http_raw(addr, &req).await;
+    assert_eq!(status, 200, "{answer}");
+    let login: Value = serde_json::from_str(&answer).unwrap();
+    login["token"].as_str().unwrap().to_owned()
+}
+
+/// The caller's sessions (`GET me/sessions`).
+async fn sessions(addr: SocketAddr, token: &str) -> Vec<Value> {
+    let (status, list) =
+        http_json(addr, "GET", "/api/chat-api/me/sessions", Some(token), None).await;
+    assert_eq!(status, 200, "{list}");
+    list.as_array().unwrap().clone()
+}
+
+/// `POST auth/logout` ends the session of the token it carries: that token
+/// is refused on REST and upgrade, and the sockets opened with it close
+/// (4001), while the user's other sessions go on. `GET me/sessions` lists
+/// each login with its device; `DELETE me/sessions/{id}` ends one (only
+/// the user's own); a password change ends them all.
+async fn logging_out_ends_that_session_only_and_sessions_are_listed_and_ended(
+    new_db: fn(&str) -> Db,
+) {
+    let db = new_db("logout");
+    let s = server(&db, &["auth.enabled=true"]);
+    let addr = s.addr();
+    let (_, laptop) = user(addr, "alice").await;
+    let phone = login_as(addr, "alice", "phone-app/1.0").await;
+    let listed = sessions(addr, &laptop).await;
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(listed[0]["current"], true, "{listed:?}");
+    assert_eq!(
+        (
+            &listed[1]["current"],
+            &listed[1]["device"],
+            &listed[1]["address"]
+        ),
+        (&json!(false), &json!("phone-app/1.0"), &json!("127.0.0.1")),
+        "{listed:?}"
+    );
+    let mut on_laptop = ws(addr, &laptop, "/ws").await;
+    let mut on_phone = ws(addr, &phone, "/ws").await;
+
+    let (status, _) = http_json(
+        addr,
+        "POST",
+        "/api/chat-api/auth/logout",
+        Some(&laptop),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(on_laptop.expect_close().await, 4001);
+    let (status, e) = http_json(addr, "GET", "/api/chat-api/me", Some(&laptop), None).await;
+    assert_eq!(status, 401, "the logged-out token is refused on REST: {e}");
+    match tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={laptop}")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!("the logged-out token is refused on upgrade: {other:?}"),
+    }
+    // The other session goes on, socket included.
+    on_phone.send_json(json!({"type":"ping"})).await;
+    assert_eq!(on_phone.recv_type("pong").await["type"], "pong");
+    let listed = sessions(addr, &phone).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["current"], true);
+
+    // Ending a session from another one.
+    let tablet = login_as(addr, "alice", "tablet").await;
+    let mut on_tablet = ws(addr, &tablet, "/ws").await;
+    let listed = sessions(addr, &phone).await;
+    let tablet_session = listed
+        .iter()
+        .find(|s| s["device"] == "tablet")
+        .expect("the tablet's session is listed")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, bob) = user(addr, "bob").await;
+    let path = format!("/api/chat-api/me/sessions/{tablet_session}");
+    let (status, _) = http_json(addr, "DELETE", &path, Some(&bob), None).await;
+    assert_eq!(status, 404, "another user's session is not bob's to end");
+    let (status, _) = http_json(addr, "GET", "/api/chat-api/me", Some(&tablet), None).await;
+    assert_eq!(status, 200, "bob's attempt ended nothing");
+    let (status, _) = http_json(addr, "DELETE", &path, Some(&phone), None).await;
+    assert_eq!(status, 204);
+    assert_eq!(on_tablet.expect_close().await, 4001);
+    let (status, _) = http_json(addr, "GET", "/api/chat-api/me", Some(&tablet), None).await;
+    assert_eq!(status, 401);
+    let (status, _) = http_json(addr, "DELETE", &path, Some(&phone), None).await;
+    assert_eq!(status, 404, "an ended session is gone");
+
+    // A password change ends every session; the caller goes on in a new one.
+    let other = login_as(addr, "alice", "other").await;
+    let body = json!({"old_password":"alice-password","new_password":"a-new-password"});
+    let (status, fresh) = http_json(
+        addr,
+        "POST",
+        "/api/chat-api/me/password",
+        Some(&phone),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 200, "{fresh}");
+    assert_eq!(on_phone.expect_close().await, 4001);
+    let listed = sessions(addr, fresh["token"].as_str().unwrap()).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["current"], true);
+    let (status, _) = http_json(addr, "GET", "/api/chat-api/me", Some(&other), None).await;
+    assert_eq!(status, 401);
+    s.shutdown().await;
+}
 
 /// `Authorization: bearer` (the scheme in any case) is accepted; display
 /// names with bidirectional or zero-width characters are refused; a room

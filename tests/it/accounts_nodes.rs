@@ -36,6 +36,18 @@ async fn ws(addr: SocketAddr, token: &str) -> Client {
     c
 }
 
+/// Two nodes on one Redis and one PostgreSQL (kept running while the
+/// returned servers live).
+async fn two_nodes() -> ((Redis, crate::pg_harness::Postgres), Chatd, Chatd) {
+    require_redis();
+    let redis = Redis::start();
+    let pg = crate::pg_harness::Postgres::start();
+    let settings = settings(&pg.url());
+    let extra: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let (n1, n2) = two_ready_nodes(&redis.url(), &extra).await;
+    ((redis, pg), n1, n2)
+}
+
 async fn online(addr: SocketAddr, id: &str) -> bool {
     let (_, users) = http_json(addr, "GET", "/api/chat-api/users", None, None).await;
     let users: Vec<Value> = users.as_array().unwrap().clone();
@@ -44,12 +56,7 @@ async fn online(addr: SocketAddr, id: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removal_notifications_and_server_publish_cross_nodes_at_once() {
-    require_redis();
-    let redis = Redis::start();
-    let pg = crate::pg_harness::Postgres::start();
-    let settings = settings(&pg.url());
-    let extra: Vec<&str> = settings.iter().map(String::as_str).collect();
-    let (n1, n2) = two_ready_nodes(&redis.url(), &extra).await;
+    let ((redis, _pg), n1, n2) = two_nodes().await;
     let (_, alice_token) = user(n1.addr, "alice").await;
     let (bob, bob_token) = user(n2.addr, "bob").await;
     // Bob on both nodes; alice on node 1.
@@ -197,12 +204,7 @@ async fn a_node_killed_with_kill_9_takes_its_users_offline_within_the_lease() {
 /// (4001): they were opened with the tokens it revoked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_change_closes_the_user_s_sockets_on_every_node() {
-    require_redis();
-    let redis = Redis::start();
-    let pg = crate::pg_harness::Postgres::start();
-    let settings = settings(&pg.url());
-    let extra: Vec<&str> = settings.iter().map(String::as_str).collect();
-    let (n1, n2) = two_ready_nodes(&redis.url(), &extra).await;
+    let (_servers, n1, n2) = two_nodes().await;
     let (_, token) = user(n1.addr, "carol").await;
     let (_, other) = user(n1.addr, "dave").await;
     let mut here = ws(n1.addr, &token).await;
@@ -226,4 +228,44 @@ async fn a_password_change_closes_the_user_s_sockets_on_every_node() {
         bystander.recv_type("system").await["data"]["event"],
         "joined"
     );
+}
+
+/// Logging out on one node closes that session's sockets on every node
+/// (4001), and only that session's: the user's other login goes on there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_closes_that_session_s_sockets_on_every_node() {
+    let (_servers, n1, n2) = two_nodes().await;
+    let (_, token) = user(n1.addr, "erin").await;
+    let body = json!({"username":"erin","password":"password-1"});
+    let (status, second) = http_json(
+        n2.addr,
+        "POST",
+        "/api/chat-api/auth/login",
+        None,
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 200, "{second}");
+    let second = second["token"].as_str().unwrap().to_owned();
+    let mut there = ws(n2.addr, &token).await;
+    let mut other_session = ws(n2.addr, &second).await;
+    let (status, _) = http_json(
+        n1.addr,
+        "POST",
+        "/api/chat-api/auth/logout",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(there.expect_close().await, 4001);
+    other_session
+        .send_json(json!({"type":"join","room":"r"}))
+        .await;
+    assert_eq!(
+        other_session.recv_type("system").await["data"]["event"],
+        "joined"
+    );
+    let (status, _) = http_json(n2.addr, "GET", "/api/chat-api/me", Some(&token), None).await;
+    assert_eq!(status, 401, "the other node refuses the token too");
 }

@@ -221,7 +221,7 @@ where
 
 /// Sends one raw HTTP/1.1 request (`Connection: close`) and reads the whole
 /// response: (status, body).
-async fn http_raw(addr: SocketAddr, request: &str) -> (u16, String) {
+pub async fn http_raw(addr: SocketAddr, request: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream.write_all(request.as_bytes()).await.expect("write");

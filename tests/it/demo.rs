@@ -123,7 +123,15 @@ async fn sign_up_sign_in_sign_out_and_users() {
         "signed in as Pablo: shown as Pablo, not pablo"
     );
     assert!(m.get("Password").is_none() && m.get("accessKey").is_none());
-    // signOut: unauthorized, and the key no longer works on this session.
+    // The access key is a login token: good on REST until signOut.
+    let me = |key: String| async move {
+        crate::common::http_json(addr, "GET", "/api/chat-api/me", Some(&key), None)
+            .await
+            .0
+    };
+    assert_eq!(me(pkey.clone()).await, 200);
+    // signOut: unauthorized, and the key no longer works on this session,
+    // nor anywhere else (its login session ended).
     p.send_json(json!({"SUUID":psuuid,"type":"signOut","userUUID":pablo,"userAccessKey":pkey}))
         .await;
     let out = p.recv().await;
@@ -139,6 +147,12 @@ async fn sign_up_sign_in_sign_out_and_users() {
     ))
     .await;
     assert_eq!(p.recv().await["type"], "error");
+    assert_eq!(
+        me(pkey.clone()).await,
+        401,
+        "the signed-out key is refused on REST"
+    );
+    assert_eq!(me(key.clone()).await, 200, "mary's session goes on");
     drop((c, key));
     s.shutdown().await;
 }

@@ -48,6 +48,9 @@ impl Mariadb {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let data = dir.join("data");
+        // Its own temporary directory: bootstraps sharing /tmp collided on
+        // their temporary tables' names when the tests ran in parallel.
+        std::fs::create_dir_all(dir.join("tmp")).unwrap();
         let user = if is_root() {
             "root".to_owned()
         } else {
@@ -58,6 +61,9 @@ impl Mariadb {
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--user={user}"))
             .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+            // Passed on to the bootstrap server: see spawn_server.
+            .arg("--innodb-use-native-aio=0")
+            .arg(format!("--tmpdir={}", dir.join("tmp").display()))
             .output()
             .expect("mariadb-install-db runs");
         // (It failed once in a full run on a busy machine; what it said is
@@ -140,6 +146,7 @@ fn spawn_server(dir: &Path, port: u16, user: &str) -> Child {
         .arg(format!("--socket={}", dir.join("sock").display()))
         .arg(format!("--pid-file={}", dir.join("pid").display()))
         .arg(format!("--log-error={}", dir.join("error.log").display()))
+        .arg(format!("--tmpdir={}", dir.join("tmp").display()))
         .arg(format!("--port={port}"))
         .arg(format!("--user={user}"))
         .args([
@@ -147,6 +154,11 @@ fn spawn_server(dir: &Path, port: u16, user: &str) -> Child {
             "--skip-grant-tables",
             "--skip-log-bin",
             "--innodb-buffer-pool-size=32M",
+            // Native AIO reserves kernel AIO slots per server, and the
+            // machine's fs.aio-max-nr (65536) ran out with the tests in
+            // parallel: bootstraps failed ("Installation of system tables
+            // failed!"). Threads do the I/O instead.
+            "--innodb-use-native-aio=0",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
