@@ -537,6 +537,9 @@ pub struct StoreRedisConfig {
     pub url: String,
     /// Prefix of every key the store writes. Default `chatd:store:`.
     pub prefix: String,
+    /// PEM CA certificate(s) a `rediss://` server's certificate is checked
+    /// against. Default empty: the broker's (`broker.redis.ca_file`).
+    pub ca_file: PathBuf,
 }
 
 impl Default for StoreRedisConfig {
@@ -544,6 +547,7 @@ impl Default for StoreRedisConfig {
         StoreRedisConfig {
             url: String::new(),
             prefix: "chatd:store:".into(),
+            ca_file: PathBuf::new(),
         }
     }
 }
@@ -566,6 +570,15 @@ impl Config {
         match self.store.redis.url.as_str() {
             "" => &self.broker.redis.url,
             url => url,
+        }
+    }
+
+    /// The CA file the Redis store trusts (`store.redis.ca_file`, else the
+    /// broker's).
+    pub fn store_redis_ca_file(&self) -> &std::path::Path {
+        match self.store.redis.ca_file.as_os_str().is_empty() {
+            true => &self.broker.redis.ca_file,
+            false => &self.store.redis.ca_file,
         }
     }
 }
@@ -627,6 +640,10 @@ pub struct RedisConfig {
     /// Connect and command timeout. Default `2s`.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// PEM CA certificate(s) a `rediss://` server's certificate is checked
+    /// against (a managed Redis's own CA). Default empty: the system's
+    /// roots.
+    pub ca_file: PathBuf,
 }
 
 impl Default for RedisConfig {
@@ -640,6 +657,7 @@ impl Default for RedisConfig {
             max_pending: 10_000,
             health_interval: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(2),
+            ca_file: PathBuf::new(),
         }
     }
 }

@@ -105,6 +105,10 @@ pub struct ShutdownReport {
 
 /// Binds the listeners and starts every shard.
 pub fn start(config: Config) -> Result<Server, StartError> {
+    // Every TLS client chatd makes (S3, rediss://) uses the process's
+    // provider: ring, as the server side does. (Already installed when an
+    // earlier server of this process did it.)
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let shards = config.shard_count();
     let host: IpAddr = config
         .server
@@ -173,6 +177,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         StoreBackend::Redis => Some(Database::Redis {
             url: config.store_redis_url().to_owned(),
             prefix: config.store.redis.prefix.clone(),
+            ca_file: config.store_redis_ca_file().to_owned(),
         }),
     };
     match &database {

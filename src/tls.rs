@@ -44,3 +44,39 @@ pub fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(server)))
 }
+
+/// The trust for a `rediss://` server: the PEM CA certificates in
+/// `ca_file`, or (empty path) `None`: the system's roots.
+fn redis_certs(ca_file: &Path) -> redis::RedisResult<Option<redis::TlsCertificates>> {
+    if ca_file.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let root = std::fs::read(ca_file).map_err(|e| {
+        let detail = format!("{}: {e}", ca_file.display());
+        redis::RedisError::from((redis::ErrorKind::Io, "cannot read the CA file", detail))
+    })?;
+    Ok(Some(redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(root),
+    }))
+}
+
+/// A Redis client for `url`: `rediss://` connects with TLS, the server's
+/// certificate checked against `ca_file` (empty: the system's roots).
+pub fn redis_client(url: &str, ca_file: &Path) -> redis::RedisResult<redis::Client> {
+    match redis_certs(ca_file)? {
+        Some(certs) => redis::Client::build_with_tls(url, certs),
+        None => redis::Client::open(url),
+    }
+}
+
+/// A Redis Cluster client builder trusting `ca_file` for `rediss://` seeds.
+pub fn redis_cluster(
+    builder: redis::cluster::ClusterClientBuilder,
+    ca_file: &Path,
+) -> redis::RedisResult<redis::cluster::ClusterClientBuilder> {
+    Ok(match redis_certs(ca_file)? {
+        Some(certs) => builder.certs(certs),
+        None => builder,
+    })
+}

@@ -85,10 +85,11 @@ impl Lease {
         let timeout = Some(config.connect_timeout);
         loop {
             if config.is_cluster() {
-                let client = redis::cluster::ClusterClient::builder(config.seeds())
+                let builder = redis::cluster::ClusterClient::builder(config.seeds())
                     .connection_timeout(config.connect_timeout)
-                    .response_timeout(config.connect_timeout)
-                    .build();
+                    .response_timeout(config.connect_timeout);
+                let client =
+                    crate::tls::redis_cluster(builder, &config.ca_file).and_then(|b| b.build());
                 match client {
                     Ok(c) => match c.get_async_connection().await {
                         Ok(conn) => self.renew_forever(conn).await,
@@ -97,7 +98,7 @@ impl Lease {
                     Err(e) => tracing::warn!(error = %e, "presence lease: no redis"),
                 }
             } else {
-                let manager = match redis::Client::open(config.url.as_str()) {
+                let manager = match crate::tls::redis_client(&config.url, &config.ca_file) {
                     Ok(client) => {
                         let cfg = redis::aio::ConnectionManagerConfig::new()
                             .set_connection_timeout(timeout)

@@ -295,9 +295,10 @@ impl Bus {
             if push {
                 builder = builder.push_sender(push_handler(shared.clone()));
             }
+            let builder = crate::tls::redis_cluster(builder, &cfg.ca_file)?;
             return Ok(Bus::Cluster(builder.build()?.get_async_connection().await?));
         }
-        let client = redis::Client::open(with_resp3(&cfg.url))?;
+        let client = crate::tls::redis_client(&with_resp3(&cfg.url), &cfg.ca_file)?;
         let mut config = ConnectionManagerConfig::new()
             .set_connection_timeout(timeout)
             .set_response_timeout(timeout)

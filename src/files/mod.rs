@@ -100,9 +100,7 @@ pub fn object_store(config: &FilesConfig) -> Result<Arc<dyn ObjectStore>, String
         }
         FilesBackend::S3 => {
             // reqwest is built without a bundled TLS provider: it uses the
-            // process-wide one, ring (already installed if this is not the
-            // first S3 store, which is fine).
-            let _ = rustls::crypto::ring::default_provider().install_default();
+            // process-wide one, which `runtime::start` installs (ring).
             let s3 = &config.s3;
             let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&s3.bucket);
             if !s3.endpoint.is_empty() {

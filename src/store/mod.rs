@@ -431,7 +431,13 @@ pub enum Database {
     /// A MySQL or MariaDB server, by URL.
     Mysql(String),
     /// A Redis server, by URL, with the prefix of every key.
-    Redis { url: String, prefix: String },
+    Redis {
+        url: String,
+        prefix: String,
+        /// The CA a `rediss://` server's certificate is checked against
+        /// (empty: the system's roots).
+        ca_file: PathBuf,
+    },
 }
 
 /// Opens the store and starts its thread; fails (naming the cause) if the
@@ -486,8 +492,13 @@ pub fn start(
                         let opened = mysql::Mysql::open(url, max_name).await;
                         serve(opened, opened_tx, parts, channels).await
                     }
-                    Database::Redis { url, prefix } => {
-                        let opened = redis::RedisStore::open(url, prefix, max_name).await;
+                    Database::Redis {
+                        url,
+                        prefix,
+                        ca_file,
+                    } => {
+                        let client = crate::tls::redis_client(url, ca_file);
+                        let opened = redis::RedisStore::open(client, prefix, max_name).await;
                         serve(opened, opened_tx, parts, channels).await
                     }
                 }

@@ -128,10 +128,15 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// Connects (and checks the server answers).
-    pub async fn open(url: &str, prefix: &str, max_name: usize) -> Result<RedisStore, StoreError> {
+    /// Connects with `client` (made by `tls::redis_client`, or why not),
+    /// and checks the server answers.
+    pub async fn open(
+        client: ::redis::RedisResult<::redis::Client>,
+        prefix: &str,
+        max_name: usize,
+    ) -> Result<RedisStore, StoreError> {
         let open = |e: ::redis::RedisError| StoreError::Open(e.to_string());
-        let client = ::redis::Client::open(url).map_err(open)?;
+        let client = client.map_err(open)?;
         // The client's default (half a second) would fail a group that is
         // only slow (a write with `appendfsync always` on a busy disk); a
         // failed group is answered MESSAGE_FAILED even if Redis applied it.

@@ -17,6 +17,11 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// without a store unless `overrides` names one (the default, SQLite in
 /// `data/`, would be one file shared by every test).
 pub fn start(overrides: &[&str]) -> Server {
+    try_start(overrides).expect("server starts")
+}
+
+/// [`start`], or why the server would not start.
+pub fn try_start(overrides: &[&str]) -> Result<Server, chatd::StartError> {
     let mut all: Vec<String> = [
         "server.host=127.0.0.1",
         "server.port=0",
@@ -30,7 +35,7 @@ pub fn start(overrides: &[&str]) -> Server {
     all.extend(overrides.iter().map(|s| s.to_string()));
     let config =
         Config::load(Some(std::path::Path::new("/dev/null")), [], &all).expect("test config");
-    chatd::start(config).expect("server starts")
+    chatd::start(config)
 }
 
 pub struct Client {

@@ -9,6 +9,7 @@ mod auth;
 mod bursts;
 mod common;
 mod db_restart;
+mod db_tls;
 mod deflate;
 mod demo;
 mod fastchat;

@@ -14,6 +14,8 @@ pub struct Mariadb {
     child: Child,
     dir: PathBuf,
     pub port: u16,
+    /// More server options (TLS).
+    options: Vec<String>,
 }
 
 /// A program on PATH or in /usr/sbin (where Debian puts the server).
@@ -74,8 +76,13 @@ impl Mariadb {
             String::from_utf8_lossy(&installed.stdout),
             String::from_utf8_lossy(&installed.stderr)
         );
-        let child = spawn_server(&dir, port, &user);
-        let db = Mariadb { child, dir, port };
+        let child = spawn_server(&dir, port, &user, &[]);
+        let db = Mariadb {
+            child,
+            dir,
+            port,
+            options: Vec::new(),
+        };
         db.wait_for("CREATE DATABASE chatd");
         db
     }
@@ -94,8 +101,25 @@ impl Mariadb {
         } else {
             whoami()
         };
-        self.child = spawn_server(&self.dir, self.port, &user);
+        self.child = spawn_server(&self.dir, self.port, &user, &self.options);
         self.wait_for("SELECT 1");
+    }
+
+    /// Restarts the server with TLS: this certificate and key (PEM), and
+    /// `ca_pem` for its chain; clients may still connect without.
+    pub fn enable_tls(&mut self, ca_pem: &str, cert_pem: &str, key_pem: &str) {
+        let file = |name: &str, pem: &str| {
+            let path = self.dir.join(name);
+            std::fs::write(&path, pem).unwrap();
+            path.display().to_string()
+        };
+        self.options = vec![
+            format!("--ssl-ca={}", file("ca.pem", ca_pem)),
+            format!("--ssl-cert={}", file("server.pem", cert_pem)),
+            format!("--ssl-key={}", file("server-key.pem", key_pem)),
+        ];
+        self.stop();
+        self.start_again();
     }
 
     /// Runs `sql` until the server answers it (30 s at most).
@@ -139,7 +163,7 @@ impl Mariadb {
 }
 
 /// `mariadbd` on `dir`'s data, on loopback at `port`.
-fn spawn_server(dir: &Path, port: u16, user: &str) -> Child {
+fn spawn_server(dir: &Path, port: u16, user: &str, options: &[String]) -> Child {
     Command::new(program("mariadbd"))
         .arg("--no-defaults")
         .arg(format!("--datadir={}", dir.join("data").display()))
@@ -160,6 +184,7 @@ fn spawn_server(dir: &Path, port: u16, user: &str) -> Child {
             // failed!"). Threads do the I/O instead.
             "--innodb-use-native-aio=0",
         ])
+        .args(options)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

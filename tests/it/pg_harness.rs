@@ -10,6 +10,8 @@ use crate::redis_harness::free_port;
 pub struct Postgres {
     dir: PathBuf,
     pub port: u16,
+    /// More `-c name=value` server options (TLS).
+    options: String,
 }
 
 /// A PostgreSQL program: on PATH, or in Debian's versioned directory.
@@ -83,9 +85,38 @@ impl Postgres {
             &program("initdb"),
             &["-D", data, "-A", "trust", "-U", "postgres", "--no-sync"],
         );
-        let pg = Postgres { dir, port };
+        let pg = Postgres {
+            dir,
+            port,
+            options: String::new(),
+        };
         pg.start_again();
         pg
+    }
+
+    /// Restarts the server with TLS on (`ssl=on`), this certificate and key
+    /// (PEM); clients may still connect without.
+    pub fn enable_tls(&mut self, cert_pem: &str, key_pem: &str) {
+        let (cert, key) = (self.dir.join("server.crt"), self.dir.join("server.key"));
+        std::fs::write(&cert, cert_pem).unwrap();
+        std::fs::write(&key, key_pem).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        // PostgreSQL refuses a key others may read.
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if is_root() {
+            let chowned = Command::new("chown")
+                .arg("postgres:postgres")
+                .args([&cert, &key])
+                .status();
+            assert!(chowned.is_ok_and(|s| s.success()), "chown the key");
+        }
+        self.options = format!(
+            "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            cert.display(),
+            key.display()
+        );
+        self.stop();
+        self.start_again();
     }
 
     /// `pg_ctl stop -m fast`: every connection is dropped; the data stays.
@@ -101,9 +132,10 @@ impl Postgres {
     pub fn start_again(&self) {
         let data = self.dir.join("data");
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off {}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.options
         );
         let log = self.dir.join("log");
         run(

@@ -37,6 +37,8 @@ pub struct Redis {
     /// Append-only file with a fsync per write: what it acked survives a
     /// restart (a Redis that keeps history must be run so).
     durable: bool,
+    /// A TLS port too, with this certificate and key: (cert, key, port).
+    tls: Option<(PathBuf, PathBuf, u16)>,
 }
 
 impl Redis {
@@ -63,9 +65,25 @@ impl Redis {
             dir,
             cluster,
             durable: false,
+            tls: None,
         };
         redis.spawn();
         redis
+    }
+
+    /// A Redis that also takes TLS (`rediss://`, see [`Redis::tls_url`])
+    /// with this certificate and key; no client certificates.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Redis {
+        let mut redis = Redis::start();
+        redis.kill();
+        redis.tls = Some((cert.to_owned(), key.to_owned(), free_port()));
+        redis.spawn();
+        redis
+    }
+
+    pub fn tls_url(&self) -> String {
+        let (_, _, port) = self.tls.as_ref().expect("started with TLS");
+        format!("rediss://127.0.0.1:{port}")
     }
 
     fn spawn(&mut self) {
@@ -86,6 +104,13 @@ impl Redis {
         .arg(&self.dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+        if let Some((cert, key, port)) = &self.tls {
+            cmd.args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key);
+        }
         if self.cluster {
             cmd.args([
                 "--cluster-enabled",
