@@ -48,7 +48,8 @@ pub trait Broker: Send + Sync + 'static {
     /// calls it after each commit). Unlike [`Broker::publish`], a message
     /// the bus cannot take, or loses after taking it, is still delivered to
     /// this node's own members (they do not need the bus to hear their own
-    /// node); other nodes get it from the shared store once the bus is back
+    /// node), and published again once the bus is back; other nodes get it
+    /// from that, or from the shared store's catch-up if it comes first
     /// ([`Delivery::resync`], and the reorder stage's gap fill). The error
     /// says why the bus did not take it (for the log).
     fn publish_stored(

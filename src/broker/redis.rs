@@ -14,8 +14,11 @@
 //!   bound; on recovery every wanted channel is subscribed again, and the
 //!   delivery is told to catch up from the shared store (`Delivery::resync`).
 //! - A stored (acked) message the bus cannot take, or loses, goes to this
-//!   node's fan-out directly (`publish_stored`): an ack means every member
-//!   gets it, whatever the bus does.
+//!   node's fan-out directly (`publish_stored`), and is published again once
+//!   the bus is back, marked with this node's id so that this node skips it:
+//!   an ack means every member gets it, whatever the bus does (with a shared
+//!   store the other nodes' reorder stage drops it if their catch-up came
+//!   first).
 //!
 //! The bus payload is one tag byte and the message: `E` and an event in its
 //! compact encoding (`model::Event::encode`; the receiving node frames it
@@ -27,7 +30,7 @@ use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{PushInfo, PushKind, RedisResult, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -79,6 +82,14 @@ struct Shared {
     /// too, so this node catches up from the shared store (a bus blip
     /// shorter than one check is not seen as an outage by the check).
     publish_lost: AtomicBool,
+    /// This node's id, in what it publishes again (see `unsent`).
+    node: [u8; 16],
+    /// Stored messages this node delivered to its own members because the
+    /// bus did not carry them: (channel, bus payload), oldest first,
+    /// published for the other nodes once the bus is back. Bounded by
+    /// `max_pending`; beyond it the other nodes rely on the shared store's
+    /// catch-up alone.
+    unsent: Mutex<VecDeque<(Bytes, Bytes)>>,
 }
 
 pub struct RedisBroker {
@@ -105,6 +116,7 @@ impl RedisBroker {
             .unzip();
         let (sub_tx, sub_rx) = mpsc::unbounded_channel();
         let config_prefix = config.channel_prefix.clone();
+        let node = uuid::Uuid::new_v4();
         let shared = Arc::new(Shared {
             config,
             delivery,
@@ -112,10 +124,12 @@ impl RedisBroker {
             ready: AtomicBool::new(false),
             max_name,
             pending: AtomicUsize::new(0),
-            marker_channel: Bytes::from(format!("{}node:{}", config_prefix, uuid::Uuid::new_v4())),
+            marker_channel: Bytes::from(format!("{config_prefix}node:{node}")),
             marker_seen: AtomicU64::new(0),
             marker_arrived: tokio::sync::Notify::new(),
             publish_lost: AtomicBool::new(false),
+            node: node.into_bytes(),
+            unsent: Mutex::new(VecDeque::new()),
         });
         RedisBroker {
             shared,
@@ -150,7 +164,7 @@ impl RedisBroker {
                 mpsc::error::TrySendError::Closed(out) => (PublishError::Closed, out),
             };
             if let Some((topic, payload)) = out.fallback {
-                self.shared.fall_back(&topic, payload);
+                self.shared.fall_back(&topic, payload, out.channel);
             }
             error
         })
@@ -179,11 +193,9 @@ impl Broker for RedisBroker {
         topic: &Topic,
         payload: Payload,
     ) -> Result<(), PublishError> {
-        if !self.shared.ready.load(Ordering::Acquire) {
-            self.shared.metrics.publish_errors.inc();
-            self.shared.fall_back(topic, payload);
-            return Err(PublishError::Disconnected);
-        }
+        // Queued even while the bus is down: the publisher then delivers it
+        // here at once (see `publisher`), behind the stored messages queued
+        // before it, so this node's members get them in the store's order.
         let out = Outbound {
             channel: self.channel(topic),
             payload: bus_payload(&payload),
@@ -374,6 +386,9 @@ impl Bus {
 
 const TAG_EVENT: u8 = b'E';
 const TAG_FRAME: u8 = b'F';
+/// An event published again after the bus did not carry it: the tag, the
+/// publishing node's id (16 bytes), the event.
+const TAG_REPUBLISHED: u8 = b'R';
 
 fn bus_payload(payload: &Payload) -> Bytes {
     match payload {
@@ -417,11 +432,22 @@ fn push_handler(
 }
 
 impl Shared {
-    /// A stored message the bus did not carry: straight to this node's
-    /// fan-out (through the reorder stage, when there is one, which also
-    /// drops it should the bus deliver it after all).
-    fn fall_back(&self, topic: &Topic, payload: Payload) {
+    /// A stored message the bus did not carry (on `channel`): straight to
+    /// this node's fan-out (through the reorder stage, when there is one,
+    /// which also drops it should the bus deliver it after all), and kept
+    /// to be published for the other nodes once the bus is back.
+    fn fall_back(&self, topic: &Topic, payload: Payload, channel: Bytes) {
         self.metrics.local_fallbacks.inc();
+        if let Payload::Event(event) = &payload {
+            let mut unsent = self.unsent.lock();
+            if unsent.len() < self.config.max_pending {
+                let mut out = Vec::with_capacity(80 + event.body.len());
+                out.push(TAG_REPUBLISHED);
+                out.extend_from_slice(&self.node);
+                event.encode(&mut out);
+                unsent.push_back((channel, out.into()));
+            }
+        }
         self.delivery.deliver(topic, payload);
     }
 
@@ -454,10 +480,24 @@ impl Shared {
                 }
             }
         };
+        let event = |data: &[u8]| match Event::decode(data, self.max_name) {
+            Ok(event) if event.topic == topic => Some(Payload::Event(Arc::new(event))),
+            _ => None,
+        };
         let payload = match payload.split_first() {
-            Some((&TAG_EVENT, data)) => match Event::decode(data, self.max_name) {
-                Ok(event) if event.topic == topic => Payload::Event(Arc::new(event)),
-                _ => return,
+            Some((&TAG_EVENT, data)) => match event(data) {
+                Some(payload) => payload,
+                None => return,
+            },
+            // Published again by the node that stored it: its own members
+            // have it already.
+            Some((&TAG_REPUBLISHED, data)) => match data.split_at_checked(self.node.len()) {
+                Some((node, _)) if node == self.node => return,
+                Some((_, data)) => match event(data) {
+                    Some(payload) => payload,
+                    None => return,
+                },
+                None => return,
             },
             Some((&TAG_FRAME, frame)) => Payload::Frame(Bytes::copy_from_slice(frame)),
             _ => return,
@@ -474,13 +514,24 @@ async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outbound>) {
     let mut batch = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut batch, max_batch).await > 0 {
         let n = batch.len() as u64;
-        // The first write after an outage finds the old socket broken (the
-        // connection reconnects on that error): try once more before giving up.
-        let mut sent = bus.publish(&batch).await;
-        if let Err(e) = &sent {
-            tracing::debug!(error = %e, "publish failed; retrying once");
-            sent = bus.publish(&batch).await;
-        }
+        let sent = if shared.ready.load(Ordering::Acquire) {
+            // The first write after an outage finds the old socket broken
+            // (the connection reconnects on that error): try once more
+            // before giving up.
+            let mut sent = bus.publish(&batch).await;
+            if let Err(e) = &sent {
+                tracing::debug!(error = %e, "publish failed; retrying once");
+                sent = bus.publish(&batch).await;
+            }
+            sent
+        } else {
+            // The bus is down: no attempt (only stored messages are queued
+            // meanwhile, and they go to this node's members now, in order).
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "the bus is down",
+            )))
+        };
         match sent {
             Ok(()) => {
                 shared.metrics.publishes.inc_by(n);
@@ -488,9 +539,10 @@ async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outbound>) {
             }
             Err(e) => {
                 shared.metrics.publish_errors.inc_by(n);
-                shared.ready.store(false, Ordering::Release);
-                shared.publish_lost.store(true, Ordering::Release);
-                tracing::warn!(error = %e, messages = n, "publish to redis failed; senders told");
+                if shared.ready.swap(false, Ordering::AcqRel) {
+                    shared.publish_lost.store(true, Ordering::Release);
+                    tracing::warn!(error = %e, messages = n, "publish to redis failed; senders told");
+                }
                 // Accepted, then lost: each sender gets MESSAGE_FAILED, and
                 // each stored message reaches this node's members directly.
                 for out in batch.iter_mut() {
@@ -498,7 +550,7 @@ async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outbound>) {
                         shared.delivery.failed(origin);
                     }
                     if let Some((topic, payload)) = out.fallback.take() {
-                        shared.fall_back(&topic, payload);
+                        shared.fall_back(&topic, payload, out.channel.clone());
                     }
                 }
             }
@@ -567,6 +619,9 @@ async fn subscriber(
                     shared.metrics.resyncs.inc();
                     shared.delivery.resync();
                 }
+                if healthy {
+                    healthy = republish(&shared, &mut bus).await;
+                }
             }
         }
         if !healthy && shared.ready.swap(false, Ordering::AcqRel) {
@@ -575,6 +630,38 @@ async fn subscriber(
         if healthy {
             shared.ready.store(true, Ordering::Release);
         }
+    }
+}
+
+/// Publishes what the bus did not carry (`Shared::unsent`), oldest first, in
+/// batches; false (the rest kept, in order) if the bus fails again.
+async fn republish(shared: &Shared, bus: &mut Bus) -> bool {
+    loop {
+        let batch: Vec<Outbound> = {
+            let mut unsent = shared.unsent.lock();
+            let n = unsent.len().min(shared.config.max_batch);
+            unsent
+                .drain(..n)
+                .map(|(channel, payload)| Outbound {
+                    channel,
+                    payload,
+                    origin: None,
+                    fallback: None,
+                })
+                .collect()
+        };
+        if batch.is_empty() {
+            return true;
+        }
+        if let Err(e) = bus.publish(&batch).await {
+            tracing::warn!(error = %e, "publishing what the bus missed failed; retrying");
+            let mut unsent = shared.unsent.lock();
+            for out in batch.into_iter().rev() {
+                unsent.push_front((out.channel, out.payload));
+            }
+            return false;
+        }
+        shared.metrics.publishes.inc_by(batch.len() as u64);
     }
 }
 

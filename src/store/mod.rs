@@ -1073,8 +1073,9 @@ impl<B: Backend + Directory> Writer<B> {
     /// Delivers a stored event to every node. Through shard 0's publisher
     /// whatever the sender's shard, so that a bus keeps the store's order.
     /// Acked already: a bus failure now is not the sender's to retry; the
-    /// broker delivers it to this node's members itself, and other nodes
-    /// read it from a shared store when the bus is back.
+    /// broker delivers it to this node's members itself and publishes it
+    /// again when the bus is back (other nodes may read it from a shared
+    /// store first).
     fn publish(&self, event: Event) {
         let topic = event.topic.clone();
         let payload = Payload::Event(Arc::new(event));
