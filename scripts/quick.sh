@@ -7,6 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Six at a time, as in scripts/test.sh: they mostly wait.
+export RUST_TEST_THREADS=${RUST_TEST_THREADS:-6}
 cargo test --quiet --lib
 # Test names say what they need: the store tests end in their backend
 # (`::postgres`, `::mysql`, `::redis`), file tests in `::s3`, and these
