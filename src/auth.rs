@@ -8,6 +8,8 @@
 //! cannot choose its `from` when authentication is on. `nbf`, when present,
 //! must have passed and `iat`, when present, must not be in the future (both
 //! within `auth.leeway`). Refusals name the cause in a short fixed text.
+//! Tokens chatd issues at login also carry the user's token generation
+//! (`gen`) and their login session (`sid`), which `accounts` checks.
 
 use hyper::header::AUTHORIZATION;
 use hyper::HeaderMap;

@@ -16,7 +16,8 @@
 //! - [`http`]: routes, health and readiness, metrics listener; a plain
 //!   connection's upgrade head read and answered by chatd (`head.rs`), the
 //!   WebSocket endpoints' checks (`upgrade.rs`), everything else through
-//!   hyper: the REST API (`api.rs`), file uploads and downloads
+//!   hyper: the REST API (`api.rs`; login sessions: `sessions.rs`), file
+//!   uploads and downloads
 //!   (`files.rs`, with the rest of an abandoned body read after an early
 //!   answer: `linger.rs`), the embedded web client (`web.rs`).
 //! - [`conn`]: one connection in one task (`task.rs`): read loop (with its
@@ -37,7 +38,7 @@
 //! - [`node`]: what all shards share (config, registry, broker, metrics,
 //!   accounts).
 //! - [`accounts`]: users (Argon2id passwords, login tokens with a revocable
-//!   generation), who is online (with Redis: a lease per node), who may use
+//!   generation and a login session each), who is online (with Redis: a lease per node), who may use
 //!   a private conversation; the REST layer and the chat service call it.
 //! - [`files`]: uploaded files: bytes in an object store (a local directory
 //!   or S3), metadata in the store's directory; streaming uploads, content
@@ -51,7 +52,8 @@
 //!   share one history.
 //! - [`broker`]: the narrow `Broker` trait; `memory.rs` is the in-process
 //!   default; `redis.rs` delivers a stored message the bus did not carry
-//!   to this node's members itself.
+//!   to this node's members itself, and publishes it again once the bus is
+//!   back.
 //! - [`rooms`]: node-wide registry (which shards have members of a room) and
 //!   each shard's member queues; fan-out of one frame (per dialect, and per
 //!   deflate window when compressed) to many queues; the presence budget.
@@ -65,7 +67,8 @@
 //!   `conn` drains; a parked writer's frames written through to its socket,
 //!   which `conn` gives it) and the options its writer drains it
 //!   with (one per shard).
-//! - [`tls`]: loading the certificate for `wss://`; [`auth`]: tokens on upgrades.
+//! - [`tls`]: loading the certificate for `wss://`, and Redis clients for
+//!   `rediss://` with their CA; [`auth`]: tokens on upgrades.
 //! - [`config`], [`metrics`] (with a histogram each shard records into
 //!   without a lock, `sharded.rs`), [`shutdown`]: leaves.
 //! - [`peers`]: connections not yet upgraded counted per source address,

@@ -1,4 +1,5 @@
-//! TLS (wss:// and https://) through rustls with the ring provider.
+//! TLS through rustls with the ring provider: the certificate for wss://
+//! and https://, and Redis clients for rediss:// with their CA.
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
