@@ -293,14 +293,20 @@ async fn register(req: Request<Incoming>, node: &Node) -> Result<Response<Body>,
 
 async fn login(req: Request<Incoming>, node: &Node) -> Result<Response<Body>, AccountError> {
     let device = user_agent(&req);
-    let origin = Origin {
-        address: client_addr(&req),
-        device: &device,
-    };
+    let origin = origin(&req, &device);
     let c: Credentials = body(req, node.config.limits.max_message_size).await?;
     let accounts = &node.accounts;
     let login = accounts.login(&c.username, c.password, origin).await?;
     Ok(login_view(accounts, &login))
+}
+
+/// Where a login request comes from: its address, and `device` (its
+/// [`user_agent`]).
+fn origin<'a, B>(req: &Request<B>, device: &'a str) -> Origin<'a> {
+    Origin {
+        address: client_addr(req),
+        device,
+    }
 }
 
 /// The request's `User-Agent` (a session's `device`), or empty.
@@ -403,10 +409,7 @@ async fn user_route(
         }
         (&Method::POST, ["me", "password"]) => {
             let device = user_agent(&req);
-            let origin = Origin {
-                address: client_addr(&req),
-                device: &device,
-            };
+            let origin = origin(&req, &device);
             let p: PasswordChange = body(req, max).await?;
             let login = accounts
                 .change_password(user, [p.old_password, p.new_password], origin)

@@ -67,6 +67,11 @@ pub async fn end(
     id: &str,
 ) -> Result<Response<Body>, AccountError> {
     let user = Accounts::require_user(identity)?;
+    // Session ids are UUIDs: anything else names none (and never reaches
+    // the store, where it would be part of a key).
+    if uuid::Uuid::parse_str(id).is_err() {
+        return Err(AccountError::NotFound("session"));
+    }
     node.accounts.end_session(user, id).await?;
     conversations::sign_out_everywhere(node, shard, user, Some(id));
     Ok(json(StatusCode::NO_CONTENT, String::new()))

@@ -154,6 +154,11 @@ async fn logging_out_ends_that_session_only_and_sessions_are_listed_and_ended(
     assert_eq!(status, 401);
     let (status, _) = http_json(addr, "DELETE", &path, Some(&phone), None).await;
     assert_eq!(status, 404, "an ended session is gone");
+    for id in ["not-a-session", "%2e%2e", "x:y"] {
+        let path = format!("/api/chat-api/me/sessions/{id}");
+        let (status, _) = http_json(addr, "DELETE", &path, Some(&phone), None).await;
+        assert_eq!(status, 404, "{id}");
+    }
 
     // A password change ends every session; the caller goes on in a new one.
     let other = login_as(addr, "alice", "other").await;
