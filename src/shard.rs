@@ -275,8 +275,9 @@ impl Shard {
     /// (4001), whatever they speak; with a `session` (not empty), only
     /// those opened with that login session's token.
     fn sign_out(&self, user: &ClientId, session: &str) {
+        let key = session_key(Some(session));
         self.for_each(|c| {
-            let ended = session.is_empty() || c.session.get() == session_key(Some(session));
+            let ended = session.is_empty() || c.session.get() == key;
             if c.is_client(user) && ended {
                 c.queue.close(CloseReason::SignedOut);
             }

@@ -163,9 +163,7 @@ impl RedisBroker {
                 mpsc::error::TrySendError::Full(out) => (PublishError::Backlog, out),
                 mpsc::error::TrySendError::Closed(out) => (PublishError::Closed, out),
             };
-            if let Some((topic, payload)) = out.fallback {
-                self.shared.fall_back(&topic, payload, out.channel);
-            }
+            self.shared.fall_back(out);
             error
         })
     }
@@ -432,23 +430,27 @@ fn push_handler(
 }
 
 impl Shared {
-    /// A stored message the bus did not carry (on `channel`): straight to
-    /// this node's fan-out (through the reorder stage, when there is one,
-    /// which also drops it should the bus deliver it after all), and kept
-    /// to be published for the other nodes once the bus is back.
-    fn fall_back(&self, topic: &Topic, payload: Payload, channel: Bytes) {
+    /// `out`, if a stored message (its `fallback`), was not carried by the
+    /// bus: straight to this node's fan-out (through the reorder stage, when
+    /// there is one, which also drops it should the bus deliver it after
+    /// all), and kept to be published for the other nodes once the bus is
+    /// back: its bus payload, retagged with this node's id.
+    fn fall_back(&self, out: Outbound) {
+        let Some((topic, payload)) = out.fallback else {
+            return;
+        };
         self.metrics.local_fallbacks.inc();
-        if let Payload::Event(event) = &payload {
+        if let Some((&TAG_EVENT, event)) = out.payload.split_first() {
             let mut unsent = self.unsent.lock();
             if unsent.len() < self.config.max_pending {
-                let mut out = Vec::with_capacity(80 + event.body.len());
-                out.push(TAG_REPUBLISHED);
-                out.extend_from_slice(&self.node);
-                event.encode(&mut out);
-                unsent.push_back((channel, out.into()));
+                let mut again = Vec::with_capacity(1 + self.node.len() + event.len());
+                again.push(TAG_REPUBLISHED);
+                again.extend_from_slice(&self.node);
+                again.extend_from_slice(event);
+                unsent.push_back((out.channel, again.into()));
             }
         }
-        self.delivery.deliver(topic, payload);
+        self.delivery.deliver(&topic, payload);
     }
 
     fn on_message(&self, channel: &[u8], payload: &[u8]) {
@@ -545,17 +547,15 @@ async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outbound>) {
                 }
                 // Accepted, then lost: each sender gets MESSAGE_FAILED, and
                 // each stored message reaches this node's members directly.
-                for out in batch.iter_mut() {
+                for mut out in batch.drain(..) {
                     if let Some(origin) = out.origin.take() {
                         shared.delivery.failed(origin);
                     }
-                    if let Some((topic, payload)) = out.fallback.take() {
-                        shared.fall_back(&topic, payload, out.channel.clone());
-                    }
+                    shared.fall_back(out);
                 }
             }
         }
-        shared.pending.fetch_sub(batch.len(), Ordering::AcqRel);
+        shared.pending.fetch_sub(n as usize, Ordering::AcqRel);
         batch.clear();
     }
 }
