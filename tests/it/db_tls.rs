@@ -10,7 +10,7 @@
 use serde_json::json;
 use std::path::PathBuf;
 
-use crate::common::{connect_room, http_get, start, try_start, WAIT};
+use crate::common::{connect_room, eventually_async, http_get, start, try_start};
 use crate::mysql_harness::Mariadb;
 use crate::pg_harness::Postgres;
 use crate::redis_harness::{require_redis, Redis};
@@ -97,18 +97,9 @@ async fn redis_over_tls_checks_the_server_certificate() {
     let s = start(&[&url, &ca, "store.backend=redis"]);
     a_chat_is_kept(&s).await;
     // The bus connects on its own (the chat above needed only the store).
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (status, ready) = http_get(s.addr(), "/readyz").await;
-        if status == 200 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the bus connects over TLS too: {ready}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let addr = s.addr();
+    let ready = || async move { http_get(addr, "/readyz").await.0 == 200 };
+    eventually_async("the bus connects over TLS too (/readyz 200)", ready).await;
     s.shutdown().await;
     let error = refused(&[&url, "store.backend=redis"]);
     assert!(error.contains("store"), "{error}");
