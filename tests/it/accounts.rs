@@ -71,6 +71,16 @@ async fn login_as(addr: SocketAddr, name: &str, agent: &str) -> String {
     login["token"].as_str().unwrap().to_owned()
 }
 
+/// `token` is refused (401) on REST and on a WebSocket upgrade.
+async fn refused_everywhere(addr: SocketAddr, token: &str, what: &str) {
+    let (status, e) = http_json(addr, "GET", "/api/chat-api/me", Some(token), None).await;
+    assert_eq!(status, 401, "{what} is refused on REST: {e}");
+    match tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={token}")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!("{what} is refused on upgrade: {other:?}"),
+    }
+}
+
 /// The caller's sessions (`GET me/sessions`).
 async fn sessions(addr: SocketAddr, token: &str) -> Vec<Value> {
     let (status, list) =
@@ -117,12 +127,7 @@ async fn logging_out_ends_that_session_only_and_sessions_are_listed_and_ended(
     .await;
     assert_eq!(status, 204);
     assert_eq!(on_laptop.expect_close().await, 4001);
-    let (status, e) = http_json(addr, "GET", "/api/chat-api/me", Some(&laptop), None).await;
-    assert_eq!(status, 401, "the logged-out token is refused on REST: {e}");
-    match tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={laptop}")).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
-        other => panic!("the logged-out token is refused on upgrade: {other:?}"),
-    }
+    refused_everywhere(addr, &laptop, "the logged-out token").await;
     // The other session goes on, socket included.
     on_phone.send_json(json!({"type":"ping"})).await;
     assert_eq!(on_phone.recv_type("pong").await["type"], "pong");
@@ -150,8 +155,7 @@ async fn logging_out_ends_that_session_only_and_sessions_are_listed_and_ended(
     let (status, _) = http_json(addr, "DELETE", &path, Some(&phone), None).await;
     assert_eq!(status, 204);
     assert_eq!(on_tablet.expect_close().await, 4001);
-    let (status, _) = http_json(addr, "GET", "/api/chat-api/me", Some(&tablet), None).await;
-    assert_eq!(status, 401);
+    refused_everywhere(addr, &tablet, "the ended session's token").await;
     let (status, _) = http_json(addr, "DELETE", &path, Some(&phone), None).await;
     assert_eq!(status, 404, "an ended session is gone");
     for id in ["not-a-session", "%2e%2e", "x:y"] {
@@ -176,8 +180,7 @@ async fn logging_out_ends_that_session_only_and_sessions_are_listed_and_ended(
     let listed = sessions(addr, fresh["token"].as_str().unwrap()).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["current"], true);
-    let (status, _) = http_json(addr, "GET", "/api/chat-api/me", Some(&other), None).await;
-    assert_eq!(status, 401);
+    refused_everywhere(addr, &other, "a session the password change ended").await;
     s.shutdown().await;
 }
 
@@ -627,13 +630,7 @@ async fn a_password_change_revokes_older_tokens(new_db: fn(&str) -> Db) {
     assert_eq!(native.expect_close().await, 4001);
     assert_eq!(fastchat.expect_close().await, 4001);
     let new = fresh["token"].as_str().unwrap();
-    let (status, _) = http_json(addr, "GET", "/api/chat-api/me", Some(&old), None).await;
-    assert_eq!(status, 401, "the old token is revoked on REST");
-    let upgrade = format!("ws://{addr}/ws?token={old}");
-    match tokio_tungstenite::connect_async(upgrade).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
-        other => panic!("the old token is revoked on upgrade: {other:?}"),
-    }
+    refused_everywhere(addr, &old, "the old token").await;
     let (status, _) = http_json(addr, "GET", "/api/chat-api/me", Some(new), None).await;
     assert_eq!(status, 200);
     let body = json!({"username":"alice","password":"a-new-password"});
