@@ -41,6 +41,10 @@ if [ "${SKIP_BROWSER:-0}" != 1 ]; then
 fi
 command -v moto_server >/dev/null || pip_install 'moto[server]'
 
+# What a failure of the storm tests may come down to (chatd raises the soft
+# limit to the hard one when it starts, in the test process too).
+echo "open-file limit: soft $(ulimit -Sn), hard $(ulimit -Hn); cores: $(nproc)"
+
 # Each phase's duration, printed at the end.
 phases=()
 phase() {

@@ -104,11 +104,51 @@ pub struct ShutdownReport {
 }
 
 /// Binds the listeners and starts every shard.
+/// Raises the soft open-file limit to the hard one. Every connection is a
+/// descriptor, and the soft limit a service gets is often 1,024 (systemd's
+/// default), while the hard one is far higher: without this, a node would
+/// refuse connections at about a thousand clients on a default machine.
+/// What the limit is after it is logged (and what to change when it is low).
+fn raise_open_files_limit() {
+    let (soft, hard) = match rlimit::Resource::NOFILE.get() {
+        Ok(limits) => limits,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit");
+            return;
+        }
+    };
+    let now = if soft < hard {
+        match rlimit::Resource::NOFILE.set(hard, hard) {
+            Ok(()) => {
+                tracing::info!(from = soft, to = hard, "open-file limit raised");
+                hard
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit");
+                soft
+            }
+        }
+    } else {
+        soft
+    };
+    if now < LOW_OPEN_FILES {
+        tracing::warn!(
+            limit = now,
+            "the open-file limit caps this node at fewer connections (one descriptor each); \
+             raise the hard limit (LimitNOFILE= in a systemd unit, ulimit -Hn) for more"
+        );
+    }
+}
+
+/// Below this many descriptors, a start warns that connections are capped.
+const LOW_OPEN_FILES: u64 = 4096;
+
 pub fn start(config: Config) -> Result<Server, StartError> {
     // Every TLS client chatd makes (S3, rediss://) uses the process's
     // provider: ring, as the server side does. (Already installed when an
     // earlier server of this process did it.)
     let _ = rustls::crypto::ring::default_provider().install_default();
+    raise_open_files_limit();
     let shards = config.shard_count();
     let host: IpAddr = config
         .server

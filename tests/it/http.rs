@@ -194,3 +194,36 @@ async fn a_port_in_use_stops_the_start() {
     assert!(err.contains("Address already in use"), "{err}");
     server.shutdown().await;
 }
+
+/// A node started with a low soft open-file limit (1,024 is common: it is
+/// systemd's default) raises it to the hard one, so the limit does not cap
+/// it at about that many clients. Started at 256:4096, it serves 400
+/// connections at once and says what it did.
+#[tokio::test]
+async fn a_low_soft_open_file_limit_is_raised_to_the_hard_one() {
+    let mut cmd = tokio::process::Command::new("prlimit");
+    cmd.args(["--nofile=256:4096", "--", env!("CARGO_BIN_EXE_chatd")])
+        .args(["--set", "store.backend=none", "--log-level", "info"])
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped());
+    let (child, addr) = spawn_chatd(&mut cmd).await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id().unwrap())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .skip(3)
+        .take(2)
+        .collect::<Vec<_>>();
+    assert_eq!(open_files, ["4096", "4096"], "{limits}");
+    let mut clients = Vec::new();
+    for _ in 0..400 {
+        clients.push(connect(addr, "/ws/r").await);
+    }
+    let out = terminate(child).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("open-file limit raised"), "{stderr}");
+    assert!(stderr.contains("from=256 to=4096"), "{stderr}");
+    drop(clients);
+}

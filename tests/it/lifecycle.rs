@@ -41,6 +41,12 @@ async fn a_client_that_never_reads_is_closed_1008_and_others_get_everything() {
     let server = start(&[
         "limits.queue_messages=16",
         "limits.slow_consumer_timeout=200ms",
+        // The stalled client reads nothing until the 1,000 chats are
+        // through, so its Close frame waits in a full socket that long. On
+        // a loaded machine that took over the default 10 s, the server gave
+        // up on the write and the client never got the frame (a reset).
+        // A stuck write's end is tested in metrics::a_stuck_write_...
+        "limits.write_timeout=120s",
     ]);
     let addr = server.addr();
     let mut stalled = connect_small_buffer(addr, "/ws/r").await;
