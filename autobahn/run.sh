@@ -25,10 +25,15 @@ if [ ! -x "$venv/bin/wstest" ]; then
 fi
 
 cd "$root"
-# The same packages as loadtest/run-all.sh: one release build serves both
-# (with `-p chatd` alone, Cargo would unify other features and build the
-# tree a second time).
-cargo build --release --quiet -p chatd -p loadtest
+# BUILD_PROFILE: the Cargo profile of the chatd under test, `release` by
+# default. The test command passes `dev`, the build its tests just made
+# (its dependencies are optimised; see Cargo.toml), so that it compiles the
+# tree once, not once more in release. The same packages as
+# loadtest/run-all.sh: one build serves both (with `-p chatd` alone, Cargo
+# would unify other features and build the tree a second time).
+profile=${BUILD_PROFILE:-release}
+cargo build --profile "$profile" --quiet -p chatd -p loadtest
+bin=${CARGO_TARGET_DIR:-target}/$([ "$profile" = dev ] && echo debug || echo "$profile")
 
 # wstest is single-threaded Python and the bottleneck (about five times
 # chatd's CPU): the cases run as two halves side by side, each against a
@@ -51,7 +56,7 @@ cleanup() {
 }
 trap cleanup EXIT
 for i in "${!groups[@]}"; do
-  "${CARGO_TARGET_DIR:-target}/release/chatd" --host 127.0.0.1 --port $((port + i)) --shards 1 \
+  "$bin/chatd" --host 127.0.0.1 --port $((port + i)) --shards 1 \
     --set metrics.enabled=false --set store.backend=none --log-level error &
   servers+=($!)
 done

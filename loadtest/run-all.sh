@@ -17,8 +17,11 @@ name=$([ "$QUICK" = 1 ] && echo smoke || echo latest)
 jsonl=$out/$name.jsonl
 : > "$jsonl"
 
-cargo build --release --quiet -p chatd -p loadtest
-bin=${CARGO_TARGET_DIR:-target}/release
+# BUILD_PROFILE: the Cargo profile to build and run, `release` by default
+# (the test command's smoke passes `dev`: see autobahn/run.sh).
+profile=${BUILD_PROFILE:-release}
+cargo build --profile "$profile" --quiet -p chatd -p loadtest
+bin=${CARGO_TARGET_DIR:-target}/$([ "$profile" = dev ] && echo debug || echo "$profile")
 chatd=$bin/chatd
 baseline=$bin/baseline
 gen=$bin/loadtest

@@ -79,13 +79,38 @@ if command -v node >/dev/null; then
   node --check loadtest/k6/fanout.js
 fi
 
-# A 5-second smoke of every load scenario (no timing assertions).
+# Both run against the dev build the tests just made (BUILD_PROFILE=dev:
+# no second, release build of the tree), side by side: the load smoke
+# mostly waits (5-second scenarios at low rates, pauses between servers)
+# while Autobahn's Python client keeps the cores busy.
+# A 5-second smoke of every load scenario (no timing assertions), its
+# output shown when it ends.
+smoke=
 if [ "${SKIP_LOADTEST:-0}" != 1 ]; then
-  phase loadtest env QUICK=1 loadtest/run-all.sh
+  smoke_log=$(mktemp)
+  (
+    started=$SECONDS
+    status=0
+    env QUICK=1 BUILD_PROFILE=dev loadtest/run-all.sh >"$smoke_log" 2>&1 || status=$?
+    echo $((SECONDS - started)) >"$smoke_log.seconds"
+    exit $status
+  ) &
+  smoke=$!
+  trap 'pkill -P $smoke 2>/dev/null; kill $smoke 2>/dev/null; report' EXIT
 fi
 
 if [ "${SKIP_AUTOBAHN:-0}" != 1 ]; then
-  phase autobahn autobahn/run.sh
+  phase autobahn env BUILD_PROFILE=dev autobahn/run.sh
+fi
+
+if [ -n "$smoke" ]; then
+  smoke_status=0
+  wait $smoke || smoke_status=$?
+  trap report EXIT
+  cat "$smoke_log"
+  phases+=("$(printf '%-10s %4d s (beside autobahn)' loadtest "$(cat "$smoke_log.seconds")")")
+  rm -f "$smoke_log" "$smoke_log.seconds"
+  [ $smoke_status = 0 ] || { echo "load smoke failed (exit $smoke_status)" >&2; exit 1; }
 fi
 
 # The kept fuzz corpus is replayed by the unit tests above, in every run.

@@ -640,6 +640,13 @@ pub struct RedisConfig {
     /// Connect and command timeout. Default `2s`.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// How long a node keeps what it published again after an outage
+    /// (chats it stored and acked while the bus was down), to publish it
+    /// once more when another node announces its own, later reconnect:
+    /// that node was not subscribed yet to hear the first time. Cover the
+    /// longest reconnect lag between your nodes. Default `60s`.
+    #[serde(with = "humantime_serde")]
+    pub republish_window: Duration,
     /// PEM CA certificate(s) a `rediss://` server's certificate is checked
     /// against (a managed Redis's own CA). Default empty: the system's
     /// roots.
@@ -657,6 +664,7 @@ impl Default for RedisConfig {
             max_pending: 10_000,
             health_interval: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(2),
+            republish_window: Duration::from_secs(60),
             ca_file: PathBuf::new(),
         }
     }

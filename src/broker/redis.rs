@@ -35,7 +35,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::{Broker, Delivery, Origin, Payload, Publish, PublishError, Topic};
@@ -78,9 +78,10 @@ struct Shared {
     /// The last flush marker that came back through the subscription.
     marker_seen: AtomicU64,
     marker_arrived: tokio::sync::Notify,
-    /// A publish failed since the last health check: other nodes' may have
-    /// too, so this node catches up from the shared store (a bus blip
-    /// shorter than one check is not seen as an outage by the check).
+    /// A publish failed, or the subscription connection dropped, since the
+    /// last health check: other nodes' publishes may have been lost too, so
+    /// this node catches up from the shared store (a bus blip shorter than
+    /// one check is not seen as an outage by the check).
     publish_lost: AtomicBool,
     /// This node's id, in what it publishes again (see `unsent`).
     node: [u8; 16],
@@ -90,6 +91,41 @@ struct Shared {
     /// `max_pending`; beyond it the other nodes rely on the shared store's
     /// catch-up alone.
     unsent: Mutex<VecDeque<(Bytes, Bytes)>>,
+    /// What was published again, kept `republish_window` (at most
+    /// `max_pending`): a node whose own reconnect came after that publish
+    /// was not subscribed to hear it, and asks for it by announcing its
+    /// return on `nodes_channel`.
+    republished: Mutex<VecDeque<(Instant, Bytes, Bytes)>>,
+    /// Where nodes announce that they are subscribed again after an outage.
+    nodes_channel: Bytes,
+    /// Another node announced its return: publish `republished` again.
+    peer_back: AtomicBool,
+    /// Ids of the events heard published again, so one heard twice (sent
+    /// again for a later node) is delivered once.
+    heard_again: Mutex<RecentIds>,
+}
+
+/// The last ids seen, at most a bound of them (oldest forgotten first).
+struct RecentIds {
+    ids: std::collections::HashSet<uuid::Uuid>,
+    order: VecDeque<uuid::Uuid>,
+    max: usize,
+}
+
+impl RecentIds {
+    /// False if `id` was seen already.
+    fn insert(&mut self, id: uuid::Uuid) -> bool {
+        if !self.ids.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > self.max {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+        true
+    }
 }
 
 pub struct RedisBroker {
@@ -116,6 +152,7 @@ impl RedisBroker {
             .unzip();
         let (sub_tx, sub_rx) = mpsc::unbounded_channel();
         let config_prefix = config.channel_prefix.clone();
+        let config_max_pending = config.max_pending;
         let node = uuid::Uuid::new_v4();
         let shared = Arc::new(Shared {
             config,
@@ -130,6 +167,14 @@ impl RedisBroker {
             publish_lost: AtomicBool::new(false),
             node: node.into_bytes(),
             unsent: Mutex::new(VecDeque::new()),
+            republished: Mutex::new(VecDeque::new()),
+            nodes_channel: Bytes::from(format!("{config_prefix}nodes")),
+            peer_back: AtomicBool::new(false),
+            heard_again: Mutex::new(RecentIds {
+                ids: Default::default(),
+                order: VecDeque::new(),
+                max: config_max_pending,
+            }),
         });
         RedisBroker {
             shared,
@@ -265,6 +310,7 @@ impl Broker for RedisBroker {
                     self.channel(&Topic::Global),
                     self.channel(&Topic::Relay),
                     self.shared.marker_channel.clone(),
+                    self.shared.nodes_channel.clone(),
                 ];
                 tokio::task::spawn_local(subscriber(self.shared.clone(), rx, always));
             }
@@ -420,6 +466,12 @@ fn push_handler(
     shared: Arc<Shared>,
 ) -> impl Fn(PushInfo) -> Result<(), std::convert::Infallible> + Send + Sync {
     move |info: PushInfo| {
+        if info.kind == PushKind::Disconnection {
+            // The library reconnects and resubscribes by itself, maybe
+            // between two health checks: the check then treats it as a
+            // blip (resubscribe, announce the return, catch up).
+            shared.publish_lost.store(true, Ordering::Release);
+        }
         if matches!(info.kind, PushKind::Message | PushKind::SMessage) {
             if let [Value::BulkString(channel), Value::BulkString(payload)] = &info.data[..] {
                 shared.on_message(channel, payload);
@@ -454,6 +506,12 @@ impl Shared {
     }
 
     fn on_message(&self, channel: &[u8], payload: &[u8]) {
+        if channel == &self.nodes_channel[..] {
+            if payload != self.node {
+                self.peer_back.store(true, Ordering::Release);
+            }
+            return;
+        }
         if channel == &self.marker_channel[..] {
             let seq = std::str::from_utf8(payload)
                 .ok()
@@ -496,8 +554,10 @@ impl Shared {
             Some((&TAG_REPUBLISHED, data)) => match data.split_at_checked(self.node.len()) {
                 Some((node, _)) if node == self.node => return,
                 Some((_, data)) => match event(data) {
-                    Some(payload) => payload,
-                    None => return,
+                    Some(Payload::Event(event)) if self.heard_again.lock().insert(event.id) => {
+                        Payload::Event(event)
+                    }
+                    _ => return,
                 },
                 None => return,
             },
@@ -603,6 +663,7 @@ async fn subscriber(
                     healthy = resubscribe(&mut bus, &wanted).await;
                     if healthy {
                         if ever_ready {
+                            healthy = announce_return(&shared, &mut bus).await;
                             shared.metrics.reconnects.inc();
                             tracing::info!(channels = wanted.len(), "redis reconnected; subscriptions restored");
                             // Subscribed again: what other nodes stored
@@ -615,9 +676,13 @@ async fn subscriber(
                 } else if lost {
                     // A blip the checks did not see: resubscribe (the old
                     // connection's subscriptions may be gone) and catch up.
-                    healthy = resubscribe(&mut bus, &wanted).await;
+                    healthy = resubscribe(&mut bus, &wanted).await
+                        && announce_return(&shared, &mut bus).await;
                     shared.metrics.resyncs.inc();
                     shared.delivery.resync();
+                }
+                if healthy && shared.peer_back.swap(false, Ordering::AcqRel) {
+                    shared.send_again();
                 }
                 if healthy {
                     healthy = republish(&shared, &mut bus).await;
@@ -633,8 +698,46 @@ async fn subscriber(
     }
 }
 
+/// Tells the other nodes this one is subscribed again: each publishes what
+/// it published again meanwhile once more (this node may have missed it).
+async fn announce_return(shared: &Shared, bus: &mut Bus) -> bool {
+    let hello = Outbound {
+        channel: shared.nodes_channel.clone(),
+        payload: Bytes::copy_from_slice(&shared.node),
+        origin: None,
+        fallback: None,
+    };
+    match bus.publish(std::slice::from_ref(&hello)).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "announcing the reconnect failed");
+            false
+        }
+    }
+}
+
+impl Shared {
+    /// Queues what was published again within `republish_window` to be
+    /// published once more, ahead of what is still unsent (it is older).
+    fn send_again(&self) {
+        let window = self.config.republish_window;
+        let mut republished = self.republished.lock();
+        while republished
+            .front()
+            .is_some_and(|(at, _, _)| at.elapsed() > window)
+        {
+            republished.pop_front();
+        }
+        let mut unsent = self.unsent.lock();
+        for (_, channel, payload) in republished.drain(..).rev() {
+            unsent.push_front((channel, payload));
+        }
+    }
+}
+
 /// Publishes what the bus did not carry (`Shared::unsent`), oldest first, in
-/// batches; false (the rest kept, in order) if the bus fails again.
+/// batches; false (the rest kept, in order) if the bus fails again. What it
+/// publishes is kept in `Shared::republished` for nodes that come back later.
 async fn republish(shared: &Shared, bus: &mut Bus) -> bool {
     loop {
         let batch: Vec<Outbound> = {
@@ -662,6 +765,14 @@ async fn republish(shared: &Shared, bus: &mut Bus) -> bool {
             return false;
         }
         shared.metrics.publishes.inc_by(batch.len() as u64);
+        let now = Instant::now();
+        let mut republished = shared.republished.lock();
+        for out in batch {
+            if republished.len() >= shared.config.max_pending {
+                republished.pop_front();
+            }
+            republished.push_back((now, out.channel, out.payload));
+        }
     }
 }
 

@@ -36,12 +36,12 @@ async fn ws(addr: SocketAddr, token: &str) -> Client {
     c
 }
 
-/// Two nodes on one Redis and one PostgreSQL (kept running while the
-/// returned servers live).
-async fn two_nodes() -> ((Redis, crate::pg_harness::Postgres), Chatd, Chatd) {
+/// Two nodes on one Redis and one PostgreSQL database (kept while the
+/// returned handles live).
+async fn two_nodes() -> ((Redis, crate::pg_harness::PgDatabase), Chatd, Chatd) {
     require_redis();
     let redis = Redis::start();
-    let pg = crate::pg_harness::Postgres::start();
+    let pg = crate::pg_harness::PgDatabase::create();
     let settings = settings(&pg.url());
     let extra: Vec<&str> = settings.iter().map(String::as_str).collect();
     let (n1, n2) = two_ready_nodes(&redis.url(), &extra).await;
@@ -166,7 +166,7 @@ async fn removal_notifications_and_server_publish_cross_nodes_at_once() {
 async fn a_node_killed_with_kill_9_takes_its_users_offline_within_the_lease() {
     require_redis();
     let redis = Redis::start();
-    let pg = crate::pg_harness::Postgres::start();
+    let pg = crate::pg_harness::PgDatabase::create();
     let settings = settings(&pg.url());
     let extra: Vec<&str> = settings.iter().map(String::as_str).collect();
     let n1 = Chatd::start(&redis.url(), &extra).await;

@@ -153,6 +153,25 @@ impl Client {
         }
     }
 
+    /// The next message, or `None` when none comes within `limit`.
+    pub async fn recv_within(&mut self, limit: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()?
+                .expect("stream ended")
+                .expect("websocket error");
+            match msg {
+                Message::Text(t) => {
+                    return Some(serde_json::from_str(&t).expect("server sent JSON"))
+                }
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text message, got {other:?}"),
+            }
+        }
+    }
+
     /// The next message of `kind`, skipping others (e.g. presence).
     pub async fn recv_type(&mut self, kind: &str) -> Value {
         loop {
@@ -348,4 +367,24 @@ pub fn chatd_command() -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatd"));
     cmd.args(["--set", "store.backend=none"]);
     cmd
+}
+
+/// Runs `command` (sh) once this test process has ended, however it ended:
+/// how a server shared by the whole run (a static, never dropped) is
+/// stopped and its files removed.
+pub fn after_this_process(command: &str) {
+    let pid = std::process::id();
+    // The watcher runs in the background of a shell that exits at once (and
+    // is waited for): it belongs to init, not to this process.
+    let started = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "(while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {command}) &"
+        ))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("sh runs");
+    assert!(started.success());
 }

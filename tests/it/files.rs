@@ -694,7 +694,7 @@ async fn two_nodes_share_files_through_s3() {
     use crate::redis_harness::{require_redis, two_ready_nodes, Redis};
     require_redis();
     let redis = Redis::start();
-    let pg = crate::pg_harness::Postgres::start();
+    let pg = crate::pg_harness::PgDatabase::create();
     let moto = Moto::start(BUCKET).await;
     let mut settings = vec![
         "store.backend=postgres".to_owned(),

@@ -122,20 +122,38 @@ impl Mariadb {
         self.start_again();
     }
 
+    /// Runs `sql` once; it must succeed.
+    fn execute(&self, sql: &str) {
+        let out = self.client(sql).output().expect("mariadb runs");
+        assert!(
+            out.status.success(),
+            "{sql:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The command-line client, to run `sql` on this server.
+    fn client(&self, sql: &str) -> Command {
+        let mut cmd = Command::new(program("mariadb"));
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &self.port.to_string(),
+            "-u",
+            "root",
+        ])
+        .args(["-e", sql])
+        .stdin(Stdio::null());
+        cmd
+    }
+
     /// Runs `sql` until the server answers it (30 s at most).
     fn wait_for(&self, sql: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let done = Command::new(program("mariadb"))
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-P",
-                    &self.port.to_string(),
-                    "-u",
-                    "root",
-                ])
-                .args(["-e", sql])
+            let done = self
+                .client(sql)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
@@ -154,11 +172,6 @@ impl Mariadb {
 
     pub fn url(&self) -> String {
         format!("mysql://root@127.0.0.1:{}/chatd", self.port)
-    }
-
-    /// The server's own temp directory (removed with it).
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 
@@ -199,6 +212,64 @@ impl Drop for Mariadb {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One MariaDB server for the whole run, started by the first test that
+/// asks for a database (a bootstrap per test was most of the MySQL tests'
+/// time). A test that stops, restarts or reconfigures its server starts
+/// one of its own ([`Mariadb::start`]).
+fn shared() -> &'static Mariadb {
+    static SERVER: std::sync::OnceLock<Mariadb> = std::sync::OnceLock::new();
+    SERVER.get_or_init(|| {
+        let db = Mariadb::start();
+        // A static is never dropped: the server is stopped once this
+        // process has ended, however it ended.
+        crate::common::after_this_process(&format!(
+            "kill -9 {}; rm -rf {}",
+            db.child.id(),
+            db.dir.display()
+        ));
+        db
+    })
+}
+
+/// A database of its own for one test, on the run's shared server
+/// (dropped when the test ends).
+pub struct MyDatabase {
+    port: u16,
+    name: String,
+    /// The test's own temp directory (files), removed with it.
+    dir: PathBuf,
+}
+
+impl MyDatabase {
+    pub fn create() -> MyDatabase {
+        let server = shared();
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        server.execute(&format!("CREATE DATABASE {name}"));
+        let dir = std::env::temp_dir().join(format!("chatd-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        MyDatabase {
+            port: server.port,
+            name,
+            dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}/{}", self.port, self.name)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for MyDatabase {
+    fn drop(&mut self) {
+        shared().execute(&format!("DROP DATABASE IF EXISTS {}", self.name));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -20,13 +20,13 @@ use crate::redis_harness::{require_redis, wait_numsub, Chatd, Redis};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_chats_reach_every_member_through_a_bus_outage_on_postgres() {
     require_redis();
-    let pg = crate::pg_harness::Postgres::start();
+    let pg = crate::pg_harness::PgDatabase::create();
     let url = format!("store.postgres.url={}", pg.url());
     let mut redis = Redis::start();
     let extra = ["store.backend=postgres", url.as_str()];
     let n1 = Chatd::start(&redis.url(), &extra).await;
     let n2 = Chatd::start(&redis.url(), &extra).await;
-    outage(&mut redis, (n1, n2), true).await;
+    outage(&mut redis, (n1, n2), true, Rejoin::Together).await;
 }
 
 /// `REDIS_URL` alone (no store named): history in the same Redis, shared
@@ -40,7 +40,7 @@ async fn acked_chats_reach_every_member_through_a_bus_outage_with_redis_alone() 
     let files = format!("files.path={}", files.display());
     let n1 = default_node(&redis.url(), &files).await;
     let n2 = default_node(&redis.url(), &files).await;
-    outage(&mut redis, (n1, n2), false).await;
+    outage(&mut redis, (n1, n2), false, Rejoin::Together).await;
 }
 
 /// Each node keeps its own SQLite file (no shared store, so no catch-up):
@@ -50,6 +50,12 @@ async fn acked_chats_reach_every_member_through_a_bus_outage_with_redis_alone() 
 async fn acked_chats_reach_every_member_through_a_bus_outage_on_each_node_s_own_store() {
     require_redis();
     let mut redis = Redis::start();
+    let nodes = nodes_with_own_sqlite(&redis).await;
+    outage(&mut redis, nodes, true, Rejoin::Together).await;
+}
+
+/// Two nodes on `redis`, each with an SQLite file of its own.
+async fn nodes_with_own_sqlite(redis: &Redis) -> (Chatd, Chatd) {
     let node = |n: u32| {
         let path = redis.dir().join(format!("node{n}.db"));
         let url = redis.url();
@@ -58,8 +64,30 @@ async fn acked_chats_reach_every_member_through_a_bus_outage_on_each_node_s_own_
             Chatd::start(&url, &["store.backend=sqlite", store.as_str()]).await
         }
     };
-    let (n1, n2) = (node(1).await, node(2).await);
-    outage(&mut redis, (n1, n2), true).await;
+    (node(1).await, node(2).await)
+}
+
+/// As above, but the other node comes back a second after the sender's
+/// node has published what it acked again: it was not subscribed to hear
+/// that publish. Regression: it never got those chats (seen in full runs,
+/// where a loaded machine made one node's reconnect lag); now it announces
+/// its return and the sender's node publishes them once more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_reconnects_late_still_gets_what_another_acked_meanwhile() {
+    require_redis();
+    let mut redis = Redis::start();
+    let nodes = nodes_with_own_sqlite(&redis).await;
+    outage(&mut redis, nodes, true, Rejoin::FarNodeLater).await;
+}
+
+/// How the nodes come back after Redis restarts.
+#[derive(Clone, Copy, PartialEq)]
+enum Rejoin {
+    /// Each as soon as its health check sees Redis.
+    Together,
+    /// The far node (n2) is stopped over the restart and a second after
+    /// it, so the sender's node is back and publishing first.
+    FarNodeLater,
 }
 
 /// A node configured only by `REDIS_URL` (the test harness's other nodes
@@ -85,7 +113,12 @@ async fn send(c: &mut Client, from: u32, to: u32, gap: Duration) {
     }
 }
 
-async fn outage(redis: &mut Redis, (n1, n2): (Chatd, Chatd), acked_while_down: bool) {
+async fn outage(
+    redis: &mut Redis,
+    (n1, n2): (Chatd, Chatd),
+    acked_while_down: bool,
+    rejoin: Rejoin,
+) {
     // (Under a loaded machine a node's reconnect and catch-up can take a
     // few seconds: every member is given WAIT per message after that.)
     const BEFORE: u32 = 30;
@@ -107,7 +140,14 @@ async fn outage(redis: &mut Redis, (n1, n2): (Chatd, Chatd), acked_while_down: b
         Duration::from_millis(50),
     )
     .await;
+    if rejoin == Rejoin::FarNodeLater {
+        n2.pause();
+    }
     redis.restart();
+    if rejoin == Rejoin::FarNodeLater {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        n2.resume();
+    }
     // Nothing is sent from now on: what was acked must arrive by itself.
 
     // Every chat is answered once: an ack (stored) or MESSAGE_FAILED.
@@ -140,7 +180,7 @@ async fn outage(redis: &mut Redis, (n1, n2): (Chatd, Chatd), acked_while_down: b
         ("the other node", &mut far, Vec::new()),
     ] {
         while seqs.last().is_none_or(|&s| s < last) {
-            let Ok(m) = tokio::time::timeout(WAIT, client.recv()).await else {
+            let Some(m) = client.recv_within(WAIT).await else {
                 panic!("{who} stopped at {seqs:?}; acked {acked:?}");
             };
             if m["type"] == "chat" {
@@ -149,7 +189,10 @@ async fn outage(redis: &mut Redis, (n1, n2): (Chatd, Chatd), acked_while_down: b
         }
         // Nothing more (a duplicate would come now).
         let quiet = tokio::time::Instant::now() + Duration::from_millis(500);
-        while let Ok(m) = tokio::time::timeout_at(quiet, client.recv()).await {
+        while let Some(m) = client
+            .recv_within(quiet - tokio::time::Instant::now())
+            .await
+        {
             if m["type"] == "chat" {
                 seqs.push(m["seq"].as_u64().unwrap());
             }

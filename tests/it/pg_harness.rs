@@ -156,11 +156,6 @@ impl Postgres {
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
-
-    /// The server's own temp directory (removed with it).
-    pub fn dir(&self) -> &std::path::Path {
-        &self.dir
-    }
 }
 
 impl Drop for Postgres {
@@ -181,4 +176,87 @@ impl Drop for Postgres {
             .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// One PostgreSQL server for the whole run, started by the first test that
+/// asks for a database: starting one per test (`initdb`, then the server)
+/// was most of the store tests' time. A test that stops, restarts or
+/// reconfigures its server starts one of its own ([`Postgres::start`]).
+fn shared() -> &'static Postgres {
+    static SERVER: std::sync::OnceLock<Postgres> = std::sync::OnceLock::new();
+    SERVER.get_or_init(|| {
+        let pg = Postgres::start();
+        // A static is never dropped: the server is stopped once this
+        // process has ended, however it ended.
+        let stop = format!(
+            "{} -D {} -m immediate stop; rm -rf {}",
+            program("pg_ctl").display(),
+            pg.dir.join("data").display(),
+            pg.dir.display()
+        );
+        let stop = if is_root() {
+            format!("runuser -u postgres -- {stop}")
+        } else {
+            stop
+        };
+        crate::common::after_this_process(&stop);
+        pg
+    })
+}
+
+/// A database of its own for one test, on the run's shared server
+/// (dropped, with whatever is still connected, when the test ends).
+pub struct PgDatabase {
+    port: u16,
+    name: String,
+    /// The test's own temp directory (files), removed with it.
+    dir: PathBuf,
+}
+
+impl PgDatabase {
+    pub fn create() -> PgDatabase {
+        let server = shared();
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        psql(server.port, &format!("CREATE DATABASE {name}"));
+        let dir = std::env::temp_dir().join(format!("chatd-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        PgDatabase {
+            port: server.port,
+            name,
+            dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{}", self.port, self.name)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        psql(
+            self.port,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs one statement on the server's `postgres` database.
+fn psql(port: u16, sql: &str) {
+    let out = Command::new(program("psql"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+        .args(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+        .stdin(Stdio::null())
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "psql {sql:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

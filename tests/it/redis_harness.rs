@@ -217,6 +217,25 @@ impl Chatd {
         Chatd { child, addr }
     }
 
+    /// Stops the process (SIGSTOP) until [`Chatd::resume`]: it sees
+    /// nothing meanwhile, as a node stalled or slow to reconnect.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let sent = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill {signal} {pid}");
+    }
+
     /// A chatd started some other way.
     pub fn from_child(child: tokio::process::Child, addr: SocketAddr) -> Chatd {
         Chatd { child, addr }

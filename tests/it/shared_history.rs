@@ -51,14 +51,14 @@ async fn chats_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_on_one_postgres_and_redis_deliver_a_room_in_one_seq_order() {
-    let pg = crate::pg_harness::Postgres::start();
+    let pg = crate::pg_harness::PgDatabase::create();
     let url = format!("store.postgres.url={}", pg.url());
     two_nodes_deliver_a_room_in_one_seq_order(&["store.backend=postgres", &url]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_on_one_mariadb_and_redis_deliver_a_room_in_one_seq_order() {
-    let my = crate::mysql_harness::Mariadb::start();
+    let my = crate::mysql_harness::MyDatabase::create();
     let url = format!("store.mysql.url={}", my.url());
     two_nodes_deliver_a_room_in_one_seq_order(&["store.backend=mysql", &url]).await;
 }

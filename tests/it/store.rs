@@ -1,8 +1,9 @@
-//! Durable history (`store.backend: sqlite` and `postgres`): acks after
-//! commit, per-room `seq`, idempotent send, history pages over the WebSocket
-//! and REST, recovery, retention, restarts and `kill -9`. Every test runs
-//! against both backends, each with a database of its own (a file; a real
-//! PostgreSQL server started on loopback).
+//! Durable history on every store (SQLite, PostgreSQL, MySQL, Redis): acks
+//! after commit, per-room `seq`, idempotent send, history pages over the
+//! WebSocket and REST, recovery, retention, restarts and `kill -9`. Every
+//! test runs against each backend, each with a database of its own (a file;
+//! a database on the run's real PostgreSQL or MariaDB server on loopback; a
+//! Redis server of its own).
 
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -16,12 +17,12 @@ fn db_path(name: &str) -> PathBuf {
     dir.join("chatd.db")
 }
 
-/// A fresh database for one test: an SQLite file, or a PostgreSQL server of
-/// its own (stopped when dropped).
+/// A fresh database for one test: an SQLite file, a database of its own on
+/// the run's PostgreSQL or MariaDB server, or a Redis server of its own.
 pub enum Db {
     Sqlite(PathBuf),
-    Postgres(crate::pg_harness::Postgres),
-    Mysql(crate::mysql_harness::Mariadb),
+    Postgres(crate::pg_harness::PgDatabase),
+    Mysql(crate::mysql_harness::MyDatabase),
     Redis(crate::redis_harness::Redis),
 }
 
@@ -31,11 +32,11 @@ impl Db {
     }
 
     pub fn postgres(_name: &str) -> Db {
-        Db::Postgres(crate::pg_harness::Postgres::start())
+        Db::Postgres(crate::pg_harness::PgDatabase::create())
     }
 
     pub fn mysql(_name: &str) -> Db {
-        Db::Mysql(crate::mysql_harness::Mariadb::start())
+        Db::Mysql(crate::mysql_harness::MyDatabase::create())
     }
 
     pub fn redis(_name: &str) -> Db {
