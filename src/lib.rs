@@ -19,7 +19,8 @@
 //!   hyper: the REST API (`api.rs`; login sessions: `sessions.rs`), file
 //!   uploads and downloads
 //!   (`files.rs`, with the rest of an abandoned body read after an early
-//!   answer: `linger.rs`), the embedded web client (`web.rs`).
+//!   answer: `linger.rs`), the embedded web client (`web.rs`); every
+//!   route's refusals in one JSON shape (`error.rs`).
 //! - [`conn`]: one connection in one task (`task.rs`): read loop (with its
 //!   read budget), close paths, writer, the held-back 101 of an upgrade
 //!   hyper answered (`hold.rs`), the bytes read ahead of hyper put back

@@ -22,7 +22,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use std::rc::Rc;
 
-use super::{json, query_param, to_json};
+use super::{client_addr, json, to_json};
 use crate::accounts::{AccountError, Accounts, Identity, Login, Origin};
 use crate::chat::conversations::{self, ServerMessage};
 use crate::chat::ChatError;
@@ -32,75 +32,8 @@ use crate::protocol::RoomName;
 use crate::shard::Shard;
 use crate::store::directory::{ConversationKind, User};
 
+use super::error::{self, refusal, wrong_method};
 use super::Body;
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
-    message: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
-}
-
-/// `{"error":{"code","message","field"}}` with `status`.
-pub fn error_body(
-    status: StatusCode,
-    code: &str,
-    message: &str,
-    field: Option<&str>,
-) -> Response<Body> {
-    let body = ErrorBody {
-        error: ErrorDetail {
-            code,
-            message,
-            field,
-        },
-    };
-    let mut resp = json(status, to_json(&body));
-    if status == StatusCode::UNAUTHORIZED {
-        resp.headers_mut().insert(
-            hyper::header::WWW_AUTHENTICATE,
-            hyper::header::HeaderValue::from_static("Bearer"),
-        );
-    }
-    resp
-}
-
-/// An account refusal as its HTTP answer.
-pub fn refusal(e: &AccountError) -> Response<Body> {
-    let message = e.to_string();
-    let (status, code, field) = match e {
-        AccountError::Invalid { field, .. } => {
-            (StatusCode::BAD_REQUEST, "VALIDATION", Some(*field))
-        }
-        AccountError::Taken => (StatusCode::CONFLICT, "TAKEN", Some("username")),
-        AccountError::BadCredentials | AccountError::Unauthorized(_) | AccountError::Revoked => {
-            (StatusCode::UNAUTHORIZED, "UNAUTHORIZED", None)
-        }
-        AccountError::Forbidden => (StatusCode::FORBIDDEN, "FORBIDDEN", None),
-        AccountError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND", None),
-        AccountError::NoStore => (StatusCode::NOT_FOUND, "UNSUPPORTED", None),
-        AccountError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", None),
-        AccountError::Throttled(wait) => {
-            let mut resp = error_body(
-                StatusCode::TOO_MANY_REQUESTS,
-                "RATE_LIMITED",
-                &message,
-                None,
-            );
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            resp.headers_mut()
-                .insert(hyper::header::RETRY_AFTER, seconds.max(1).into());
-            return resp;
-        }
-    };
-    error_body(status, code, &message, field)
-}
 
 fn invalid(field: &'static str, message: &'static str) -> AccountError {
     AccountError::Invalid { field, message }
@@ -224,22 +157,6 @@ fn allowed(segments: &[&str]) -> Option<&'static str> {
     })
 }
 
-/// `405` naming the methods the path takes.
-pub(crate) fn wrong_method(allow: &'static str) -> Response<Body> {
-    let message = format!("this path takes {allow}");
-    let mut resp = error_body(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "METHOD_NOT_ALLOWED",
-        &message,
-        None,
-    );
-    resp.headers_mut().insert(
-        hyper::header::ALLOW,
-        hyper::header::HeaderValue::from_static(allow),
-    );
-    resp
-}
-
 /// One API request (`rest` is the path after `/api/chat-api/`).
 pub async fn handle(req: Request<Incoming>, shard: Rc<Shard>, rest: &str) -> Response<Body> {
     let node = shard.node.clone();
@@ -256,26 +173,12 @@ pub async fn handle(req: Request<Incoming>, shard: Rc<Shard>, rest: &str) -> Res
         (&Method::POST, ["server", "publish"]) => return server_publish(req, &node).await,
         (&Method::POST, ["auth", "register"]) => register(req, &node).await,
         (&Method::POST, ["auth", "login"]) => login(req, &node).await,
-        _ => match identify(&req, &node).await {
+        _ => match super::identify(&req, &node, req.uri().query()).await {
             Err(e) => Err(e),
             Ok(identity) => route(req, &node, shard.index, &segments, identity).await,
         },
     };
     outcome.unwrap_or_else(|e| refusal(&e))
-}
-
-async fn identify(req: &Request<Incoming>, node: &Node) -> Result<Identity, AccountError> {
-    let query = req.uri().query();
-    node.accounts
-        .identify(req.headers(), query_param(query, "token"))
-        .await
-}
-
-/// The address the request is from (attached by `serve_connection`).
-pub(crate) fn client_addr<B>(req: &Request<B>) -> std::net::IpAddr {
-    req.extensions()
-        .get::<crate::peers::ClientAddr>()
-        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.0)
 }
 
 async fn register(req: Request<Incoming>, node: &Node) -> Result<Response<Body>, AccountError> {
@@ -471,7 +374,7 @@ fn key_matches(keys: &[String], presented: &str) -> bool {
 async fn server_publish(req: Request<Incoming>, node: &Node) -> Response<Body> {
     let keys = &node.config.api.keys;
     if keys.is_empty() {
-        return error_body(
+        return error::json(
             StatusCode::NOT_FOUND,
             "UNSUPPORTED",
             "the server API is off (api.keys is empty)",
@@ -485,7 +388,7 @@ async fn server_publish(req: Request<Incoming>, node: &Node) -> Response<Body> {
             path = req.uri().path(),
             "server API call with a missing or wrong key"
         );
-        return error_body(
+        return error::json(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",
             "a valid API key is required: Authorization: Bearer <key>",
@@ -520,13 +423,13 @@ async fn server_publish(req: Request<Incoming>, node: &Node) -> Response<Body> {
     };
     match conversations::server_publish(node, room, message, id) {
         Ok(()) => json(StatusCode::ACCEPTED, r#"{"status":"accepted"}"#.into()),
-        Err(ChatError::NotStored(_) | ChatError::NotDelivered(_)) => error_body(
+        Err(ChatError::NotStored(_) | ChatError::NotDelivered(_)) => error::json(
             StatusCode::SERVICE_UNAVAILABLE,
             "MESSAGE_FAILED",
             "the message could not be taken; try again",
             None,
         ),
-        Err(e) => error_body(StatusCode::BAD_REQUEST, "VALIDATION", &e.to_string(), None),
+        Err(e) => error::json(StatusCode::BAD_REQUEST, "VALIDATION", &e.to_string(), None),
     }
 }
 

@@ -11,7 +11,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use std::ops::Range;
 
-use super::api::error_body;
+use super::error;
 use super::linger::{Linger, LingeringBody};
 use super::{query_param, to_json, Body};
 use crate::accounts::Identity;
@@ -34,13 +34,13 @@ fn refusal(e: &FileError) -> Response<Body> {
         FileError::BadRange => (StatusCode::RANGE_NOT_SATISFIABLE, "BAD_RANGE"),
         FileError::Storage => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
     };
-    error_body(status, code, &e.to_string(), None)
+    error::json(status, code, &e.to_string(), None)
 }
 
 fn access_refusal(e: &FileAccess) -> Response<Body> {
     match e {
         FileAccess::Forbidden => {
-            error_body(StatusCode::FORBIDDEN, "FORBIDDEN", &e.to_string(), None)
+            error::json(StatusCode::FORBIDDEN, "FORBIDDEN", &e.to_string(), None)
         }
         FileAccess::File(e) => refusal(e),
     }
@@ -91,7 +91,7 @@ pub async fn upload(req: Request<Incoming>, node: &Node, identity: &Identity) ->
                     Ok(None) | Err(_) => {
                         let message = "a multipart upload needs a file field";
                         let refused =
-                            error_body(StatusCode::BAD_REQUEST, "VALIDATION", message, None);
+                            error::json(StatusCode::BAD_REQUEST, "VALIDATION", message, None);
                         return closing(refused);
                     }
                 }

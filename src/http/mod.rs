@@ -14,6 +14,7 @@
 //! | `/api/chat-api/auth/logout`, `/api/chat-api/me/sessions` | login sessions (`sessions.rs`) |
 
 pub mod api;
+pub mod error;
 pub mod files;
 pub mod head;
 pub mod linger;
@@ -371,6 +372,13 @@ pub(crate) fn route(path: &str) -> Route<'_> {
     Route::NotFound
 }
 
+/// The address the request is from (attached by `serve_connection`).
+pub(crate) fn client_addr<B>(req: &Request<B>) -> std::net::IpAddr {
+    req.extensions()
+        .get::<crate::peers::ClientAddr>()
+        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.0)
+}
+
 /// The value of `key` in a query string (names need no percent-decoding:
 /// their allowed characters are all URL-safe).
 pub(crate) fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
@@ -401,46 +409,33 @@ pub(crate) fn json(status: StatusCode, body: String) -> Response<Body> {
     resp
 }
 
-/// `{"error":{"code","message"}}`, the code named after the status.
-fn error(status: StatusCode, message: &str) -> Response<Body> {
-    let code = match status {
-        StatusCode::BAD_REQUEST => "VALIDATION",
-        StatusCode::UNAUTHORIZED => "UNAUTHORIZED",
-        StatusCode::FORBIDDEN => "FORBIDDEN",
-        StatusCode::NOT_FOUND => "NOT_FOUND",
-        StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
-        _ => "UNAVAILABLE",
-    };
-    api::error_body(status, code, message, None)
-}
-
 async fn handle(mut req: Request<Incoming>, shard: Rc<Shard>) -> Response<Body> {
     let uri = req.uri().clone();
     let query = uri.query().map(str::to_owned);
     let route = route_of(uri.path(), &req);
     if !matches!(route, Route::NotFound | Route::Api { .. }) && req.method() != Method::GET {
-        return api::wrong_method("GET");
+        return error::wrong_method("GET");
     }
     let node = &shard.node;
     match route {
-        Route::NotFound => error(StatusCode::NOT_FOUND, "no such endpoint"),
+        Route::NotFound => error::plain(StatusCode::NOT_FOUND, "no such endpoint"),
         Route::Api { rest } => api::handle(req, shard.clone(), rest).await,
         Route::History { room } => {
             let identity = match identify(&req, node, query.as_deref()).await {
                 Ok(identity) => identity,
-                Err(e) => return api::refusal(&e),
+                Err(e) => return error::refusal(&e),
             };
             history_page(node, &identity, room, query.as_deref()).await
         }
         Route::Receipts { room } => {
             let identity = match identify(&req, node, query.as_deref()).await {
                 Ok(identity) => identity,
-                Err(e) => return api::refusal(&e),
+                Err(e) => return error::refusal(&e),
             };
             receipts(node, &identity, room).await
         }
         Route::Web(_) if !node.config.server.web_client => {
-            error(StatusCode::NOT_FOUND, "no such endpoint")
+            error::plain(StatusCode::NOT_FOUND, "no such endpoint")
         }
         Route::Web(asset) => web::serve(asset, req.headers()),
         Route::Health => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
@@ -484,10 +479,10 @@ async fn history_page(
 ) -> Response<Body> {
     let room = match RoomName::parse(room, node.config.limits.max_name_length) {
         Ok(room) => room,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid room name: {e}")),
+        Err(e) => return error::plain(StatusCode::BAD_REQUEST, &format!("invalid room name: {e}")),
     };
     if let Err(e) = node.accounts.may_use(identity, &room).await {
-        return api::refusal(&e);
+        return error::refusal(&e);
     }
     // The name of a parameter that is not a number.
     let number = |key: &'static str| -> Result<Option<u64>, &'static str> {
@@ -499,20 +494,20 @@ async fn history_page(
         (Ok(b), Ok(l)) => (b, l),
         (Err(key), _) | (_, Err(key)) => {
             let message = format!("{key} must be a non-negative integer");
-            return error(StatusCode::BAD_REQUEST, &message);
+            return error::plain(StatusCode::BAD_REQUEST, &message);
         }
     };
     let page = match crate::chat::history(node.store.as_ref(), room.clone(), before_seq, limit) {
         Ok(page) => page,
         Err(e @ crate::chat::ChatError::BadLimit(_)) => {
-            return error(StatusCode::BAD_REQUEST, &e.to_string())
+            return error::plain(StatusCode::BAD_REQUEST, &e.to_string())
         }
         // The same code as the WebSocket's and the other REST routes' that
         // need a store.
         Err(e @ crate::chat::ChatError::NoHistory) => {
-            return api::error_body(StatusCode::NOT_FOUND, "UNSUPPORTED", &e.to_string(), None)
+            return error::json(StatusCode::NOT_FOUND, "UNSUPPORTED", &e.to_string(), None)
         }
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(e) => return error::plain(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
     match page.await {
         Ok(Ok(events)) => {
@@ -522,7 +517,7 @@ async fn history_page(
             };
             json(StatusCode::OK, to_json(&page))
         }
-        _ => error(
+        _ => error::plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "history could not be read; try again",
         ),
@@ -535,17 +530,17 @@ async fn history_page(
 async fn receipts(node: &Node, identity: &Identity, room: &str) -> Response<Body> {
     let room = match RoomName::parse(room, node.config.limits.max_name_length) {
         Ok(room) => room,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid room name: {e}")),
+        Err(e) => return error::plain(StatusCode::BAD_REQUEST, &format!("invalid room name: {e}")),
     };
     if let Err(e) = node.accounts.may_use(identity, &room).await {
-        return api::refusal(&e);
+        return error::refusal(&e);
     }
     let asked = match node.store.as_ref().map(|s| s.receipts(room.clone())) {
         None => {
             let message = crate::chat::ChatError::NoHistory.to_string();
-            return api::error_body(StatusCode::NOT_FOUND, "UNSUPPORTED", &message, None);
+            return error::json(StatusCode::NOT_FOUND, "UNSUPPORTED", &message, None);
         }
-        Some(Err(busy)) => return error(StatusCode::SERVICE_UNAVAILABLE, &busy.to_string()),
+        Some(Err(busy)) => return error::plain(StatusCode::SERVICE_UNAVAILABLE, &busy.to_string()),
         Some(Ok(asked)) => asked,
     };
     match asked.await {
@@ -562,7 +557,7 @@ async fn receipts(node: &Node, identity: &Identity, room: &str) -> Response<Body
             };
             json(StatusCode::OK, to_json(&body))
         }
-        _ => error(
+        _ => error::plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "receipts could not be read; try again",
         ),

@@ -16,7 +16,7 @@ use hyper::{Request, Response, StatusCode};
 use sha1::{Digest, Sha1};
 use std::rc::Rc;
 
-use super::{api, error, identify, query_param, Body, Route};
+use super::{client_addr, error, identify, query_param, Body, Route};
 use crate::accounts::Identity;
 use crate::config::Wire;
 use crate::conn::demo::Demo;
@@ -102,10 +102,10 @@ pub(crate) async fn websocket<B>(
     query: Option<&str>,
 ) -> Result<Accepted, Response<Body>> {
     let node = &shard.node;
-    let refusal = |e: crate::accounts::AccountError| api::refusal(&e);
+    let refusal = |e: crate::accounts::AccountError| error::refusal(&e);
     let (endpoint, limits, protocol) = match route {
         Route::Relay if !node.config.relay.enabled => {
-            return Err(error(
+            return Err(error::plain(
                 StatusCode::NOT_FOUND,
                 "the relay endpoint is disabled",
             ))
@@ -119,7 +119,7 @@ pub(crate) async fn websocket<B>(
             // With auth on, this upgrade needs a token like any other.
             identify(req, node, query).await.map_err(refusal)?;
             (
-                Endpoint::Demo(Demo::new(api::client_addr(req))),
+                Endpoint::Demo(Demo::new(client_addr(req))),
                 chat_limits(node),
                 None,
             )
@@ -139,16 +139,16 @@ pub(crate) async fn websocket<B>(
                 Wire::FastChat => fastchat(req, node, query).await?,
                 Wire::Demo | Wire::DemoPublicZero | Wire::DemoPublicZeroNumber => {
                     identify(req, node, query).await.map_err(refusal)?;
-                    Endpoint::Demo(Demo::new(api::client_addr(req)))
+                    Endpoint::Demo(Demo::new(client_addr(req)))
                 }
                 Wire::ChatApi => native(req, node, room, query).await?,
             };
             (endpoint, chat_limits(node), echo)
         }
-        _ => return Err(error(StatusCode::NOT_FOUND, "no such endpoint")),
+        _ => return Err(error::plain(StatusCode::NOT_FOUND, "no such endpoint")),
     };
     if !fastwebsockets::upgrade::is_upgrade_request(req) {
-        let mut resp = error(
+        let mut resp = error::plain(
             StatusCode::UPGRADE_REQUIRED,
             "this endpoint speaks WebSocket: send Connection: Upgrade and Upgrade: websocket",
         );
@@ -157,7 +157,7 @@ pub(crate) async fn websocket<B>(
         return Err(resp);
     }
     if let Err(e) = check_handshake(req) {
-        return Err(error(
+        return Err(error::plain(
             StatusCode::BAD_REQUEST,
             &format!("bad WebSocket handshake: {e}"),
         ));
@@ -165,7 +165,7 @@ pub(crate) async fn websocket<B>(
     let max = node.config.server.max_connections;
     if max > 0 && node.metrics.connected.get() >= max as i64 {
         node.metrics.rejected(RejectReason::MaxConnections);
-        return Err(error(
+        return Err(error::plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "this node is at its connection limit; try another or retry later",
         ));
@@ -193,7 +193,7 @@ async fn native<B>(
     room: Option<&str>,
     query: Option<&str>,
 ) -> Result<Endpoint, Response<Body>> {
-    let bad = |status, message: String| error(status, &message);
+    let bad = |status, message: String| error::plain(status, &message);
     let max_name = node.config.limits.max_name_length;
     let room = room
         .or_else(|| query_param(query, "room"))
@@ -214,13 +214,13 @@ async fn native<B>(
         number("notifications_since").map_err(|m| bad(StatusCode::BAD_REQUEST, m))?;
     let identity = identify(req, node, query)
         .await
-        .map_err(|e| api::refusal(&e))?;
+        .map_err(|e| error::refusal(&e))?;
     // A private URL room is checked before the upgrade.
     if let Some(room) = &room {
         node.accounts
             .may_use(&identity, room)
             .await
-            .map_err(|e| api::refusal(&e))?;
+            .map_err(|e| error::refusal(&e))?;
     }
     let client_id = match &identity {
         // A token's subject is the id: a client cannot choose its `from`
@@ -262,11 +262,11 @@ async fn not_a_user(node: &Node, id: &ClientId) -> Result<(), Response<Body>> {
     }
     match node.accounts.user(id.as_str()).await {
         Err(crate::accounts::AccountError::NotFound(_)) => Ok(()),
-        Ok(_) => Err(error(
+        Ok(_) => Err(error::plain(
             StatusCode::FORBIDDEN,
             "client_id is a registered user's id: connect with their token instead",
         )),
-        Err(e) => Err(api::refusal(&e)),
+        Err(e) => Err(error::refusal(&e)),
     }
 }
 
@@ -285,16 +285,16 @@ async fn fastchat<B>(
             .and_then(|o| o.to_str().ok())
             .unwrap_or("");
         if !allowed.iter().any(|a| a == origin) {
-            return Err(error(StatusCode::FORBIDDEN, "origin not allowed"));
+            return Err(error::plain(StatusCode::FORBIDDEN, "origin not allowed"));
         }
     }
     let identity = identify(req, node, query)
         .await
-        .map_err(|e| api::refusal(&e))?;
+        .map_err(|e| error::refusal(&e))?;
     Ok(Endpoint::FastChat(FastChat::new(
         node,
         identity,
-        api::client_addr(req),
+        client_addr(req),
     )))
 }
 
@@ -308,7 +308,7 @@ pub(crate) fn by_hyper<B>(
     let (mut resp, fut) = match fastwebsockets::upgrade::upgrade(req) {
         Ok(pair) => pair,
         Err(e) => {
-            return error(
+            return error::plain(
                 StatusCode::BAD_REQUEST,
                 &format!("bad WebSocket handshake: {e}"),
             )
