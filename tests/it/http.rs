@@ -104,6 +104,15 @@ async fn invalid_config_exits_non_zero_naming_the_field() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("limits.queue_messages"), "{stderr}");
+    // A log filter it cannot read names where it came from.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
+        .env("RUST_LOG", "chatd=loud")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("RUST_LOG"), "{stderr}");
 }
 
 /// SIGTERM to a chatd process; what it wrote, once it exited.
