@@ -626,7 +626,8 @@ pub struct RedisConfig {
     /// Cluster seed URLs (besides `url`); a non-empty list implies `cluster`.
     pub nodes: Vec<String>,
     /// Prefix of every channel name (`<prefix>room:<name>`, `<prefix>global`,
-    /// `<prefix>relay`). Default `chatd:`.
+    /// `<prefix>relay`, a node's `<prefix>node:<id>`, and `<prefix>nodes`,
+    /// where nodes announce a reconnect). Default `chatd:`.
     pub channel_prefix: String,
     /// Most messages in one pipelined write. Default 512.
     pub max_batch: usize,
