@@ -388,3 +388,38 @@ pub fn after_this_process(command: &str) {
         .expect("sh runs");
     assert!(started.success());
 }
+
+/// A name and a temp directory of one test's own (a database on a shared
+/// server, and the files beside it); the directory goes with it.
+pub struct Scratch {
+    /// `t_` and 32 hex digits: a valid SQL identifier, unique to the test.
+    pub name: String,
+    dir: std::path::PathBuf,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let dir = std::env::temp_dir().join(format!("chatd-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch { name, dir }
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs a chatd that must refuse to start; what it wrote to stderr (which
+/// should say why).
+pub async fn refused_start(cmd: &mut tokio::process::Command) -> String {
+    let out = cmd.output().await.expect("chatd runs");
+    assert!(!out.status.success(), "chatd started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

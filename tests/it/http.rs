@@ -1,7 +1,7 @@
 //! Plain HTTP: health, readiness, 426 for a GET without upgrade, 404, and the
 //! binary's own start and SIGTERM shutdown.
 
-use crate::common::{chatd_command, connect, http_get, spawn_chatd, start};
+use crate::common::{chatd_command, connect, http_get, refused_start, spawn_chatd, start};
 
 #[tokio::test]
 async fn health_readiness_and_errors() {
@@ -96,22 +96,11 @@ async fn binary_starts_and_stops_cleanly_on_sigterm() {
 
 #[tokio::test]
 async fn invalid_config_exits_non_zero_naming_the_field() {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
-        .args(["--set", "limits.queue_messages=0"])
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let chatd = || tokio::process::Command::new(env!("CARGO_BIN_EXE_chatd"));
+    let stderr = refused_start(chatd().args(["--set", "limits.queue_messages=0"])).await;
     assert!(stderr.contains("limits.queue_messages"), "{stderr}");
     // A log filter it cannot read names where it came from.
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
-        .env("RUST_LOG", "chatd=loud")
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused_start(chatd().env("RUST_LOG", "chatd=loud")).await;
     assert!(stderr.contains("RUST_LOG"), "{stderr}");
 }
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::Scratch;
 use crate::redis_harness::free_port;
 
 pub struct Mariadb {
@@ -239,37 +240,34 @@ fn shared() -> &'static Mariadb {
 /// (dropped when the test ends).
 pub struct MyDatabase {
     port: u16,
-    name: String,
-    /// The test's own temp directory (files), removed with it.
-    dir: PathBuf,
+    scratch: Scratch,
 }
 
 impl MyDatabase {
     pub fn create() -> MyDatabase {
         let server = shared();
-        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-        server.execute(&format!("CREATE DATABASE {name}"));
-        let dir = std::env::temp_dir().join(format!("chatd-{name}"));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = Scratch::new();
+        server.execute(&format!("CREATE DATABASE {}", scratch.name));
         MyDatabase {
             port: server.port,
-            name,
-            dir,
+            scratch,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("mysql://root@127.0.0.1:{}/{}", self.port, self.name)
+        let (port, name) = (self.port, &self.scratch.name);
+        format!("mysql://root@127.0.0.1:{port}/{name}")
     }
 
+    /// The test's own temp directory (files).
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.scratch.dir()
     }
 }
 
 impl Drop for MyDatabase {
     fn drop(&mut self) {
-        shared().execute(&format!("DROP DATABASE IF EXISTS {}", self.name));
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let name = &self.scratch.name;
+        shared().execute(&format!("DROP DATABASE IF EXISTS {name}"));
     }
 }

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::common::Scratch;
 use crate::redis_harness::free_port;
 
 pub struct Postgres {
@@ -208,55 +209,56 @@ fn shared() -> &'static Postgres {
 /// (dropped, with whatever is still connected, when the test ends).
 pub struct PgDatabase {
     port: u16,
-    name: String,
-    /// The test's own temp directory (files), removed with it.
-    dir: PathBuf,
+    scratch: Scratch,
 }
 
 impl PgDatabase {
     pub fn create() -> PgDatabase {
         let server = shared();
-        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-        psql(server.port, &format!("CREATE DATABASE {name}"));
-        let dir = std::env::temp_dir().join(format!("chatd-{name}"));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = Scratch::new();
+        psql(server.port, &format!("CREATE DATABASE {}", scratch.name));
         PgDatabase {
             port: server.port,
-            name,
-            dir,
+            scratch,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{}", self.port, self.name)
+        let (port, name) = (self.port, &self.scratch.name);
+        format!("postgres://postgres@127.0.0.1:{port}/{name}")
     }
 
+    /// The test's own temp directory (files).
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.scratch.dir()
     }
 }
 
 impl Drop for PgDatabase {
     fn drop(&mut self) {
+        let name = &self.scratch.name;
         psql(
             self.port,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
         );
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 /// Runs one statement on the server's `postgres` database.
 fn psql(port: u16, sql: &str) {
-    let out = Command::new(program("psql"))
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
-        .args(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
-        .stdin(Stdio::null())
-        .output()
-        .expect("psql runs");
-    assert!(
-        out.status.success(),
-        "psql {sql:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let port = port.to_string();
+    let args = [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+    ];
+    run(
+        &program("psql"),
+        &[&args[..], &["-v", "ON_ERROR_STOP=1", "-q", "-c", sql]].concat(),
     );
 }

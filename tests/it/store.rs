@@ -8,7 +8,9 @@
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
-use crate::common::{chatd_command, connect_room, http_get, spawn_chatd, start, Client};
+use crate::common::{
+    chatd_command, connect_room, http_get, refused_start, spawn_chatd, start, Client,
+};
 
 /// A fresh database path in a temp directory of its own.
 fn db_path(name: &str) -> PathBuf {
@@ -407,14 +409,12 @@ async fn an_unreachable_postgres_stops_the_start_naming_the_key() {
         "store.postgres.url=postgres://postgres@127.0.0.1:{}/postgres",
         crate::redis_harness::free_port()
     );
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
-        .args(["--port", "0", "--set", "metrics.enabled=false"])
-        .args(["--set", "store.backend=postgres", "--set", &url])
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused_start(
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
+            .args(["--port", "0", "--set", "metrics.enabled=false"])
+            .args(["--set", "store.backend=postgres", "--set", &url]),
+    )
+    .await;
     assert!(stderr.contains("store.postgres.url"), "{stderr}");
 }
 
@@ -423,25 +423,16 @@ async fn an_unusable_database_path_stops_the_start_naming_the_key() {
     // A directory where the file should be.
     let dir = std::env::temp_dir().join(format!("chatd-store-{}-isdir", std::process::id()));
     std::fs::create_dir_all(dir.join("chatd.db")).unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
-        .args([
-            "--port",
-            "0",
-            "--set",
-            "metrics.enabled=false",
-            "--set",
-            "store.backend=sqlite",
-            "--set",
-        ])
-        .arg(format!(
-            "store.sqlite.path={}",
-            dir.join("chatd.db").display()
-        ))
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused_start(
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
+            .args(["--port", "0", "--set", "metrics.enabled=false"])
+            .args(["--set", "store.backend=sqlite", "--set"])
+            .arg(format!(
+                "store.sqlite.path={}",
+                dir.join("chatd.db").display()
+            )),
+    )
+    .await;
     assert!(stderr.contains("store.sqlite.path"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
